@@ -1,0 +1,166 @@
+"""Reading and writing model weights: official ``.pth`` files, safetensors, and srcore's own saved models.
+
+No pickle code ever runs: ``.pth`` files are read with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .archs import discriminators, rrdbnet, srcnn, srresnet, srvgg, swinir
+from .archs.registry import build, get_variant
+from .atomic import atomic_path
+
+# Most specific first: SwinIR and RRDBNet share ``conv_first`` with SRResNet.
+DETECTORS: list[tuple[str, Callable[[dict], dict | None]]] = [
+    ("swinir", swinir.hparams_from_state_dict),
+    ("rrdbnet", rrdbnet.hparams_from_state_dict),
+    ("srresnet", srresnet.hparams_from_state_dict),
+    ("srvgg", srvgg.hparams_from_state_dict),
+    ("srcnn", srcnn.hparams_from_state_dict),
+    ("unet_discriminator_sn", discriminators.unet_hparams_from_state_dict),
+    ("vgg_discriminator", discriminators.vgg_hparams_from_state_dict),
+]
+# Official release files nest the weights under one of these, EMA weights first (what Real-ESRGAN infers with).
+NESTED_KEYS = ("params_ema", "params", "state_dict", "model")
+METADATA_KEY = "srcore"
+
+
+class WeightsError(ValueError):
+    """A weights file that cannot be read or does not fit the model; the message names the file."""
+
+
+def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict | None]:
+    """Read a weights file into a flat state dict and srcore metadata (``None`` for foreign files).
+
+    ``.safetensors`` are read directly; anything else goes through ``torch.load(weights_only=True)``
+    and is unwrapped from ``params_ema``/``params``/``state_dict``/``model`` and a DDP ``module.`` prefix.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: no such weights file")
+    if path.stat().st_size == 0:
+        raise WeightsError(f"{path}: weights file is empty (0 bytes)")
+    if path.suffix == ".safetensors":
+        try:
+
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+            sd = load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise WeightsError(f"{path}: not a readable safetensors file ({exc})") from None
+        info = json.loads(meta[METADATA_KEY]) if METADATA_KEY in meta else None
+        return sd, info
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError... for bad files
+        raise WeightsError(f"{path}: cannot read weights file, it may be truncated or corrupt "
+                           f"({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+    info = None
+    if isinstance(obj, dict) and METADATA_KEY in obj and "state_dict" in obj:
+        info = obj[METADATA_KEY]
+    for key in NESTED_KEYS:
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise WeightsError(f"{path}: expected a state dict of tensors (optionally under {'/'.join(NESTED_KEYS)})")
+    if obj and all(k.startswith("module.") for k in obj):
+        obj = {k[len("module."):]: v for k, v in obj.items()}
+    return obj, info
+
+
+def detect_architecture(state_dict: dict[str, torch.Tensor]) -> tuple[str, dict] | None:
+    """Find the architecture and its hyper-parameters from key names and tensor shapes."""
+    for arch, detect in DETECTORS:
+        hparams = detect(state_dict)
+        if hparams is not None:
+            return arch, hparams
+    return None
+
+
+def load_weights_into(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str = "state dict") -> None:
+    """Strictly load ``state_dict`` into ``model``, casting (e.g. fp16-stored) floats to the model's dtype.
+
+    Raises ``WeightsError`` naming ``source`` and the first missing, unexpected or mis-shaped keys.
+    """
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    # derived buffers (SwinIR's attn_mask) are dropped by the model's own load hooks
+    unexpected = [k for k in state_dict if k not in own and not k.endswith("attn_mask")]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing keys: {_first(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys: {_first(unexpected)}")
+        raise WeightsError(f"{source}: does not match {type(model).__name__}; " + "; ".join(parts))
+    wrong = [f"{k} {tuple(state_dict[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+             if state_dict[k].shape != v.shape]
+    if wrong:
+        raise WeightsError(f"{source}: shape mismatch for {type(model).__name__}: {_first(wrong)}")
+    cast = {k: v.to(own[k].dtype) if k in own and v.is_floating_point() else v for k, v in state_dict.items()}
+    model.load_state_dict(cast, strict=True)
+
+
+def _first(items: list[str], n: int = 5) -> str:
+    more = f" (+{len(items) - n} more)" if len(items) > n else ""
+    return ", ".join(items[:n]) + more
+
+
+def load_model(path_or_name: str | os.PathLike, *, arch: str | None = None, device: str | torch.device = "cpu",
+               dtype: torch.dtype = torch.float32, **hparams) -> nn.Module:
+    """Load a model from a weights file (``.pth``, ``.safetensors``) or a registered variant name.
+
+    The architecture and hyper-parameters come, in order of preference, from ``arch``/``hparams``
+    given here, srcore metadata saved with the file, or detection from the state dict. The model is
+    returned in eval mode on ``device`` in ``dtype``, with ``model.descriptor`` describing it.
+    """
+    path = Path(path_or_name)
+    if not path.exists():
+        name = str(path_or_name)
+        variant = get_variant(name) if not path.suffix else None
+        if variant is None:
+            raise WeightsError(f"{path}: no such weights file")
+        from .zoo import weights_path
+
+        path = weights_path(variant)
+        arch = arch or variant.arch
+        hparams = {**variant.kwargs, **hparams}
+    state_dict, info = read_state_dict(path)
+    if arch is None and info is not None:
+        arch, hparams = info["arch"], {**info["hparams"], **hparams}
+    if arch is None:
+        found = detect_architecture(state_dict)
+        if found is None:
+            raise WeightsError(f"{path}: cannot recognise the architecture from its keys "
+                               f"(first keys: {_first(list(state_dict))}); pass arch= and its parameters")
+        arch, detected = found
+        hparams = {**detected, **hparams}
+    model = build(arch, hparams)
+    load_weights_into(model, state_dict, source=str(path))
+    return model.to(device=device, dtype=dtype).eval()
+
+
+def save_model(model: nn.Module, path: str | os.PathLike, *, name: str | None = None) -> Path:
+    """Write ``model`` as safetensors with its architecture, hyper-parameters and descriptor in the metadata.
+
+    The file is written under a temporary name and renamed, so a crash never leaves a partial file.
+    """
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ValueError(f"{path}: srcore saves models as .safetensors")
+    info = {"arch": model.arch_name, "hparams": model.hparams, "descriptor": json.loads(model.descriptor.to_json()),
+            "name": name}
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(info)})
+    return path
