@@ -17,8 +17,15 @@ venv:
 test: venv
 	$(BIN)/python -m pytest -q
 
+# Until the bucket job and the bundled default model land, the demo upscales a few real-world
+# photos with the official Real-ESRGAN x4plus weights from the shared folder.
+DEMO_MODEL ?= $(SRCORE_SHARED)/weights/RealESRGAN_x4plus.pth
+DEMO_IMAGES ?= $(addprefix $(SRCORE_SHARED)/datasets/RealWorld/,Lincoln.png chip.png oldphoto2.png)
+
 demo: venv
-	$(BIN)/python jobs/demo.py --out demo-out
+	@test -f "$(DEMO_MODEL)" || { echo "demo: $(DEMO_MODEL) not found; set SRCORE_SHARED or DEMO_MODEL=path/to/weights.pth"; exit 2; }
+	$(BIN)/srcore models
+	$(BIN)/srcore upscale $(DEMO_IMAGES) --model $(DEMO_MODEL) -o demo-out
 
 lint: venv
 	$(BIN)/ruff check .

@@ -10,6 +10,7 @@ cropped back, as the official test script does.
 from __future__ import annotations
 
 import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -263,19 +264,22 @@ class SwinIR(nn.Module):
             self.absolute_pos_embed = nn.Parameter(torch.zeros(1, img_size * img_size, embed_dim))
             nn.init.trunc_normal_(self.absolute_pos_embed, std=0.02)
         self.layers = nn.ModuleList(
-            RSTB(embed_dim, d, h, window_size, mlp_ratio, resi_connection) for d, h in zip(depths, num_heads)
+            RSTB(embed_dim, depth, heads, window_size, mlp_ratio, resi_connection)
+            for depth, heads in zip(depths, num_heads, strict=True)
         )
         self.norm = nn.LayerNorm(embed_dim)
         self.conv_after_body = conv_block(embed_dim, resi_connection)
 
+        if upsampler in ("pixelshuffle", "nearest+conv"):
+            self.conv_before_upsample = nn.Sequential(nn.Conv2d(embed_dim, num_feat, 3, 1, 1),
+                                                      nn.LeakyReLU(inplace=True))
         if upsampler == "pixelshuffle":
-            self.conv_before_upsample = nn.Sequential(nn.Conv2d(embed_dim, num_feat, 3, 1, 1), nn.LeakyReLU(inplace=True))
             self.upsample = Upsample(upscale, num_feat)
             self.conv_last = nn.Conv2d(num_feat, in_chans, 3, 1, 1)
         elif upsampler == "pixelshuffledirect":
-            self.upsample = nn.Sequential(nn.Conv2d(embed_dim, upscale**2 * in_chans, 3, 1, 1), nn.PixelShuffle(upscale))
+            self.upsample = nn.Sequential(nn.Conv2d(embed_dim, upscale**2 * in_chans, 3, 1, 1),
+                                          nn.PixelShuffle(upscale))
         elif upsampler == "nearest+conv":
-            self.conv_before_upsample = nn.Sequential(nn.Conv2d(embed_dim, num_feat, 3, 1, 1), nn.LeakyReLU(inplace=True))
             self.conv_up1 = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
             if upscale == 4:
                 self.conv_up2 = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
