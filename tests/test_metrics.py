@@ -1,0 +1,120 @@
+"""Paper-exact PSNR/SSIM and MATLAB bicubic: the published bicubic rows, numpy/torch agreement."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from conftest import SHARED, shared_path
+
+from srcore.metrics import (
+    lr_consistency_psnr_np,
+    lr_consistency_psnr_torch,
+    psnr_np,
+    psnr_torch,
+    ssim_np,
+    ssim_torch,
+)
+from srcore.resize import imresize_np, imresize_torch
+
+# Published bicubic baselines (e.g. EDSR, RCAN, SwinIR tables): (PSNR, SSIM)
+PUBLISHED = {
+    (4, "Set5"): (28.42, 0.8104),
+    (4, "Set14"): (26.00, 0.7027),
+    (2, "Set5"): (33.66, 0.9299),
+    (2, "Set14"): (30.24, 0.8688),
+}
+
+
+@pytest.mark.parametrize("scale", [4, 2])
+def test_evaluate_job_reproduces_published_bicubic_rows(scale, tmp_path):
+    shared_path("datasets/Set5/HR")
+    out = tmp_path / "eval"
+    result = subprocess.run(
+        [sys.executable, "jobs/evaluate.py", "--model", "bicubic", "--scale", str(scale), "--sets", "Set5,Set14",
+         "--data-root", str(SHARED / "datasets"), "--out", str(out)],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads((out / "results.json").read_text())
+    assert "| bicubic | x%d | Set5 |" % scale in (out / "results.md").read_text()
+    for entry in report["sets"]:
+        psnr, ssim = PUBLISHED[(scale, entry["set"])]
+        assert abs(entry["psnr"] - psnr) <= 0.03, entry
+        assert abs(entry["ssim"] - ssim) <= 0.002, entry
+        assert len(entry["images"]) == entry["count"] == {"Set5": 5, "Set14": 14}[entry["set"]]
+
+
+def random_pair(seed: int, shape=(2, 3, 40, 36)):
+    rng = np.random.default_rng(seed)
+    hr = rng.integers(0, 256, shape).astype(np.float64)
+    sr = np.clip(hr + rng.normal(0, 12, shape), 0, 255).round()
+    return sr, hr
+
+
+@pytest.mark.parametrize("channels", [3, 1])
+def test_numpy_and_torch_metrics_agree(channels):
+    sr, hr = random_pair(0, (3, channels, 48, 40))
+    sr_t, hr_t = torch.from_numpy(sr / 255), torch.from_numpy(hr / 255)
+    for border in (0, 4):
+        p_t = psnr_torch(sr_t, hr_t, border)
+        s_t = ssim_torch(sr_t, hr_t, border)
+        for i in range(3):
+            img_sr, img_hr = sr[i].transpose(1, 2, 0), hr[i].transpose(1, 2, 0)
+            if channels == 1:
+                img_sr, img_hr = img_sr[..., 0], img_hr[..., 0]
+            assert abs(psnr_np(img_sr, img_hr, border) - p_t[i].item()) <= 1e-4
+            assert abs(ssim_np(img_sr, img_hr, border) - s_t[i].item()) <= 1e-5
+
+
+def test_numpy_and_torch_imresize_agree():
+    rng = np.random.default_rng(1)
+    img = rng.random((37, 53, 3))
+    batch = torch.from_numpy(img).permute(2, 0, 1)[None].float()
+    for scale in (1 / 4, 1 / 3, 1 / 2, 2, 3, 4, 0.7):
+        expected = imresize_np(img, scale)
+        got = imresize_torch(batch, scale)[0].permute(1, 2, 0).double().numpy()
+        assert got.shape == expected.shape
+        assert np.abs(got - expected).max() <= 1e-5
+
+
+def test_lr_consistency_agrees_and_rewards_faithful_upscaling():
+    rng = np.random.default_rng(2)
+    lr = rng.integers(0, 256, (20, 24, 3)).astype(np.float64)
+    faithful = imresize_np(lr, 4.0)
+    shifted = np.roll(faithful, 3, axis=1)
+    good, bad = lr_consistency_psnr_np(faithful, lr, 4), lr_consistency_psnr_np(shifted, lr, 4)
+    assert good > bad + 3
+    t = lr_consistency_psnr_torch(torch.from_numpy(faithful / 255).permute(2, 0, 1)[None],
+                                  torch.from_numpy(lr / 255).permute(2, 0, 1)[None], 4)
+    assert abs(t.item() - good) <= 1e-4
+
+
+def test_metric_conventions():
+    hr = np.full((16, 16, 3), 100.0)
+    sr = hr.copy()
+    sr[0, :, :] = 0  # damage only the first row: a 1-pixel border crop hides it
+    assert psnr_np(sr, hr, crop_border=1) == float("inf")
+    assert psnr_np(sr, hr, crop_border=0) < 40
+    gray_sr, gray_hr = np.full((16, 16), 110.0), np.full((16, 16), 100.0)
+    assert psnr_np(gray_sr, gray_hr) == pytest.approx(10 * np.log10(255**2 / 100))  # on the gray values
+    # Y of an RGB error of 10 on every channel is 10 * (65.481 + 128.553 + 24.966) / 255
+    y_err = 10 * 219 / 255
+    assert psnr_np(np.full((16, 16, 3), 110.0), hr) == pytest.approx(10 * np.log10(255**2 / y_err**2))
+    with pytest.raises(ValueError, match="differ in shape"):
+        psnr_np(np.zeros((4, 4)), np.zeros((4, 5)))
+
+
+def test_imresize_matches_known_matlab_behaviour():
+    # constant images stay constant (weights sum to one, symmetric padding)
+    assert np.allclose(imresize_np(np.full((9, 7), 0.3), 1 / 3), 0.3)
+    # MATLAB output size is ceil(in * scale)
+    assert imresize_np(np.zeros((10, 7), np.uint8), 1 / 3).shape == (4, 3)
+    # upscaling a ramp by 2 keeps interior values on the ramp (cubic reproduces linear functions)
+    ramp = np.tile(np.arange(16, dtype=np.float64), (4, 1))
+    up = imresize_np(ramp, 2.0)
+    assert np.allclose(up[:, 4:-4], (np.arange(32)[4:-4] + 0.5) / 2 - 0.5)
