@@ -22,7 +22,8 @@ def cubic(x: np.ndarray) -> np.ndarray:
     return (1.5 * ax3 - 2.5 * ax2 + 1) * (ax <= 1) + (-0.5 * ax3 + 2.5 * ax2 - 4 * ax + 2) * ((ax > 1) & (ax <= 2))
 
 
-def axis_weights(in_length: int, out_length: int, scale: float, antialias: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def axis_weights(in_length: int, out_length: int, scale: float,
+                 antialias: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Weights (out_length, taps) and source indices (out_length, taps) for resizing one axis.
 
     Indices outside [0, in_length) are reflected symmetrically (edge pixel repeated), as MATLAB pads.

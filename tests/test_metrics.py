@@ -41,7 +41,7 @@ def test_evaluate_job_reproduces_published_bicubic_rows(scale, tmp_path):
     )
     assert result.returncode == 0, result.stderr
     report = json.loads((out / "results.json").read_text())
-    assert "| bicubic | x%d | Set5 |" % scale in (out / "results.md").read_text()
+    assert f"| bicubic | x{scale} | Set5 |" in (out / "results.md").read_text()
     for entry in report["sets"]:
         psnr, ssim = PUBLISHED[(scale, entry["set"])]
         assert abs(entry["psnr"] - psnr) <= 0.03, entry
