@@ -1,0 +1,47 @@
+"""jobs/evaluate.py with a model file and a folder of HR images, and its errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import torch
+from PIL import Image
+
+import srcore
+
+
+def evaluate(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "jobs/evaluate.py", *args], capture_output=True, text=True)
+
+
+def test_model_on_a_folder_with_rgb_and_gray_images(tmp_path):
+    hr = tmp_path / "MySet" / "HR"
+    hr.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (50, 42, 3), np.uint8)).save(hr / "rgb.png")
+    Image.fromarray(rng.integers(0, 256, (33, 41), np.uint8)).save(hr / "gray.png")
+    torch.manual_seed(0)
+    weights = srcore.save_model(srcore.create_model("realesr-animevideov3", num_feat=4, num_conv=1, upscale=2),
+                                tmp_path / "tiny.safetensors")
+    result = evaluate("--model", str(weights), "--scale", "2", "--sets", str(hr), "--out", str(tmp_path / "o"))
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "o" / "results.json").read_text())
+    (entry,) = report["sets"]
+    assert entry["set"] == "MySet" and entry["count"] == 2
+    assert {i["image"] for i in entry["images"]} == {"rgb.png", "gray.png"}
+    assert all(np.isfinite(i["psnr"]) and 0 < i["ssim"] <= 1 for i in entry["images"])
+    assert "| MySet |" in result.stdout
+
+
+def test_errors_name_the_problem(tmp_path):
+    result = evaluate("--model", "bicubic", "--scale", "4", "--sets", "NoSuchSet", "--data-root", str(tmp_path))
+    assert result.returncode == 2 and "NoSuchSet" in result.stderr
+    torch.manual_seed(0)
+    weights = srcore.save_model(srcore.create_model("realesr-animevideov3", num_feat=4, num_conv=1),
+                                tmp_path / "x4.safetensors")
+    (tmp_path / "S" / "HR").mkdir(parents=True)
+    result = evaluate("--model", str(weights), "--scale", "2", "--sets", "S", "--data-root", str(tmp_path))
+    assert result.returncode == 2 and "x4 model, but --scale is 2" in result.stderr
