@@ -8,11 +8,13 @@ The core library imports no Ray. Start with::
     model.descriptor                                              # scale, channels, size multiple, ...
 """
 
-from .archs import ARCHS, ModelDescriptor
-from .archs.registry import VARIANTS, ModelVariant, create_model, describe, list_models
-from .weights import WeightsError, load_model, read_state_dict, save_model
-
 __version__ = "0.1.0"
 
-__all__ = ["ARCHS", "VARIANTS", "ModelDescriptor", "ModelVariant", "WeightsError", "create_model", "describe",
-           "list_models", "load_model", "read_state_dict", "save_model", "__version__"]
+from .archs import ARCHS, ModelDescriptor  # noqa: E402
+from .archs.registry import VARIANTS, ModelVariant, create_model, describe, list_models  # noqa: E402
+from .inference import Upscaler, interpolate_models  # noqa: E402
+from .weights import WeightsError, load_model, read_state_dict, save_model  # noqa: E402
+
+__all__ = ["ARCHS", "VARIANTS", "ModelDescriptor", "ModelVariant", "Upscaler", "WeightsError", "create_model",
+           "describe", "interpolate_models", "list_models", "load_model", "read_state_dict", "save_model",
+           "__version__"]

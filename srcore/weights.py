@@ -117,12 +117,14 @@ def _first(items: list[str], n: int = 5) -> str:
 
 
 def load_model(path_or_name: str | os.PathLike, *, arch: str | None = None, device: str | torch.device = "cpu",
-               dtype: torch.dtype = torch.float32, **hparams) -> nn.Module:
+               dtype: torch.dtype = torch.float32, download: bool | None = None, **hparams) -> nn.Module:
     """Load a model from a weights file (``.pth``, ``.safetensors``) or a registered variant name.
 
     The architecture and hyper-parameters come, in order of preference, from ``arch``/``hparams``
     given here, srcore metadata saved with the file, or detection from the state dict. The model is
     returned in eval mode on ``device`` in ``dtype``, with ``model.descriptor`` describing it.
+    A registered name with published weights is downloaded into the cache unless ``download`` is False
+    (default: allowed unless ``$SRCORE_OFFLINE`` is set).
     """
     path = Path(path_or_name)
     if not path.exists():
@@ -132,7 +134,9 @@ def load_model(path_or_name: str | os.PathLike, *, arch: str | None = None, devi
             raise WeightsError(f"{path}: no such weights file")
         from .zoo import weights_path
 
-        path = weights_path(variant)
+        if download is None:
+            download = not os.environ.get("SRCORE_OFFLINE")
+        path = weights_path(variant, allow_download=download)
         arch = arch or variant.arch
         hparams = {**variant.kwargs, **hparams}
     state_dict, info = read_state_dict(path)

@@ -20,5 +20,6 @@ def shared_path(relative: str) -> Path:
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
-    """Keep tests away from the user's real weights cache."""
+    """Keep tests away from the user's real weights cache, and from the network."""
     monkeypatch.setenv("SRCORE_CACHE", str(tmp_path_factory.mktemp("srcore-cache")))
+    monkeypatch.setenv("SRCORE_OFFLINE", "1")

@@ -26,6 +26,8 @@ class ModelDescriptor:
         color_space: ``"rgb"``, or ``"y"`` for models that see only the luma of YCbCr.
         kind: ``"generator"`` or ``"discriminator"``.
         min_size: smallest input height/width the network accepts (VGG discriminators need an exact size).
+        tile_overlap: input pixels neighbouring tiles should share so tiled outputs match untiled ones
+            (within 1/255 for the released weights); about twice the context the trained network uses.
     """
 
     arch: str
@@ -38,6 +40,7 @@ class ModelDescriptor:
     color_space: Literal["rgb", "y"] = "rgb"
     kind: Literal["generator", "discriminator"] = "generator"
     min_size: int = 1
+    tile_overlap: int = 32
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

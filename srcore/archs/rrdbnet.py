@@ -97,7 +97,9 @@ class RRDBNet(nn.Module):
     @property
     def descriptor(self) -> ModelDescriptor:
         return ModelDescriptor(arch=self.arch_name, scale=self.scale, in_channels=self.hparams["num_in_ch"],
-                               out_channels=self.hparams["num_out_ch"], size_multiple=self.unshuffle)
+                               out_channels=self.hparams["num_out_ch"], size_multiple=self.unshuffle,
+                               # 23 RRDBs see far: x4plus needs ~64 px of context to stay within 1/255
+                               tile_overlap=160 * self.unshuffle)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.unshuffle > 1:

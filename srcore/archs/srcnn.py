@@ -44,7 +44,7 @@ class SRCNN(nn.Module):
         c = self.hparams["num_channels"]
         return ModelDescriptor(
             arch=self.arch_name, scale=self.scale, in_channels=c, out_channels=c,
-            color_space="y" if c == 1 else "rgb",
+            color_space="y" if c == 1 else "rgb", tile_overlap=16,
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

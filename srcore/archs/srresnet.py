@@ -82,7 +82,8 @@ class SRResNet(nn.Module):
     @property
     def descriptor(self) -> ModelDescriptor:
         return ModelDescriptor(arch=self.arch_name, scale=self.scale,
-                               in_channels=self.hparams["num_in_ch"], out_channels=self.hparams["num_out_ch"])
+                               in_channels=self.hparams["num_in_ch"], out_channels=self.hparams["num_out_ch"],
+                               tile_overlap=64)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feat = self.act_first(self.conv_first(x))

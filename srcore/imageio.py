@@ -1,0 +1,307 @@
+"""Image decoding and encoding for upscaling: every common mode, 16-bit, EXIF orientation, ICC, provenance.
+
+Pillow decodes and encodes most images. OpenCV decodes 16-bit colour PNGs and TIFFs, which Pillow reduces
+to 8 bits. tifffile writes 16-bit colour TIFFs with metadata. Pixels travel as (H, W, C) uint8 or uint16
+arrays with C = 1 (gray), 2 (gray + alpha), 3 (RGB) or 4 (RGBA).
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from dataclasses import dataclass, field, replace
+
+import cv2
+import numpy as np
+from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
+
+from . import __version__
+
+# srcore enforces its own, configurable pixel limit (max_pixels) instead of Pillow's global one, so huge
+# satellite scenes can be allowed while decompression bombs are still refused before any pixel is decoded.
+Image.MAX_IMAGE_PIXELS = None
+DEFAULT_MAX_PIXELS = 400_000_000
+FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP", "tiff": "TIFF", "tif": "TIFF"}
+EXTENSIONS = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "TIFF": ".tif"}
+# IPTC's term for media changed by a trained model (used by C2PA and photo agencies)
+DIGITAL_SOURCE_TYPE = "http://cv.iptc.org/newscodes/digitalsourcetype/compositeWithTrainedAlgorithmicMedia"
+ORIENTATION_TAG = 0x0112
+
+
+class ImageDecodeError(ValueError):
+    """An input that cannot be decoded; the message names the file."""
+
+
+@dataclass
+class Picture:
+    """Decoded pixels and what must survive the round trip.
+
+    Attributes:
+        pixels: (H, W, C) uint8 or uint16; C = 1 gray, 2 gray + alpha, 3 RGB, 4 RGBA.
+        source_mode: the file's own mode, e.g. ``"RGB"``, ``"P"``, ``"CMYK"``, ``"RGBA;16"``.
+        icc_profile: embedded colour profile, carried to the output unchanged.
+        exif: EXIF block with the orientation reset (pixels are already upright), or None.
+        format: the source format (``"PNG"``, ``"JPEG"``...).
+    """
+
+    pixels: np.ndarray
+    source_mode: str
+    icc_profile: bytes | None = None
+    exif: bytes | None = None
+    format: str | None = None
+    text: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def bit_depth(self) -> int:
+        return 16 if self.pixels.dtype == np.uint16 else 8
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.pixels.shape[1], self.pixels.shape[0]
+
+    @property
+    def mode(self) -> str:
+        base = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[self.pixels.shape[2]]
+        return base + (";16" if self.bit_depth == 16 else "")
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def decode(data: bytes, name: str = "<bytes>", max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Picture:
+    """Decode image bytes. Errors (empty, truncated, corrupt, unknown format, too many pixels) name ``name``."""
+    if not data:
+        raise ImageDecodeError(f"{name}: empty file (0 bytes)")
+    try:
+        im = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise ImageDecodeError(f"{name}: not a recognised image format") from None
+    except Exception as exc:
+        raise ImageDecodeError(f"{name}: cannot open image ({exc})") from None
+    w, h = im.size
+    if max_pixels is not None and w * h > max_pixels:
+        raise ImageDecodeError(f"{name}: {w}x{h} is {w * h / 1e6:.0f} megapixels, over the limit of "
+                               f"{max_pixels / 1e6:.0f} (raise max_pixels / --max-input-pixels to allow it)")
+    exif = im.getexif()
+    orientation = exif.get(ORIENTATION_TAG, 1)
+    icc = im.info.get("icc_profile")
+    try:
+        if _is_16bit_colour(data, im):
+            pixels = _decode_16bit_colour(data, im.format)
+            pixels = _orient(pixels, orientation)
+            source_mode = ("RGBA" if pixels.shape[2] == 4 else "RGB") + ";16"
+        else:
+            source_mode = im.mode
+            im.load()
+            im = ImageOps.exif_transpose(im)
+            pixels = _pil_to_pixels(im)
+    except ImageDecodeError:
+        raise
+    except Exception as exc:  # truncated data, broken chunks...
+        raise ImageDecodeError(f"{name}: truncated or corrupt image data ({exc})") from None
+    if ORIENTATION_TAG in exif:
+        exif[ORIENTATION_TAG] = 1
+    text = {k: v for k, v in getattr(im, "text", {}).items() if isinstance(v, str)} if im.format == "PNG" else {}
+    return Picture(pixels, source_mode, icc, exif.tobytes() if len(exif) else None, im.format, text)
+
+
+def _is_16bit_colour(data: bytes, im: Image.Image) -> bool:
+    if im.format == "PNG" and data[12:16] == b"IHDR":
+        bit_depth, colour_type = data[24], data[25]
+        return bit_depth == 16 and colour_type in (2, 4, 6)  # RGB, gray + alpha, RGBA
+    if im.format == "TIFF":
+        bits = im.tag_v2.get(258, (8,))
+        return max(bits) == 16 and len(bits) >= 3
+    return False
+
+
+def _decode_16bit_colour(data: bytes, fmt: str) -> np.ndarray:
+    if fmt == "TIFF":
+        import tifffile
+
+        arr = tifffile.imread(io.BytesIO(data))
+        if arr.ndim == 3 and arr.shape[0] in (3, 4) and arr.shape[2] not in (3, 4):
+            arr = np.moveaxis(arr, 0, -1)
+    else:
+        arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        if arr is None:
+            raise ValueError("OpenCV could not decode the 16-bit image")
+        if arr.ndim == 3:
+            arr = cv2.cvtColor(arr, cv2.COLOR_BGRA2RGBA if arr.shape[2] == 4 else cv2.COLOR_BGR2RGB)
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    return np.ascontiguousarray(arr.astype(np.uint16))
+
+
+def _orient(arr: np.ndarray, orientation: int) -> np.ndarray:
+    """Apply an EXIF orientation (1-8) to an (H, W, C) array, as ImageOps.exif_transpose does."""
+    ops = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+           5: lambda a: a.transpose(1, 0, 2), 6: lambda a: np.rot90(a, -1), 7: lambda a: np.rot90(a, 1)[::-1],
+           8: lambda a: np.rot90(a, 1)}
+    return np.ascontiguousarray(ops[orientation](arr)) if orientation in ops else arr
+
+
+def _pil_to_pixels(im: Image.Image) -> np.ndarray:
+    mode = im.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        return np.asarray(im).astype(np.uint16)[..., None]
+    if mode in ("I", "F"):  # 32-bit gray: keep 16 bits of it
+        return np.clip(np.asarray(im), 0, 65535).astype(np.uint16)[..., None]
+    if mode == "1":
+        im = im.convert("L")
+    elif mode in ("P", "PA"):
+        im = im.convert("RGBA" if mode == "PA" or "transparency" in im.info else "RGB")
+    elif mode in ("RGBa", "La"):
+        im = im.convert(mode.upper())
+    elif mode not in ("L", "LA", "RGB", "RGBA"):  # CMYK, YCbCr, LAB, HSV, RGBX
+        im = im.convert("RGB")
+    arr = np.asarray(im)
+    return arr[..., None] if arr.ndim == 2 else arr
+
+
+# --------------------------------------------------------------------------- provenance
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """What an output says about itself: AI-upscaled, by which model and scale, details may be synthesized."""
+
+    model: str
+    scale: float
+
+    @property
+    def description(self) -> str:
+        return (f"AI-upscaled x{self.scale:g} by srcore {__version__} with model {self.model}. "
+                "Details may be synthesized by the model and not present in the original.")
+
+    @property
+    def software(self) -> str:
+        return f"srcore {__version__}"
+
+    def xmp(self) -> bytes:
+        desc = self.description.replace("&", "&amp;").replace("<", "&lt;")
+        return (
+            '<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>'
+            '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+            '<rdf:Description rdf:about="" xmlns:dc="http://purl.org/dc/elements/1.1/" '
+            'xmlns:xmp="http://ns.adobe.com/xap/1.0/" '
+            'xmlns:Iptc4xmpExt="http://iptc.org/std/Iptc4xmpExt/2008-02-29/">'
+            f"<Iptc4xmpExt:DigitalSourceType>{DIGITAL_SOURCE_TYPE}</Iptc4xmpExt:DigitalSourceType>"
+            f"<xmp:CreatorTool>{self.software}</xmp:CreatorTool>"
+            f'<dc:description><rdf:Alt><rdf:li xml:lang="x-default">{desc}</rdf:li></rdf:Alt></dc:description>'
+            '</rdf:Description></rdf:RDF></x:xmpmeta><?xpacket end="w"?>'
+        ).encode()
+
+    def png_text(self) -> dict[str, str]:
+        return {"Software": self.software, "Description": self.description, "AI-Upscaled": "true",
+                "srcore:model": self.model, "srcore:scale": f"{self.scale:g}"}
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+def encode(picture: Picture, fmt: str = "png", quality: int = 95, provenance: Provenance | None = None) -> bytes:
+    """Encode to png, jpg, webp or tiff, keeping 16 bits where the format can (PNG, TIFF), the ICC profile,
+    EXIF (orientation reset) and writing the provenance into text chunks, EXIF and XMP."""
+    fmt_name = FORMATS.get(fmt.lower())
+    if fmt_name is None:
+        raise ValueError(f"output format must be one of {sorted(FORMATS)}, got {fmt!r}")
+    if not 1 <= quality <= 100:
+        raise ValueError(f"quality must be in 1..100, got {quality}")
+    if picture.bit_depth == 16 and fmt_name in ("PNG", "TIFF") and picture.pixels.shape[2] > 1:
+        return _encode_16bit_colour(picture, fmt_name, provenance)
+    if fmt_name in ("JPEG", "WEBP") and picture.bit_depth == 16:
+        picture = replace(picture, pixels=to_8bit(picture.pixels))
+    im = _pixels_to_pil(picture.pixels)
+    if fmt_name == "JPEG":
+        im = im.convert("L" if im.mode in ("L", "LA") else "RGB")  # JPEG has no alpha
+        if picture.source_mode == "CMYK":
+            im = im.convert("CMYK")
+    elif fmt_name == "WEBP" and im.mode in ("L", "LA"):
+        im = im.convert("RGBA" if im.mode == "LA" else "RGB")
+    elif fmt_name == "TIFF" and picture.source_mode == "CMYK" and im.mode == "RGB":
+        im = im.convert("CMYK")
+    params: dict = {}
+    if picture.icc_profile and im.mode != "CMYK":
+        params["icc_profile"] = picture.icc_profile
+    exif = Image.Exif()
+    if picture.exif:
+        exif.load(picture.exif)
+    if provenance is not None:
+        exif[0x010E] = provenance.description  # ImageDescription
+        exif[0x0131] = provenance.software  # Software
+    if fmt_name == "PNG":
+        info = PngImagePlugin.PngInfo()
+        for key, value in {**picture.text, **(provenance.png_text() if provenance else {})}.items():
+            info.add_text(key, value)
+        if provenance is not None:
+            info.add_itxt("XML:com.adobe.xmp", provenance.xmp().decode())
+        params["pnginfo"] = info
+        if len(exif):
+            params["exif"] = exif.tobytes()
+    elif fmt_name in ("JPEG", "WEBP"):
+        params["quality"] = quality
+        if len(exif):
+            params["exif"] = exif.tobytes()
+        if provenance is not None:
+            params["xmp"] = provenance.xmp()
+    else:  # TIFF
+        params["compression"] = "tiff_deflate"
+        if provenance is not None:
+            params["tiffinfo"] = {270: provenance.description, 305: provenance.software, 700: provenance.xmp()}
+    buf = io.BytesIO()
+    im.save(buf, format=fmt_name, **params)
+    return buf.getvalue()
+
+
+def to_8bit(pixels: np.ndarray) -> np.ndarray:
+    return pixels if pixels.dtype == np.uint8 else np.rint(pixels / 257.0).astype(np.uint8)
+
+
+def _pixels_to_pil(pixels: np.ndarray) -> Image.Image:
+    c = pixels.shape[2]
+    if pixels.dtype == np.uint16:  # only gray reaches here in 16 bits
+        return Image.fromarray(pixels[..., 0])
+    return Image.fromarray(pixels[..., 0] if c == 1 else pixels, {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[c])
+
+
+def _encode_16bit_colour(picture: Picture, fmt: str, provenance: Provenance | None) -> bytes:
+    pixels = picture.pixels
+    if pixels.shape[2] == 2:  # 16-bit gray + alpha -> RGBA: neither encoder writes LA at 16 bits
+        pixels = np.concatenate([np.repeat(pixels[..., :1], 3, axis=2), pixels[..., 1:]], axis=2)
+    if fmt == "TIFF":
+        import tifffile
+
+        extratags = []
+        if picture.icc_profile:
+            extratags.append((34675, "B", len(picture.icc_profile), picture.icc_profile, True))
+        if provenance is not None:
+            xmp = provenance.xmp()
+            extratags.append((700, "B", len(xmp), xmp, True))
+        buf = io.BytesIO()
+        tifffile.imwrite(buf, pixels, photometric="rgb", compression="zlib",
+                         extrasamples=("unassalpha",) if pixels.shape[2] == 4 else None,
+                         description=provenance.description if provenance else None,
+                         software=provenance.software if provenance else None, extratags=extratags)
+        return buf.getvalue()
+    bgr = cv2.cvtColor(pixels, cv2.COLOR_RGBA2BGRA if pixels.shape[2] == 4 else cv2.COLOR_RGB2BGR)
+    ok, png = cv2.imencode(".png", bgr)
+    if not ok:
+        raise ValueError("OpenCV could not encode the 16-bit PNG")
+    chunks = []
+    if picture.icc_profile:
+        chunks.append((b"iCCP", b"icc\x00\x00" + zlib.compress(picture.icc_profile)))
+    for key, value in {**picture.text, **(provenance.png_text() if provenance else {})}.items():
+        chunks.append((b"tEXt", key.encode("latin-1") + b"\x00" + value.encode("latin-1", "replace")))
+    if provenance is not None:
+        chunks.append((b"iTXt", b"XML:com.adobe.xmp\x00\x00\x00\x00\x00" + provenance.xmp()))
+    return insert_png_chunks(png.tobytes(), chunks)
+
+
+def insert_png_chunks(png: bytes, chunks: list[tuple[bytes, bytes]]) -> bytes:
+    """Insert ancillary chunks right after IHDR (OpenCV writes none of the metadata)."""
+    ihdr_end = 8 + 8 + struct.unpack(">I", png[8:12])[0] + 4
+    body = b"".join(struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+                    for kind, data in chunks)
+    return png[:ihdr_end] + body + png[ihdr_end:]
