@@ -83,27 +83,26 @@ def decode(data: bytes, name: str = "<bytes>", max_pixels: int | None = DEFAULT_
     if max_pixels is not None and w * h > max_pixels:
         raise ImageDecodeError(f"{name}: {w}x{h} is {w * h / 1e6:.0f} megapixels, over the limit of "
                                f"{max_pixels / 1e6:.0f} (raise max_pixels / --max-input-pixels to allow it)")
-    exif = im.getexif()
-    orientation = exif.get(ORIENTATION_TAG, 1)
-    icc = im.info.get("icc_profile")
+    fmt, icc, text = im.format, im.info.get("icc_profile"), {}
     try:
+        exif = im.getexif()
+        orientation = exif.get(ORIENTATION_TAG, 1)
         if _is_16bit_colour(data, im):
-            pixels = _decode_16bit_colour(data, im.format)
-            pixels = _orient(pixels, orientation)
+            pixels = _orient(_decode_16bit_colour(data, fmt), orientation)
             source_mode = ("RGBA" if pixels.shape[2] == 4 else "RGB") + ";16"
         else:
             source_mode = im.mode
             im.load()
-            im = ImageOps.exif_transpose(im)
-            pixels = _pil_to_pixels(im)
+            if fmt == "PNG":  # keep the source's text chunks (titles, credits) alongside ours
+                text = {k: v for k, v in im.text.items() if isinstance(v, str)}
+            pixels = _pil_to_pixels(ImageOps.exif_transpose(im))
     except ImageDecodeError:
         raise
     except Exception as exc:  # truncated data, broken chunks...
-        raise ImageDecodeError(f"{name}: truncated or corrupt image data ({exc})") from None
+        raise ImageDecodeError(f"{name}: truncated or corrupt image data ({type(exc).__name__}: {exc})") from None
     if ORIENTATION_TAG in exif:
         exif[ORIENTATION_TAG] = 1
-    text = {k: v for k, v in getattr(im, "text", {}).items() if isinstance(v, str)} if im.format == "PNG" else {}
-    return Picture(pixels, source_mode, icc, exif.tobytes() if len(exif) else None, im.format, text)
+    return Picture(pixels, source_mode, icc, exif.tobytes() if len(exif) else None, fmt, text)
 
 
 def _is_16bit_colour(data: bytes, im: Image.Image) -> bool:

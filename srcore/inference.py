@@ -229,22 +229,27 @@ class Upscaler:
         if image.dtype not in (np.uint8, np.uint16, np.float32, np.float64):
             raise ValueError(f"unsupported pixel dtype {image.dtype}")
 
-    def _to_tensor(self, image: np.ndarray) -> torch.Tensor:
-        """(H, W, C) -> (C, H', W') float32 in [0, 1], reflect-padded to the model's size multiple."""
-        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
-        x = x.float() / _max_value(image.dtype)
+    def _padded(self, image: np.ndarray) -> np.ndarray:
+        """Reflect-pad (H, W, C) at the bottom and right to the model's size multiple (no copy when aligned)."""
         m = self.descriptor.size_multiple
-        h, w = x.shape[1:]
+        h, w = image.shape[:2]
         ph, pw = _round_up(h, m) - h, _round_up(w, m) - w
-        if ph or pw:
-            mode = "reflect" if ph < h and pw < w else "replicate"
-            x = torch.nn.functional.pad(x[None], (0, pw, 0, ph), mode=mode)[0]
-        return x
+        if not ph and not pw:
+            return image
+        mode = "reflect" if ph < h and pw < w else "edge"
+        return np.pad(image, ((0, ph), (0, pw), (0, 0)), mode=mode)
+
+    @staticmethod
+    def _tensor(pixels: np.ndarray) -> torch.Tensor:
+        """(h, w, C) pixels of any supported dtype -> (C, h, w) float32 in [0, 1]."""
+        x = torch.from_numpy(np.array(pixels, dtype=np.float32, order="C")).permute(2, 0, 1)
+        top = _max_value(pixels.dtype)
+        return x / top if top != 1.0 else x
 
     def _upscale_whole(self, images: list[np.ndarray]) -> list[np.ndarray]:
         h, w = images[0].shape[:2]
         s = self.scale
-        batch = torch.stack([self._to_tensor(im) for im in images])
+        batch = torch.stack([self._tensor(self._padded(im)) for im in images])
         out = self.forward(batch)[..., : h * s, : w * s]
         return [_from_float(o.permute(1, 2, 0).numpy(), im.dtype) for o, im in zip(out, images, strict=True)]
 
@@ -254,38 +259,39 @@ class Upscaler:
         out = np.empty((h * s, w * s, c), image.dtype)
         for row0, band in self.bands(image):
             rows = min(band.shape[0], h * s - row0)
-            out[row0 : row0 + rows] = _from_float(band[:rows, : w * s], image.dtype)
+            _store(band[:rows, : w * s], out[row0 : row0 + rows])
         return out
 
     def bands(self, image: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
-        """Finished output bands (first row, (rows, W'*s, C) float32) of a tiled upscale, top to bottom."""
-        x = self._to_tensor(image)
-        c, h, w = x.shape
+        """Finished output bands (first row, (rows, W'*s, C) float32 in [0, 1]) of a tiled upscale, top to bottom.
+
+        Each band is a view into a reused buffer: consume it before asking for the next.
+        """
+        src = self._padded(image)
+        h, w, c = src.shape
         s = self.scale
         grid = TileGrid.plan(h, w, self.tile, self.overlap, s, self.descriptor.size_multiple, self.feather)
-        acc_top = 0  # output row where the accumulator starts
-        acc = np.zeros((0, w * s, c), np.float32)
+        th, tw = grid.tile_h * s, grid.tile_w * s
+        # the band buffer starts at the current tile row's first output row and is one tile row high
+        acc = np.zeros((th, w * s, c), np.float32)
         for r, y in enumerate(grid.ys):
-            bottom = (y + grid.tile_h) * s
-            if bottom > acc_top + acc.shape[0]:
-                grow = np.zeros((bottom - acc_top - acc.shape[0], w * s, c), np.float32)
-                acc = np.concatenate([acc, grow])
-            tiles = [x[:, y : y + grid.tile_h, x0 : x0 + grid.tile_w] for x0 in grid.xs]
-            outputs = []
-            for i in range(0, len(tiles), self.batch_size):
-                outputs.append(self.forward(torch.stack(tiles[i : i + self.batch_size])))
-            row_out = torch.cat(outputs).permute(0, 2, 3, 1).numpy()  # (tiles, th*s, tw*s, C)
             wy = grid.wy[r][:, None, None]
-            top = y * s - acc_top
-            for k, x0 in enumerate(grid.xs):
-                weight = wy * grid.wx[k][None, :, None]
-                acc[top : top + grid.tile_h * s, x0 * s : (x0 + grid.tile_w) * s] += row_out[k] * weight
-            done = grid.ys[r + 1] * s if r + 1 < len(grid.ys) else h * s  # no later tile reaches above this
-            if done > acc_top:
-                n = done - acc_top
-                norm = grid.norm_y[acc_top:done, None, None] * grid.norm_x[None, :, None]
-                yield acc_top, acc[:n] / norm
-                acc, acc_top = acc[n:], done
+            for i in range(0, len(grid.xs), self.batch_size):
+                xs = grid.xs[i : i + self.batch_size]
+                batch = torch.stack([self._tensor(src[y : y + grid.tile_h, x0 : x0 + grid.tile_w]) for x0 in xs])
+                outputs = self.forward(batch).permute(0, 2, 3, 1).numpy()
+                for k, x0 in enumerate(xs):
+                    tile_out = outputs[k]
+                    tile_out *= wy
+                    tile_out *= grid.wx[i + k][None, :, None]
+                    acc[:, x0 * s : x0 * s + tw] += tile_out
+            n = (grid.ys[r + 1] - y) * s if r + 1 < len(grid.ys) else th  # rows no later tile reaches
+            band = acc[:n]
+            band /= grid.norm_y[y * s : y * s + n, None, None]
+            band /= grid.norm_x[None, :, None]
+            yield y * s, band
+            acc[: th - n] = acc[n:].copy()
+            acc[th - n :] = 0
 
 
 def _luma(rgb: np.ndarray) -> np.ndarray:
@@ -306,6 +312,16 @@ def resize_to(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 def _max_value(dtype: np.dtype) -> float:
     return {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(np.dtype(dtype), 1.0)
+
+
+def _store(band: np.ndarray, target: np.ndarray) -> None:
+    """Write float [0, 1] pixels into an integer or float array, in place (``band`` is scratch)."""
+    top = _max_value(target.dtype)
+    if top != 1.0:
+        band *= top
+        np.rint(band, out=band)
+        np.clip(band, 0, top, out=band)
+    target[...] = band
 
 
 def _from_float(x: np.ndarray, dtype: np.dtype) -> np.ndarray:

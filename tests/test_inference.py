@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -32,7 +33,7 @@ def seam_ratio(image: np.ndarray, seams: list[int]) -> float:
 def seam_columns(upscaler: Upscaler, width: int) -> list[int]:
     grid = TileGrid.plan(width, width, upscaler.tile, upscaler.overlap, upscaler.scale, 1, upscaler.feather)
     s = upscaler.scale
-    return [(a + upscaler.tile + b) * s // 2 for a, b in zip(grid.xs, grid.xs[1:], strict=True)]
+    return [(a + upscaler.tile + b) * s // 2 for a, b in pairwise(grid.xs)]
 
 
 @pytest.mark.parametrize("weights, tile", [("realesr-animevideov3.pth", 96), ("RealESRGAN_x4plus.pth", 224)])
@@ -70,7 +71,7 @@ def test_tile_grid_weights_are_a_partition_of_unity():
         grid = TileGrid.plan(length, length, tile, overlap, 2, 1, max(1, overlap // 8))
         assert grid.xs[0] == 0 and grid.xs[-1] + grid.tile_w == length
         assert np.allclose(grid.norm_x, 1.0)
-        assert all(b - a <= tile - overlap for a, b in zip(grid.xs, grid.xs[1:], strict=True))
+        assert all(b - a <= tile - overlap for a, b in pairwise(grid.xs))
 
 
 def test_batches_and_threads_give_the_same_pixels():

@@ -1,0 +1,174 @@
+"""Every image mode through decode -> upscale -> encode, with real files and real decoders."""
+
+from __future__ import annotations
+
+import io
+
+import cv2
+import numpy as np
+import pytest
+import tifffile
+import torch
+from PIL import Image, ImageCms
+
+import srcore
+from srcore.imageio import DIGITAL_SOURCE_TYPE, ImageDecodeError, decode
+from srcore.inference import Upscaler
+from srcore.upscale import OutputOptions, upscale_bytes
+
+RNG = np.random.default_rng(0)
+
+
+@pytest.fixture(scope="module")
+def upscaler() -> Upscaler:
+    """A nearest-neighbour x2 'network': SRVGG's skip path with a zeroed body, so colours are exact."""
+    torch.manual_seed(0)
+    model = srcore.create_model("realesr-animevideov3", num_feat=4, num_conv=1, upscale=2)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+    return Upscaler(model, tile=None)
+
+
+def png_bytes(im: Image.Image, **params) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, "PNG", **params)
+    return buf.getvalue()
+
+
+def run(upscaler, data: bytes, name: str = "in.png", **options):
+    return upscale_bytes(upscaler, data, name, "tiny-x2", OutputOptions(**options))
+
+
+def test_rgba_keeps_an_alpha_only_pattern(upscaler):
+    rgba = np.zeros((16, 16, 4), np.uint8)
+    rgba[..., :3] = 128
+    rgba[..., 3] = np.kron((np.indices((4, 4)).sum(0) % 2) * 255, np.ones((4, 4))).astype(np.uint8)
+    for alpha in ("bicubic", "network"):
+        result = run(upscaler, png_bytes(Image.fromarray(rgba, "RGBA")), alpha=alpha)
+        out = Image.open(io.BytesIO(result.data))
+        assert out.mode == "RGBA" and out.size == (32, 32)
+        a = np.asarray(out)[..., 3].astype(float)
+        expected = np.kron(rgba[..., 3], np.ones((2, 2)))
+        assert np.corrcoef(a.ravel(), expected.ravel())[0, 1] > 0.95
+        assert np.abs(np.asarray(out)[..., :3].astype(int) - 128).max() <= 1
+
+
+def test_gray_stays_gray(upscaler):
+    gray = RNG.integers(0, 256, (10, 14), np.uint8)
+    result = run(upscaler, png_bytes(Image.fromarray(gray, "L")))
+    out = Image.open(io.BytesIO(result.data))
+    assert out.mode == "L" and out.size == (28, 20)
+    assert np.array_equal(np.asarray(out), np.kron(gray, np.ones((2, 2), np.uint8)))
+    la = Image.fromarray(np.dstack([gray, gray[::-1]]), "LA")
+    assert Image.open(io.BytesIO(run(upscaler, png_bytes(la)).data)).mode == "LA"
+
+
+def gradient16(h: int, w: int, channels: int) -> np.ndarray:
+    ramp = np.linspace(0, 65535, h * w).reshape(h, w)
+    return np.dstack([np.roll(ramp, 7 * c) for c in range(channels)]).astype(np.uint16)
+
+
+@pytest.mark.parametrize("channels", [1, 3, 4])
+@pytest.mark.parametrize("fmt", ["png", "tiff"])
+def test_16_bit_in_gives_16_bit_out(upscaler, channels, fmt):
+    pixels = gradient16(24, 32, channels)
+    if fmt == "png":
+        data = cv2.imencode(".png", pixels if channels == 1 else cv2.cvtColor(
+            pixels, cv2.COLOR_RGBA2BGRA if channels == 4 else cv2.COLOR_RGB2BGR))[1].tobytes()
+    else:
+        buf = io.BytesIO()
+        tifffile.imwrite(buf, pixels[..., 0] if channels == 1 else pixels, photometric="minisblack" if channels == 1
+                         else "rgb", extrasamples=("unassalpha",) if channels == 4 else None)
+        data = buf.getvalue()
+    source = decode(data, f"in.{fmt}")
+    assert source.bit_depth == 16 and source.pixels.shape[2] == channels
+    assert np.array_equal(source.pixels, pixels.reshape(24, 32, channels))
+    result = run(upscaler, data, f"in.{fmt}")
+    back = decode(result.data, f"out.{fmt}")
+    assert back.bit_depth == 16 and back.pixels.shape == (48, 64, channels)
+    assert all(len(np.unique(back.pixels[..., c])) > 256 for c in range(channels))
+    colour = min(channels, 3)  # alpha is bicubic-upscaled, colour went through the nearest 'network'
+    expected = np.kron(pixels.reshape(24, 32, channels)[..., :colour], np.ones((2, 2, 1)))
+    assert np.abs(back.pixels[..., :colour].astype(int) - expected).max() <= 1
+
+
+def test_cmyk_comes_out_cmyk_with_the_same_colours(upscaler):
+    rgb = Image.fromarray(RNG.integers(0, 256, (12, 16, 3), np.uint8))
+    cmyk = rgb.convert("CMYK")
+    buf = io.BytesIO()
+    cmyk.save(buf, "JPEG", quality=100)
+    result = run(upscaler, buf.getvalue(), "in.jpg")
+    out = Image.open(io.BytesIO(result.data))
+    assert result.format == "JPEG" and out.mode == "CMYK" and out.size == (32, 24)
+    source_rgb = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"), float)
+    out_rgb = np.asarray(out.convert("RGB").resize((16, 12), Image.NEAREST), float)
+    assert np.abs(out_rgb - source_rgb).mean() < 8  # one more JPEG pass over noise
+    as_png = Image.open(io.BytesIO(run(upscaler, buf.getvalue(), "in.jpg", format="png").data))
+    assert as_png.mode == "RGB"  # PNG has no CMYK
+
+
+def test_palette_images_come_out_right(upscaler):
+    colours = RNG.integers(0, 256, (4, 4, 3), np.uint8)
+    p = Image.fromarray(np.kron(colours, np.ones((3, 3, 1), np.uint8))).quantize(16)
+    out = Image.open(io.BytesIO(run(upscaler, png_bytes(p)).data))
+    assert out.mode == "RGB"
+    assert np.array_equal(np.asarray(out)[::2, ::2], np.asarray(p.convert("RGB")))
+    p.info["transparency"] = 0
+    transparent = Image.open(io.BytesIO(run(upscaler, png_bytes(p, transparency=0)).data))
+    assert transparent.mode == "RGBA" and (np.asarray(transparent)[..., 3] == 0).any()
+
+
+def test_exif_rotated_input_comes_out_upright(upscaler):
+    stored = np.zeros((20, 40, 3), np.uint8)  # stored landscape; orientation 6 = rotate 90 degrees clockwise
+    stored[:5, :5] = 255  # marker at the stored top-left
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buf = io.BytesIO()
+    Image.fromarray(stored).save(buf, "JPEG", quality=100, exif=exif.tobytes())
+    result = run(upscaler, buf.getvalue(), "in.jpg")
+    out = Image.open(io.BytesIO(result.data))
+    assert out.size == (40, 80)  # portrait: upright
+    arr = np.asarray(out.convert("L"), int)
+    assert arr[:10, -10:].mean() > 200 and arr[:10, :10].mean() < 50  # marker now top-right
+    assert out.getexif().get(0x0112, 1) == 1  # and no viewer rotates it twice
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpg", "webp", "tiff"])
+@pytest.mark.parametrize("bits", [8, 16])
+def test_provenance_and_icc_in_every_output_format(upscaler, fmt, bits):
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    if bits == 8:
+        data = png_bytes(Image.fromarray(RNG.integers(0, 256, (8, 8, 3), np.uint8)), icc_profile=icc)
+    else:
+        data = cv2.imencode(".png", gradient16(8, 8, 3))[1].tobytes()
+    result = run(upscaler, data, format=fmt)
+    out = Image.open(io.BytesIO(result.data))
+    if fmt == "png":
+        fields = out.text
+        assert "AI-upscaled x2" in fields["Description"] and fields["srcore:model"] == "tiny-x2"
+        assert DIGITAL_SOURCE_TYPE in fields["XML:com.adobe.xmp"]
+    elif fmt == "tiff":
+        assert "AI-upscaled x2" in out.tag_v2[270] and "srcore" in out.tag_v2[305]
+        assert DIGITAL_SOURCE_TYPE.encode() in bytes(out.tag_v2[700])
+    else:
+        assert "AI-upscaled x2" in out.getexif()[0x010E]
+        assert "may be synthesized" in out.getexif()[0x010E]
+        assert DIGITAL_SOURCE_TYPE.encode() in out.info["xmp"]
+    if bits == 8:
+        assert out.info.get("icc_profile") == icc
+
+
+def test_bad_inputs_fail_naming_the_file(upscaler):
+    with pytest.raises(ImageDecodeError, match=r"empty\.png: empty file"):
+        run(upscaler, b"", "empty.png")
+    with pytest.raises(ImageDecodeError, match=r"notes\.png: not a recognised image format"):
+        run(upscaler, b"this is text, not a PNG", "notes.png")
+    good = png_bytes(Image.fromarray(RNG.integers(0, 256, (64, 64, 3), np.uint8)))
+    with pytest.raises(ImageDecodeError, match=r"cut\.png: truncated or corrupt"):
+        run(upscaler, good[: len(good) // 2], "cut.png")
+    # a decompression bomb: a tiny file declaring 20000 x 20000 pixels, refused before decoding
+    bomb = png_bytes(Image.new("L", (20000, 20000)), optimize=True)
+    assert len(bomb) < 1_000_000
+    with pytest.raises(ImageDecodeError, match=r"bomb\.png: 20000x20000 is 400 megapixels, over the limit of 100"):
+        run(upscaler, bomb, "bomb.png", max_pixels=100_000_000)

@@ -1,0 +1,38 @@
+"""A 4000x3000 image upscaled x4 on CPU with tile 256 stays under a stated memory bound.
+
+Bound: 2 GB peak RSS for the whole process (torch itself takes ~0.4 GB; the 16000x12000 uint8 output
+is 0.58 GB). A whole-image float pass would need > 10 GB for the output alone in float32 plus features.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+PEAK_RSS_BOUND_GB = 2.0
+
+SCRIPT = """
+import json, resource, time
+import numpy as np, torch
+import srcore
+torch.manual_seed(0)
+model = srcore.create_model("realesr-animevideov3", num_feat=16, num_conv=4)  # compact x4
+up = srcore.Upscaler(model, tile=256, batch_size=4)
+yy, xx = np.mgrid[0:3000, 0:4000]
+image = np.dstack([(xx * 255 // 4000), (yy * 255 // 3000), ((xx + yy) % 256)]).astype(np.uint8)
+start = time.perf_counter()
+out = up.upscale_array(image)
+print(json.dumps({"shape": out.shape, "dtype": str(out.dtype), "seconds": time.perf_counter() - start,
+                  "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
+                  "corner": int(out[-1, -1, 0])}))
+"""
+
+
+def test_4000x3000_upscale_under_memory_bound():
+    result = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    print(report)
+    assert report["shape"] == [12000, 16000, 3] and report["dtype"] == "uint8"
+    assert report["peak_rss_gb"] < PEAK_RSS_BOUND_GB, report
