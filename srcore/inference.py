@@ -73,6 +73,15 @@ def tile_weights(starts: list[int], tile: int, scale: int, feather: int) -> list
     return out
 
 
+def fit_tile(length: int, tile: int | None, overlap: int, multiple: int) -> int:
+    """The smallest tile (at most ``tile``) that covers ``length`` with as few tiles as ``tile`` would need,
+    so the overlap stays near ``overlap`` instead of growing (and costing compute) when tiles are spread."""
+    if tile is None or length <= tile:
+        return length
+    n = math.ceil((length - overlap) / (tile - overlap))
+    return min(tile, _round_up(math.ceil((length + (n - 1) * overlap) / n), multiple))
+
+
 @dataclass(frozen=True)
 class TileGrid:
     """How one (padded) image is cut: tile starts per axis, tile size, per-tile weights and their sums."""
@@ -89,8 +98,7 @@ class TileGrid:
     @classmethod
     def plan(cls, h: int, w: int, tile: int | None, overlap: int, scale: int, multiple: int,
              feather: int) -> TileGrid:
-        tile_h = h if tile is None else min(tile, h)
-        tile_w = w if tile is None else min(tile, w)
+        tile_h, tile_w = fit_tile(h, tile, overlap, multiple), fit_tile(w, tile, overlap, multiple)
         ys = tile_starts(h, tile_h, overlap, multiple)
         xs = tile_starts(w, tile_w, overlap, multiple)
         wy, wx = tile_weights(ys, tile_h, scale, feather), tile_weights(xs, tile_w, scale, feather)
