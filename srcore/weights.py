@@ -16,6 +16,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .archs import discriminators, rrdbnet, srcnn, srresnet, srvgg, swinir
+from .archs.foreign import load_with_spandrel
 from .archs.registry import build, get_variant
 from .atomic import atomic_path
 
@@ -144,9 +145,14 @@ def load_model(path_or_name: str | os.PathLike, *, arch: str | None = None, devi
         arch, hparams = info["arch"], {**info["hparams"], **hparams}
     if arch is None:
         found = detect_architecture(state_dict)
+        if found is None and not hparams:
+            foreign = load_with_spandrel({k: v.float() if v.is_floating_point() else v for k, v in state_dict.items()})
+            if foreign is not None:
+                return foreign.to(device=device, dtype=dtype).eval()
         if found is None:
             raise WeightsError(f"{path}: cannot recognise the architecture from its keys "
-                               f"(first keys: {_first(list(state_dict))}); pass arch= and its parameters")
+                               f"(first keys: {_first(list(state_dict))}); pass arch= and its parameters, "
+                               f"or install the 'spandrel' extra for other architectures")
         arch, detected = found
         hparams = {**detected, **hparams}
     model = build(arch, hparams)

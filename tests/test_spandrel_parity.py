@@ -52,3 +52,19 @@ def test_outputs_match_spandrel(name, tmp_path):
         expected = theirs.model.eval()(x)  # the raw network: the descriptor's call clamps to [0, 1]
         torch.testing.assert_close(ours(x), expected, rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(reloaded(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_unknown_layouts_are_handed_to_spandrel(tmp_path):
+    """The original ESRGAN release's key layout (model.1.sub.0.RDB1...) is not srcore's: spandrel loads it."""
+    from spandrel.architectures.ESRGAN import ESRGAN
+
+    torch.manual_seed(0)
+    original = ESRGAN(in_nc=3, out_nc=3, num_filters=16, num_blocks=1, scale=4).eval()
+    torch.save(original.state_dict(), tmp_path / "RRDB_ESRGAN_x4.pth")
+    model = srcore.load_model(tmp_path / "RRDB_ESRGAN_x4.pth")
+    assert model.arch_name == "spandrel" and model.descriptor.scale == 4
+    x = torch.rand(1, 3, 20, 16)
+    with torch.inference_mode():
+        torch.testing.assert_close(model(x), original(x))
+    out = srcore.Upscaler(model, tile=None).upscale_array((x[0].permute(1, 2, 0).numpy() * 255).astype("uint8"))
+    assert out.shape == (80, 64, 3)
