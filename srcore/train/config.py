@@ -1,0 +1,266 @@
+"""Training configuration: small typed dataclasses, read from YAML with ``key.sub=value`` overrides.
+
+Unknown keys and bad values fail with a message naming the key (``optim.lr_g``), never deep in training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from ..losses import GAN_TYPES, LossWeights
+
+
+class ConfigError(ValueError):
+    """A configuration file or override that cannot be used; the message names the key."""
+
+
+@dataclass
+class DataConfig:
+    """Where HR images come from and how training batches are made.
+
+    train: folders, bucket prefixes (s3://...) or prepared Parquet datasets of HR images.
+    val: HR folders scored during training (PSNR, SSIM, LR-consistency), e.g. Set5 and Set14.
+    patch_size: HR crop size (the LR patch is patch_size / scale).
+    batch_size: patches per worker per step.
+    patches_per_image: random crops taken from each image per pass over the data.
+    degradation: ``bicubic`` (benchmark LR) or ``realesrgan`` (second-order degradation), made on the
+        worker's device.
+    usm_sharpen: train against USM-sharpened targets (Real-ESRGAN does for its GAN stage).
+    """
+
+    train: list[str] = field(default_factory=list)
+    val: list[str] = field(default_factory=list)
+    scale: int = 4
+    patch_size: int = 128
+    batch_size: int = 16
+    patches_per_image: int = 4
+    degradation: Literal["bicubic", "realesrgan"] = "bicubic"
+    usm_sharpen: bool = False
+
+    def __post_init__(self):
+        if not self.train:
+            raise ConfigError("data.train: give at least one folder, bucket prefix or prepared dataset")
+        _positive(self, "data", "scale", "patch_size", "batch_size", "patches_per_image")
+        if self.patch_size % self.scale:
+            raise ConfigError(f"data.patch_size ({self.patch_size}) must be a multiple of data.scale ({self.scale})")
+        _choice("data.degradation", self.degradation, ("bicubic", "realesrgan"))
+
+
+@dataclass
+class NetworkConfig:
+    """A registered model name, constructor overrides, and optional starting weights (path or name)."""
+
+    name: str = "realesr-animevideov3"
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    pretrained: str | None = None
+
+
+@dataclass
+class VGGConfig:
+    """ImageNet VGG19 for the perceptual loss: a local weights file, or (tests only) random weights."""
+
+    weights: str | None = None
+    random_init: bool = False
+
+
+@dataclass
+class OptimConfig:
+    lr_g: float = 2e-4
+    lr_d: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.99)
+    weight_decay: float = 0.0
+    scheduler: Literal["constant", "multistep", "cosine"] = "cosine"
+    milestones: list[int] = field(default_factory=list)
+    gamma: float = 0.5
+    min_lr: float = 1e-7
+    grad_clip: float | None = None
+
+    def __post_init__(self):
+        _positive(self, "optim", "lr_g", "lr_d")
+        _choice("optim.scheduler", self.scheduler, ("constant", "multistep", "cosine"))
+
+
+@dataclass
+class RunSettings:
+    """Ray Train settings: workers, resources, where runs and checkpoints live, failure handling."""
+
+    storage_path: str = "runs"
+    num_workers: int = 1
+    use_gpu: bool = False
+    resources_per_worker: dict[str, float] = field(default_factory=dict)
+    max_failures: int = 0
+    keep_checkpoints: int = 2
+    torch_threads: int | None = None  # intra-op threads per worker; Ray sets one per reserved CPU
+
+    def __post_init__(self):
+        _positive(self, "run", "num_workers", "keep_checkpoints")
+
+
+@dataclass
+class FaultInjection:
+    """For fault-tolerance drills: raise once at ``iteration`` on ``rank`` (a marker file records it)."""
+
+    iteration: int | None = None
+    rank: int = 0
+    marker: str | None = None
+
+
+@dataclass
+class TrainConfig:
+    """One training run. ``stage``: ``psnr`` (the pixel term of ``loss`` only) or ``gan`` (weighted pixel +
+    perceptual + adversarial, with a discriminator)."""
+
+    name: str
+    stage: Literal["psnr", "gan"] = "psnr"
+    iterations: int = 1000
+    seed: int = 0
+    data: DataConfig = field(default_factory=lambda: DataConfig(train=["."]))
+    generator: NetworkConfig = field(default_factory=NetworkConfig)
+    discriminator: NetworkConfig = field(default_factory=lambda: NetworkConfig(name="unet-discriminator-sn"))
+    loss: LossWeights = field(default_factory=LossWeights)
+    vgg: VGGConfig = field(default_factory=VGGConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    ema_decay: float = 0.999
+    bf16: bool = True  # autocast on CUDA
+    checkpoint_every: int = 500
+    val_every: int = 500
+    log_every: int = 50
+    log_dir: str | None = None  # TensorBoard logs and samples; default <storage_path>/<name>/logs when local
+    export: str | None = None  # the EMA generator as .safetensors at the end
+    run: RunSettings = field(default_factory=RunSettings)
+    fault: FaultInjection = field(default_factory=FaultInjection)
+
+    def __post_init__(self):
+        _choice("stage", self.stage, ("psnr", "gan"))
+        _positive(self, "", "iterations", "checkpoint_every", "val_every", "log_every")
+        if not 0 <= self.ema_decay < 1:
+            raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.stage == "gan" and self.loss.gan_type not in GAN_TYPES:
+            raise ConfigError(f"loss.gan_type must be one of {GAN_TYPES}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def with_absolute_paths(self, base: str | Path = ".") -> TrainConfig:
+        """Local paths made absolute against ``base`` (workers run elsewhere); URIs and names are kept."""
+        root = Path(base).resolve()
+
+        def fix(value: str | None) -> str | None:
+            if value is None or "://" in value or Path(value).is_absolute():
+                return value
+            candidate = root / value
+            # a registered model name is not a path
+            return str(candidate) if "/" in value or "\\" in value or candidate.exists() else value
+
+        return dataclasses.replace(
+            self,
+            data=dataclasses.replace(self.data, train=[fix(p) for p in self.data.train],
+                                     val=[fix(p) for p in self.data.val]),
+            generator=dataclasses.replace(self.generator, pretrained=fix(self.generator.pretrained)),
+            vgg=dataclasses.replace(self.vgg, weights=fix(self.vgg.weights)),
+            log_dir=fix(self.log_dir), export=fix(self.export),
+            run=dataclasses.replace(self.run, storage_path=fix(self.run.storage_path) or self.run.storage_path),
+            fault=dataclasses.replace(self.fault, marker=fix(self.fault.marker)),
+        )
+
+
+def _positive(obj, prefix: str, *names: str) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+            key = f"{prefix}.{name}" if prefix else name
+            raise ConfigError(f"{key} must be a positive number, got {value!r}")
+
+
+def _choice(key: str, value, allowed: tuple) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key} must be one of {allowed}, got {value!r}")
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Convert YAML values to the annotated type (YAML reads 1e-4 as a string) or raise naming ``key``."""
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value, key)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(value, args[0], key) if len(args) == 1 else value
+    try:
+        if hint is float and isinstance(value, (int, float, str)) and not isinstance(value, bool):
+            return float(value)
+        if hint is int and not isinstance(value, bool) and float(value) == int(float(value)):
+            return int(float(value))
+        if hint is bool:
+            if isinstance(value, bool):
+                return value
+            raise TypeError
+        if origin is tuple:
+            return tuple(_coerce(v, a, key) for v, a in zip(value, typing.get_args(hint), strict=True))
+        if origin is list:
+            (item,) = typing.get_args(hint)
+            if not isinstance(value, list):
+                raise TypeError
+            return [_coerce(v, item, key) for v in value]
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key}: expected {getattr(hint, '__name__', hint)}, got {value!r}") from None
+    return value
+
+
+def from_dict(cls, data: Any, prefix: str = ""):
+    """Build dataclass ``cls`` from a mapping, recursively, rejecting unknown keys by name."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        key = f"{prefix}.{unknown[0]}" if prefix else unknown[0]
+        raise ConfigError(f"unknown key {key!r}; known keys here: {', '.join(sorted(names))}")
+    kwargs = {k: _coerce(v, hints[k], f"{prefix}.{k}" if prefix else k) for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{prefix or 'config'}: {exc}") from None
+
+
+def apply_override(data: dict, override: str) -> None:
+    """Apply ``a.b.c=value`` (value parsed as YAML) to a nested dict in place."""
+    if "=" not in override:
+        raise ConfigError(f"override {override!r} must look like key.sub=value")
+    key, raw = override.split("=", 1)
+    parts = key.strip().split(".")
+    node = data
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {override!r}: {part} is not a section")
+    node[parts[-1]] = yaml.safe_load(raw)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = (), base: dict | None = None) -> TrainConfig:
+    """Read a YAML config (or ``base``), apply overrides, validate."""
+    data: dict = dict(base or {})
+    if path is not None:
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"{path}: cannot read config ({exc})") from None
+    for override in overrides:
+        apply_override(data, override)
+    if "name" not in data:
+        raise ConfigError(f"{path or 'config'}: missing key 'name'")
+    try:
+        return from_dict(TrainConfig, data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}" if path else str(exc)) from None
