@@ -7,6 +7,7 @@ restores a run by its storage path and name); worker failures restart from the l
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -69,7 +70,8 @@ def training_dataset(cfg: TrainConfig) -> ray.data.Dataset:
             items = [{"location": join(prefix, e.relative) if prefix else e.path} for e in entries]
             parts.append(ray.data.from_items(items))
     ds = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
-    return ds.random_shuffle().map_batches(PatchSampler(cfg.data.patch_size, cfg.data.patches_per_image),
+    # block-order shuffling is cheap; a full random_shuffle is an all-to-all pass every epoch
+    return ds.randomize_block_order().map_batches(PatchSampler(cfg.data.patch_size, cfg.data.patches_per_image),
                                            batch_size=4)
 
 
@@ -140,6 +142,14 @@ def train_loop_per_worker(config: dict) -> None:
                                f"small for {world} workers; lower data.batch_size or raise data.patches_per_image")
     if rank == 0 and cfg.export:
         export(trainer, cfg)
+    dump = os.environ.get("SRCORE_TRAIN_DUMP")  # diagnostics: each rank's final weights and node
+    if dump:
+        state = {"generator": trainer.g_module.state_dict(), "node": ray.get_runtime_context().get_node_id(),
+                 "iteration": trainer.iteration, "segments": trainer.segments}
+        if trainer.gan:
+            state["discriminator"] = trainer.d_module.state_dict()
+        Path(dump).mkdir(parents=True, exist_ok=True)
+        torch.save(state, Path(dump) / f"rank{rank}.pt")
     if writer is not None:
         writer.close()
 

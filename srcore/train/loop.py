@@ -81,6 +81,7 @@ class SRTrainer:
                                             random_init=cfg.vgg.random_init).to(device)
             self.g_loss = GeneratorLoss(cfg.loss, perceptual)
         self.iteration = 0
+        self.segments: list[int] = [0]  # the iteration each attempt started at: [0, 4] = resumed at 4
         self.autocast = dict(device_type=device.type, dtype=torch.bfloat16,
                              enabled=cfg.bf16 and device.type == "cuda")
 
@@ -154,6 +155,7 @@ class SRTrainer:
         np_state = np.random.get_state()
         state = {
             "iteration": self.iteration,
+            "segments": list(self.segments),
             "generator": self.g_module.state_dict(), "ema": self.ema.state_dict(),
             "opt_g": self.opt_g.state_dict(), "sched_g": self.sched_g.state_dict(),
             "rng": {"torch": torch.get_rng_state(), "python": random.getstate(),
@@ -168,6 +170,7 @@ class SRTrainer:
 
     def load_state_dict(self, state: dict) -> None:
         self.iteration = int(state["iteration"])
+        self.segments = [int(s) for s in state.get("segments", [0])] + [self.iteration]
         self.g_module.load_state_dict(state["generator"])
         self.ema.load_state_dict(state["ema"])
         self.opt_g.load_state_dict(state["opt_g"])
