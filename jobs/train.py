@@ -12,8 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-import ray
-
+from pipelines.cluster import connect_or_start
 from pipelines.train import run_training
 from srcore.train.config import ConfigError, load_config
 
@@ -28,7 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    ray.init(ignore_reinit_error=True)  # joins the cluster a job was submitted to, else starts a local Ray
+    worker_cpus = cfg.run.resources_per_worker.get("CPU", 1)
+    connect_or_start(min_cpus=cfg.run.num_workers * worker_cpus + 1)  # + 1: the Ray Data tasks
     result = run_training(cfg)
     if result.error:
         print(f"training failed: {result.error}", file=sys.stderr)

@@ -148,8 +148,9 @@ def train_loop_per_worker(config: dict) -> None:
                  "iteration": trainer.iteration, "segments": trainer.segments}
         if trainer.gan:
             state["discriminator"] = trainer.d_module.state_dict()
-        Path(dump).mkdir(parents=True, exist_ok=True)
-        torch.save(state, Path(dump) / f"rank{rank}.pt")
+        folder = Path(dump) / cfg.name
+        folder.mkdir(parents=True, exist_ok=True)
+        torch.save(state, folder / f"rank{rank}.pt")
     if writer is not None:
         writer.close()
 

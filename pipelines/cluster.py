@@ -1,0 +1,23 @@
+"""Joining a Ray cluster, or starting a local one sized for the job."""
+
+from __future__ import annotations
+
+import os
+
+import ray
+
+
+def connect_or_start(min_cpus: float = 1) -> str:
+    """Join the cluster named by ``RAY_ADDRESS`` (``ray job submit`` sets it); else start a local Ray.
+
+    A local Ray gets at least ``min_cpus`` logical CPUs: training workers reserve theirs, and the Ray Data
+    tasks feeding them need some left, even on a laptop with fewer cores (the work then shares the cores).
+    Returns "cluster" or "local".
+    """
+    if ray.is_initialized():
+        return "cluster"
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init()
+        return "cluster"
+    ray.init(num_cpus=max(os.cpu_count() or 1, int(min_cpus + 0.999)))
+    return "local"
