@@ -127,16 +127,21 @@ def train_loop_per_worker(config: dict) -> None:
             maybe_inject_fault(cfg, rank, trainer.iteration)
             terms = trainer.step(batch["hr"])
             it = trainer.iteration
+            if it == start_iter + 1:  # time from the first finished step: excludes start-up and data warm-up
+                start, start_iter = time.perf_counter(), it
             if writer is not None and (it % cfg.log_every == 0 or it == cfg.iterations):
                 values = {k: float(v) for k, v in terms.items()}
-                rate = (it - start_iter) / (time.perf_counter() - start)
+                rate = (it - start_iter) / max(time.perf_counter() - start, 1e-9)
                 for key, value in values.items():
                     writer.add_scalar(key, value, it)
                 writer.add_scalar("lr/generator", trainer.opt_g.param_groups[0]["lr"], it)
                 print(f"[srcore] it {it}/{cfg.iterations} " + " ".join(f"{k}={v:.4f}" for k, v in values.items())
                       + f" ({rate:.2f} it/s)", flush=True)
             if it % cfg.checkpoint_every == 0 or it == cfg.iterations:
-                report(trainer, cfg, terms, rank, writer)
+                rate = (it - start_iter) / max(time.perf_counter() - start, 1e-9)
+                throughput = {"throughput/it_per_s": rate,
+                              "throughput/samples_per_s": rate * cfg.data.batch_size * world}
+                report(trainer, cfg, {**terms, **throughput}, rank, writer)
         if batches == 0:
             raise RuntimeError(f"worker {rank} got no batch of {cfg.data.batch_size} patches: the dataset is too "
                                f"small for {world} workers; lower data.batch_size or raise data.patches_per_image")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .archs.registry import VARIANTS, describe, list_models
+from .archs.registry import DEFAULT_MODEL, VARIANTS, describe, list_models
 from .imageio import FORMATS
 from .inference import Upscaler
 from .upscale import OutputOptions, upscale_file
@@ -21,7 +21,7 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".g
 def cmd_models(args: argparse.Namespace) -> int:
     for name in list_models():
         d = describe(name)
-        weights = "published" if VARIANTS[name].url else "-"
+        weights = "bundled" if VARIANTS[name].bundled else "published" if VARIANTS[name].url else "-"
         print(f"{name:28s} {d.kind:13s} x{d.scale}  {d.arch:22s} {weights:9s} {VARIANTS[name].summary}")
     return 0
 
@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     up.add_argument("inputs", nargs="+", help="image files, folders or globs")
     up.add_argument("-o", "--output", required=True, help="output folder")
-    up.add_argument("--model", required=True, help="weights file (.pth/.safetensors) or registered model name")
+    up.add_argument("--model", default=DEFAULT_MODEL, help="weights file (.pth/.safetensors) or registered name")
     up.add_argument("--outscale", type=float, default=None, help="final scale (default: the model's)")
     up.add_argument("--tile", type=int, default=512, help="tile size in input pixels; 0 = whole image")
     up.add_argument("--tile-overlap", type=int, default=None, help="tile overlap (default: the model's)")

@@ -73,6 +73,11 @@ def weights_path(variant: ModelVariant, allow_download: bool = True) -> Path:
     """
     from .weights import WeightsError
 
+    if variant.bundled:
+        path = Path(__file__).parent / "pretrained" / variant.bundled
+        if not path.is_file():
+            raise WeightsError(f"{variant.name}: bundled weights {path} are missing from this installation")
+        return path
     if variant.url is None:
         raise WeightsError(f"{variant.name}: no published weights are registered; "
                            f"train it or pass a weights file path instead of the name")

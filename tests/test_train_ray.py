@@ -68,3 +68,37 @@ def test_a_failed_worker_resumes_from_the_last_checkpoint(ray_cluster, tmp_path)
     assert result.metrics["iteration"] == 5
     state = rank_dumps(ray_cluster, "fault", 2)[0]
     assert state["iteration"] == 5 and state["segments"] == [0, 2]  # restarted from the checkpoint at 2
+
+
+def test_prepare_dataset_is_resumable_and_trains(ray_cluster, tmp_path):
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from pipelines.prepare import CropSpec, prepare_dataset
+
+    src = tmp_path / "div2k"
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    for i, (h, w) in enumerate([(100, 130), (60, 60), (48, 90)]):
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), np.uint8)).save(src / f"{i:04d}.png")
+    (src / "0003.png").write_bytes(b"not a png")
+    out = tmp_path / "prepared"
+    spec = CropSpec(crop=48, step=24)
+    first = prepare_dataset(str(src), str(out), spec, limit=2)
+    assert first["image_count"] == 2 and first["crop_count"] == 4 * 5 + 2 * 2  # 100x130 and 60x60
+    shards = {p.name: p.stat().st_mtime_ns for p in (out / "shards").iterdir()}
+    second = prepare_dataset(str(src), str(out), spec)
+    assert second["skipped_existing"] == 2 and second["image_count"] == 3
+    assert second["crop_count"] == 24 + 1 * 3  # 48x90: x at 0, 24, 42
+    assert list(second["failed"]) == ["0003.png"] and "0003.png" in second["failed"]["0003.png"]
+    assert all((out / "shards" / name).stat().st_mtime_ns == mtime for name, mtime in shards.items())
+    assert json.loads((out / "manifest.json").read_text())["image_count"] == 3
+    assert not list((out / "shards").glob(".*"))  # no temporaries
+    with pytest.raises(ValueError, match="was prepared with crop/step/thresh"):
+        prepare_dataset(str(src), str(out), CropSpec(crop=32, step=16))
+    cfg = load_config(base=tiny_config("prepared", tmp_path, workers=1, iterations=2, checkpoint_every=2,
+                                       data={"train": [str(out)]}))
+    result = run_training(cfg)
+    assert result.error is None and result.metrics["iteration"] == 2

@@ -25,6 +25,7 @@ class ModelVariant:
         summary: one line for listings.
         url: published weights file, when there is one.
         sha256: hex digest of that file, when verified.
+        bundled: a weights file shipped inside the package (``srcore/pretrained/``).
     """
 
     name: str
@@ -33,6 +34,7 @@ class ModelVariant:
     summary: str = ""
     url: str | None = None
     sha256: str | None = None
+    bundled: str | None = None
 
     @property
     def filename(self) -> str | None:
@@ -81,6 +83,9 @@ VARIANTS: dict[str, ModelVariant] = {
         ModelVariant("realesr-general-x4v3", "srvgg", dict(num_conv=32, upscale=4),
                      "Real-ESRGAN compact SRVGGNet, general scenes",
                      f"{REAL_ESRGAN}/v0.2.5.0/realesr-general-x4v3.pth"),
+        ModelVariant("srcore-compact-x4", "srvgg", dict(num_feat=48, num_conv=10, upscale=4, skip="bicubic"),
+                     "srcore's bundled default: compact SRVGGNet with bicubic skip, 230k params",
+                     bundled="srcore-compact-x4.safetensors"),
         *[_swinir_classical(s) for s in (2, 3, 4, 8)],
         *[_swinir_lightweight(s) for s in (2, 3, 4)],
         ModelVariant("swinir-realworld-m-x4", "swinir",
@@ -99,6 +104,9 @@ VARIANTS: dict[str, ModelVariant] = {
                      "U-Net discriminator with spectral norm (Real-ESRGAN)"),
     ]
 }
+
+
+DEFAULT_MODEL = "srcore-compact-x4"
 
 
 def list_models(kind: str | None = None) -> list[str]:

@@ -35,6 +35,9 @@ class SRVGGNetCompact(nn.Module):
         num_conv: hidden convs (16 or 32).
         upscale: any integer scale >= 1.
         act_type: ``prelu``, ``relu`` or ``leakyrelu``.
+        skip: the upsampled input the network adds to: ``nearest`` (Real-ESRGAN's releases) or ``bicubic``
+            (a global bicubic residual, as VDSR/ESPCN-style nets: training starts at bicubic quality and
+            learns only the correction; the last conv starts small).
 
     Shapes:
         input (N, num_in_ch, H, W) in [0, 1]; output (N, num_out_ch, H*upscale, W*upscale), about [0, 1].
@@ -43,12 +46,14 @@ class SRVGGNetCompact(nn.Module):
     arch_name = "srvgg"
 
     def __init__(self, num_in_ch: int = 3, num_out_ch: int = 3, num_feat: int = 64, num_conv: int = 16,
-                 upscale: int = 4, act_type: str = "prelu"):
+                 upscale: int = 4, act_type: str = "prelu", skip: str = "nearest"):
         super().__init__()
         if upscale < 1:
             raise ValueError(f"SRVGGNetCompact: upscale must be >= 1, got {upscale}")
+        if skip not in ("nearest", "bicubic"):
+            raise ValueError(f"SRVGGNetCompact: skip must be 'nearest' or 'bicubic', got {skip!r}")
         self.hparams = dict(num_in_ch=num_in_ch, num_out_ch=num_out_ch, num_feat=num_feat,
-                            num_conv=num_conv, upscale=upscale, act_type=act_type)
+                            num_conv=num_conv, upscale=upscale, act_type=act_type, skip=skip)
         self.upscale = upscale
         layers: list[nn.Module] = [nn.Conv2d(num_in_ch, num_feat, 3, 1, 1), make_activation(act_type, num_feat)]
         for _ in range(num_conv):
@@ -56,6 +61,11 @@ class SRVGGNetCompact(nn.Module):
         layers.append(nn.Conv2d(num_feat, num_out_ch * upscale * upscale, 3, 1, 1))
         self.body = nn.ModuleList(layers)
         self.upsampler = nn.PixelShuffle(upscale)
+        self.skip = skip
+        if skip == "bicubic":
+            with torch.no_grad():
+                layers[-1].weight.mul_(0.1)
+                layers[-1].bias.zero_()
 
     @property
     def descriptor(self) -> ModelDescriptor:
@@ -68,6 +78,8 @@ class SRVGGNetCompact(nn.Module):
         for layer in self.body:
             out = layer(out)
         out = self.upsampler(out)
+        if self.skip == "bicubic":
+            return out + F.interpolate(x, scale_factor=self.upscale, mode="bicubic", align_corners=False)
         return out + F.interpolate(x, scale_factor=self.upscale, mode="nearest")
 
 
