@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"{manifest['image_count']} images -> {manifest['crop_count']} sub-images in {args.output} "
           f"({manifest['skipped_existing']} already done, {len(manifest['failed'])} failed, {manifest['seconds']} s)")
-    for name, error in manifest["failed"].items():
+    for error in manifest["failed"].values():
         print(f"failed: {error}", file=sys.stderr)
     return 1 if manifest["failed"] else 0
 

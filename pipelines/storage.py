@@ -46,7 +46,8 @@ class FileEntry:
     mtime_ns: int
 
 
-def list_files(location: str, extensions: tuple[str, ...] = IMAGE_EXTENSIONS) -> tuple[pafs.FileSystem, list[FileEntry]]:
+def list_files(location: str, extensions: tuple[str, ...] = IMAGE_EXTENSIONS
+               ) -> tuple[pafs.FileSystem, list[FileEntry]]:
     """Every file under ``location`` (recursively) whose name ends with one of ``extensions``, sorted."""
     fs, root = filesystem(location)
     info = fs.get_file_info(root)

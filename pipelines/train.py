@@ -41,7 +41,8 @@ class PatchSampler:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rng = np.random.default_rng()  # fresh crops every pass over the data
         if "png" in batch:
-            images = [decode_rgb(bytes(data), str(name)) for data, name in zip(batch["png"], batch["name"], strict=True)]
+            pairs = zip(batch["png"], batch["name"], strict=True)
+            images = [decode_rgb(bytes(data), str(name)) for data, name in pairs]
         else:
             images = []
             for location in batch["location"]:

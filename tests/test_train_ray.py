@@ -25,7 +25,8 @@ def ray_cluster(tmp_path_factory):
 
 def test_job_command_trains_two_workers_and_a_second_run_resumes(tmp_path):
     dump = tmp_path / "dump"
-    config = write_config(tmp_path / "tiny.yaml", tiny_config("resume", tmp_path, export=str(tmp_path / "g.safetensors")))
+    cfg = tiny_config("resume", tmp_path, export=str(tmp_path / "g.safetensors"))
+    config = write_config(tmp_path / "tiny.yaml", cfg)
     env = {**os.environ, "SRCORE_TRAIN_DUMP": str(dump)}
     cmd = [sys.executable, "jobs/train.py", "--config", str(config)]
     first = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
