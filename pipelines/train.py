@@ -32,23 +32,36 @@ STATE_FILE = "state.pt"
 # --------------------------------------------------------------------------- data
 
 
+def decode_rows(batch: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """Rows of prepared PNG crops, image locations, or already decoded pixels -> RGB uint8 images."""
+    if "pixels" in batch:
+        return [np.asarray(p).reshape(int(h), int(w), 3)
+                for p, h, w in zip(batch["pixels"], batch["height"], batch["width"], strict=True)]
+    if "png" in batch:
+        return [decode_rgb(bytes(data), str(name)) for data, name in zip(batch["png"], batch["name"], strict=True)]
+    images = []
+    for location in batch["location"]:
+        fs, path = filesystem(str(location))
+        images.append(decode_rgb(read_bytes(fs, path), str(location)))
+    return images
+
+
+def decode_batch(batch: dict[str, np.ndarray]) -> dict[str, list]:
+    """Ray Data batch function for ``cache_decoded``: flat pixel rows (images differ in size)."""
+    images = decode_rows(batch)
+    return {"pixels": [im.reshape(-1) for im in images], "height": [im.shape[0] for im in images],
+            "width": [im.shape[1] for im in images]}
+
+
 class PatchSampler:
-    """Ray Data batch function: image locations or prepared PNG crops -> augmented random HR patches."""
+    """Ray Data batch function: images (any form ``decode_rows`` reads) -> augmented random HR patches."""
 
     def __init__(self, patch_size: int, per_image: int):
         self.patch_size, self.per_image = patch_size, per_image
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rng = np.random.default_rng()  # fresh crops every pass over the data
-        if "png" in batch:
-            pairs = zip(batch["png"], batch["name"], strict=True)
-            images = [decode_rgb(bytes(data), str(name)) for data, name in pairs]
-        else:
-            images = []
-            for location in batch["location"]:
-                fs, path = filesystem(str(location))
-                images.append(decode_rgb(read_bytes(fs, path), str(location)))
-        return {"hr": sample_patches(images, self.patch_size, self.per_image, rng)}
+        return {"hr": sample_patches(decode_rows(batch), self.patch_size, self.per_image, rng)}
 
 
 def is_prepared(location: str) -> bool:
@@ -71,6 +84,8 @@ def training_dataset(cfg: TrainConfig) -> ray.data.Dataset:
             items = [{"location": join(prefix, e.relative) if prefix else e.path} for e in entries]
             parts.append(ray.data.from_items(items))
     ds = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
+    if cfg.data.cache_decoded:
+        ds = ds.map_batches(decode_batch, batch_size=8).materialize()
     # block-order shuffling is cheap; a full random_shuffle is an all-to-all pass every epoch
     return ds.randomize_block_order().map_batches(PatchSampler(cfg.data.patch_size, cfg.data.patches_per_image),
                                            batch_size=4)
@@ -117,7 +132,7 @@ def train_loop_per_worker(config: dict) -> None:
 
         writer = SummaryWriter(str(log_dir_for(cfg)))
     shard = ray.train.get_dataset_shard("train")
-    start, start_iter = time.perf_counter(), trainer.iteration
+    start, start_iter, timing = time.perf_counter(), trainer.iteration, False
     while trainer.iteration < cfg.iterations:
         batches = 0
         for batch in shard.iter_batches(batch_size=cfg.data.batch_size, batch_format="numpy", drop_last=True,
@@ -128,8 +143,8 @@ def train_loop_per_worker(config: dict) -> None:
             maybe_inject_fault(cfg, rank, trainer.iteration)
             terms = trainer.step(batch["hr"])
             it = trainer.iteration
-            if it == start_iter + 1:  # time from the first finished step: excludes start-up and data warm-up
-                start, start_iter = time.perf_counter(), it
+            if not timing:  # time from the first finished step: excludes start-up and data warm-up
+                start, start_iter, timing = time.perf_counter(), it, True
             if writer is not None and (it % cfg.log_every == 0 or it == cfg.iterations):
                 values = {k: float(v) for k, v in terms.items()}
                 rate = (it - start_iter) / max(time.perf_counter() - start, 1e-9)

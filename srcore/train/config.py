@@ -32,6 +32,8 @@ class DataConfig:
     degradation: ``bicubic`` (benchmark LR) or ``realesrgan`` (second-order degradation), made on the
         worker's device.
     usm_sharpen: train against USM-sharpened targets (Real-ESRGAN does for its GAN stage).
+    cache_decoded: decode every image once and keep the pixels in Ray's object store, so each pass only
+        crops (for sets that fit in memory, like T91 + BSD200; off for DIV2K-scale data).
     """
 
     train: list[str] = field(default_factory=list)
@@ -42,6 +44,7 @@ class DataConfig:
     patches_per_image: int = 4
     degradation: Literal["bicubic", "realesrgan"] = "bicubic"
     usm_sharpen: bool = False
+    cache_decoded: bool = False
 
     def __post_init__(self):
         if not self.train:
