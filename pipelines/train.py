@@ -135,8 +135,9 @@ def train_loop_per_worker(config: dict) -> None:
     start, start_iter, timing = time.perf_counter(), trainer.iteration, False
     while trainer.iteration < cfg.iterations:
         batches = 0
+        # patches of one image arrive together: a buffer of many batches mixes images within each batch
         for batch in shard.iter_batches(batch_size=cfg.data.batch_size, batch_format="numpy", drop_last=True,
-                                        local_shuffle_buffer_size=4 * cfg.data.batch_size):
+                                        local_shuffle_buffer_size=32 * cfg.data.batch_size):
             if trainer.iteration >= cfg.iterations:
                 break
             batches += 1
