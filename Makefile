@@ -17,13 +17,13 @@ venv:
 test: venv
 	$(BIN)/python -m pytest -q
 
-# Until the bucket job and the bundled default model land, the demo upscales a few real-world
-# photos with the official Real-ESRGAN x4plus weights from the shared folder.
-DEMO_MODEL ?= $(SRCORE_SHARED)/weights/RealESRGAN_x4plus.pth
-DEMO_IMAGES ?= $(addprefix $(SRCORE_SHARED)/datasets/RealWorld/,Lincoln.png chip.png oldphoto2.png)
+# Until the bucket job lands, the demo upscales a few real-world photos (from the shared folder, or
+# DEMO_IMAGES) with the bundled default model (or DEMO_MODEL: a weights file or registered name).
+DEMO_MODEL ?= srcore-compact-x4
+DEMO_IMAGES ?= $(SRCORE_SHARED)/datasets/RealWorld
 
 demo: venv
-	@test -f "$(DEMO_MODEL)" || { echo "demo: $(DEMO_MODEL) not found; set SRCORE_SHARED or DEMO_MODEL=path/to/weights.pth"; exit 2; }
+	@test -e "$(DEMO_IMAGES)" || { echo "demo: $(DEMO_IMAGES) not found; set SRCORE_SHARED or DEMO_IMAGES=images/"; exit 2; }
 	$(BIN)/srcore models
 	$(BIN)/srcore upscale $(DEMO_IMAGES) --model $(DEMO_MODEL) -o demo-out
 
