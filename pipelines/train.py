@@ -75,7 +75,7 @@ def training_dataset(cfg: TrainConfig) -> ray.data.Dataset:
     for location in cfg.data.train:
         if is_prepared(location):
             fs, path = filesystem(location)
-            parts.append(ray.data.read_parquet(f"{path}/shards", filesystem=fs, columns=["name", "png"]))
+            parts.append(ray.data.read_parquet(f"{path}/shards", filesystem=fs).select_columns(["name", "png"]))
         else:
             _, entries = list_files(location)
             if not entries:
