@@ -20,7 +20,7 @@ import ray
 
 from srcore.train.data import decode_rgb, extract_subimages, png_bytes
 
-from .storage import exists, filesystem, join, list_files, read_bytes, write_bytes_atomic
+from .storage import exists, filesystem, list_files, read_bytes, write_bytes_atomic
 
 SCHEMA = pa.schema([("name", pa.string()), ("source", pa.string()), ("y", pa.int32()), ("x", pa.int32()),
                     ("height", pa.int32()), ("width", pa.int32()), ("png", pa.binary())])
@@ -104,7 +104,3 @@ def prepare_dataset(input_location: str, output: str, spec: CropSpec = CropSpec(
     }
     write_bytes_atomic(fs_out, manifest_path, json.dumps(manifest, indent=1, sort_keys=True).encode())
     return manifest
-
-
-def manifest_location(output: str) -> str:
-    return join(output, "manifest.json")

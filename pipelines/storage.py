@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+from srcore.imageio import IMAGE_SUFFIXES
 
 
 def is_uri(location: str) -> bool:
@@ -46,7 +46,7 @@ class FileEntry:
     mtime_ns: int
 
 
-def list_files(location: str, extensions: tuple[str, ...] = IMAGE_EXTENSIONS
+def list_files(location: str, extensions: tuple[str, ...] = IMAGE_SUFFIXES
                ) -> tuple[pafs.FileSystem, list[FileEntry]]:
     """Every file under ``location`` (recursively) whose name ends with one of ``extensions``, sorted."""
     fs, root = filesystem(location)

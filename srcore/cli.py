@@ -10,12 +10,10 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .archs.registry import DEFAULT_MODEL, VARIANTS, describe, list_models
-from .imageio import FORMATS
+from .imageio import FORMATS, IMAGE_SUFFIXES
 from .inference import Upscaler
 from .upscale import OutputOptions, upscale_file
 from .weights import WeightsError, load_model
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -42,12 +40,17 @@ def expand_inputs(items: list[str]) -> list[tuple[Path, str]]:
     return found
 
 
+def tile_option(tile: int | None) -> int | str | None:
+    """--tile: unset = the engine's model-aware "auto", 0 = whole image, else the size."""
+    return "auto" if tile is None else (None if tile == 0 else tile)
+
+
 def cmd_upscale(args: argparse.Namespace) -> int:
     try:
         options = OutputOptions(args.format, args.quality, args.alpha, args.outscale, args.max_input_pixels)
         model = load_model(args.model)
         upscaler = Upscaler(model, device=args.device, precision=args.precision,
-                            tile=None if args.tile == 0 else args.tile, tile_overlap=args.tile_overlap,
+                            tile=tile_option(args.tile), tile_overlap=args.tile_overlap,
                             batch_size=args.batch_size)
     except (WeightsError, KeyError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -82,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("-o", "--output", required=True, help="output folder")
     up.add_argument("--model", default=DEFAULT_MODEL, help="weights file (.pth/.safetensors) or registered name")
     up.add_argument("--outscale", type=float, default=None, help="final scale (default: the model's)")
-    up.add_argument("--tile", type=int, default=512, help="tile size in input pixels; 0 = whole image")
+    up.add_argument("--tile", type=int, default=None,
+                    help="tile size in input pixels; 0 = whole image (default: max(512, 3 x the model's overlap))")
     up.add_argument("--tile-overlap", type=int, default=None, help="tile overlap (default: the model's)")
     up.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass")
     up.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"])

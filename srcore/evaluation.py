@@ -18,10 +18,9 @@ from PIL import Image
 from tqdm import tqdm
 
 from .atomic import atomic_path
+from .imageio import IMAGE_SUFFIXES
 from .metrics import lr_consistency_psnr_np, psnr_np, ssim_np
 from .resize import imresize_np
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
 # (H, W[, C]) uint8 LR -> (H*s, W*s[, C]) uint8 SR
 UpscaleFn = Callable[[np.ndarray], np.ndarray]

@@ -24,6 +24,8 @@ Image.MAX_IMAGE_PIXELS = None
 DEFAULT_MAX_PIXELS = 400_000_000
 FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP", "tiff": "TIFF", "tif": "TIFF"}
 EXTENSIONS = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "TIFF": ".tif"}
+# input file names srcore treats as images (folders, buckets, benchmark sets)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 # IPTC's term for media changed by a trained model (used by C2PA and photo agencies)
 DIGITAL_SOURCE_TYPE = "http://cv.iptc.org/newscodes/digitalsourcetype/compositeWithTrainedAlgorithmicMedia"
 ORIENTATION_TAG = 0x0112

@@ -333,10 +333,9 @@ def _store(band: np.ndarray, target: np.ndarray) -> None:
 
 
 def _from_float(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    top = _max_value(dtype)
-    if top == 1.0:
-        return x.astype(dtype)
-    return np.clip(np.rint(x * top), 0, top).astype(dtype)
+    out = np.empty(x.shape, dtype)
+    _store(np.array(x, dtype=np.float32), out)
+    return out
 
 
 def interpolate_models(model_a: nn.Module, model_b: nn.Module, alpha: float) -> nn.Module:
