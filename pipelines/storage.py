@@ -41,30 +41,68 @@ def filesystem(location: str) -> tuple[pafs.FileSystem, str]:
 @dataclass(frozen=True)
 class FileEntry:
     path: str  # inside the filesystem (bucket/key or absolute local path)
-    relative: str  # relative to the listed prefix, with forward slashes
+    relative: str  # the key below the listed prefix, as stored (never normalised: "a/../b" stays)
     size: int
     mtime_ns: int
+    version: str = ""  # the object's ETag where the store has one, else "mtime:<ns>": changes when it is rewritten
 
 
-def list_files(location: str, extensions: tuple[str, ...] = IMAGE_SUFFIXES
-               ) -> tuple[pafs.FileSystem, list[FileEntry]]:
-    """Every file under ``location`` (recursively) whose name ends with one of ``extensions``, sorted."""
-    fs, root = filesystem(location)
-    info = fs.get_file_info(root)
-    if info.type == pafs.FileType.NotFound:
+def _fsspec_filesystem(location: str):
+    """(fsspec filesystem, root) for listing: fsspec stores report ETags, which pyarrow's listing drops."""
+    import fsspec
+
+    if location.startswith("s3://"):
+        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        fs = fsspec.filesystem("s3", skip_instance_cache=True, use_listings_cache=False,
+                               **({"endpoint_url": endpoint} if endpoint else {}))
+        return fs, location[len("s3://"):].rstrip("/")
+    if is_uri(location):
+        fs, root = fsspec.core.url_to_fs(location, skip_instance_cache=True)
+        return fs, root.rstrip("/")
+    return fsspec.filesystem("file"), Path(location).resolve().as_posix()
+
+
+def _entry(path: str, base: str, info: dict) -> FileEntry:
+    mtime = info.get("mtime") or info.get("LastModified") or info.get("updated") or 0
+    if hasattr(mtime, "timestamp"):
+        mtime = mtime.timestamp()
+    elif isinstance(mtime, str):
+        from datetime import datetime
+
+        mtime = datetime.fromisoformat(mtime.replace("Z", "+00:00")).timestamp()
+    mtime_ns = int(float(mtime) * 1e9)
+    etag = info.get("ETag") or info.get("etag") or info.get("md5Hash")
+    version = str(etag).strip('"') if etag else f"mtime:{mtime_ns}"
+    relative = path[len(base):].lstrip("/") if path.startswith(base) else posixpath.basename(path)
+    return FileEntry(path, relative, int(info.get("size") or info.get("Size") or 0), mtime_ns, version)
+
+
+def list_files(location: str, extensions: tuple[str, ...] | None = IMAGE_SUFFIXES,
+               exclude: tuple[str, ...] = ()) -> tuple[pafs.FileSystem, list[FileEntry]]:
+    """Every file under ``location`` (recursively) whose name ends with one of ``extensions`` (None: any),
+    sorted by path. Hidden names (``.x``, e.g. temporary uploads) and paths under ``exclude`` (paths inside
+    the filesystem, e.g. an output prefix nested in the input) are left out.
+
+    Returns the pyarrow filesystem for reading the entries, and the entries.
+    """
+    lister, root = _fsspec_filesystem(location)
+    if not lister.exists(root):
         raise FileNotFoundError(f"{location}: no such folder or prefix")
-    if info.type == pafs.FileType.File:
-        infos = [info]
+    if lister.isfile(root):
+        found = {root: lister.info(root)}
         base = posixpath.dirname(root)
     else:
-        infos = fs.get_file_info(pafs.FileSelector(root, recursive=True))
+        found = lister.find(root, detail=True)
         base = root
+    excluded = tuple(e.rstrip("/") + "/" for e in exclude)
     entries = [
-        FileEntry(i.path, posixpath.relpath(i.path, base), i.size or 0, i.mtime_ns or 0)
-        for i in infos
-        if i.type == pafs.FileType.File and i.path.lower().endswith(extensions)
-        and not posixpath.basename(i.path).startswith(".")
+        _entry(path, base, info) for path, info in found.items()
+        if info.get("type", "file") == "file"
+        and (extensions is None or path.lower().endswith(extensions))
+        and not posixpath.basename(path).startswith(".")
+        and not path.startswith(excluded)
     ]
+    fs, _ = filesystem(location)
     return fs, sorted(entries, key=lambda e: e.path)
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .archs.registry import DEFAULT_MODEL, VARIANTS, describe, list_models
-from .imageio import FORMATS, IMAGE_SUFFIXES
+from .imageio import DEFAULT_MAX_PIXELS, FORMATS, IMAGE_SUFFIXES
 from .inference import Upscaler
 from .upscale import OutputOptions, upscale_file
 from .weights import WeightsError, load_model
@@ -94,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--format", default=None, choices=sorted(FORMATS), help="output format (default: input's)")
     up.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality")
     up.add_argument("--alpha", default="bicubic", choices=["bicubic", "network"], help="alpha channel upscaling")
-    up.add_argument("--max-input-pixels", type=int, default=400_000_000, help="refuse larger inputs")
+    up.add_argument("--max-input-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                    help="refuse larger inputs before decoding (decompression bombs); default %(default)s")
     up.set_defaults(func=cmd_upscale)
     return parser
 

@@ -8,6 +8,7 @@ arrays with C = 1 (gray), 2 (gray + alpha), 3 (RGB) or 4 (RGBA).
 from __future__ import annotations
 
 import io
+import re
 import struct
 import zlib
 from dataclasses import dataclass, field, replace
@@ -21,7 +22,8 @@ from . import __version__
 # srcore enforces its own, configurable pixel limit (max_pixels) instead of Pillow's global one, so huge
 # satellite scenes can be allowed while decompression bombs are still refused before any pixel is decoded.
 Image.MAX_IMAGE_PIXELS = None
-DEFAULT_MAX_PIXELS = 400_000_000
+# 200 MP lets a Sentinel-2 tile (10980^2 = 121 MP) through and refuses a 20000^2 bomb by default
+DEFAULT_MAX_PIXELS = 200_000_000
 FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP", "tiff": "TIFF", "tif": "TIFF"}
 EXTENSIONS = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "TIFF": ".tif"}
 # input file names srcore treats as images (folders, buckets, benchmark sets)
@@ -166,10 +168,17 @@ def _pil_to_pixels(im: Image.Image) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Provenance:
-    """What an output says about itself: AI-upscaled, by which model and scale, details may be synthesized."""
+    """What an output says about itself: AI-upscaled, by which model and scale, details may be synthesized.
+
+    ``source`` and ``source_version`` (the input's URI and etag or mtime) and ``run`` (the job run that wrote
+    it) let a rerun of a bucket job recognise a finished output: see :func:`read_provenance`.
+    """
 
     model: str
     scale: float
+    source: str | None = None
+    source_version: str | None = None
+    run: str | None = None
 
     @property
     def description(self) -> str:
@@ -180,23 +189,57 @@ class Provenance:
     def software(self) -> str:
         return f"srcore {__version__}"
 
+    def fields(self) -> dict[str, str]:
+        """The machine-readable part, as written into XMP under the srcore namespace."""
+        values = {"model": self.model, "scale": f"{self.scale:g}", "source": self.source,
+                  "sourceVersion": self.source_version, "run": self.run}
+        return {k: v for k, v in values.items() if v is not None}
+
     def xmp(self) -> bytes:
-        desc = self.description.replace("&", "&amp;").replace("<", "&lt;")
+        ours = "".join(f"<srcore:{k}>{_xml_escape(v)}</srcore:{k}>" for k, v in self.fields().items())
         return (
             '<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>'
             '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
             '<rdf:Description rdf:about="" xmlns:dc="http://purl.org/dc/elements/1.1/" '
             'xmlns:xmp="http://ns.adobe.com/xap/1.0/" '
-            'xmlns:Iptc4xmpExt="http://iptc.org/std/Iptc4xmpExt/2008-02-29/">'
+            'xmlns:Iptc4xmpExt="http://iptc.org/std/Iptc4xmpExt/2008-02-29/" '
+            f'xmlns:srcore="{SRCORE_XMP_NS}">'
             f"<Iptc4xmpExt:DigitalSourceType>{DIGITAL_SOURCE_TYPE}</Iptc4xmpExt:DigitalSourceType>"
             f"<xmp:CreatorTool>{self.software}</xmp:CreatorTool>"
-            f'<dc:description><rdf:Alt><rdf:li xml:lang="x-default">{desc}</rdf:li></rdf:Alt></dc:description>'
+            f'<dc:description><rdf:Alt><rdf:li xml:lang="x-default">{_xml_escape(self.description)}</rdf:li>'
+            f"</rdf:Alt></dc:description>{ours}"
             '</rdf:Description></rdf:RDF></x:xmpmeta><?xpacket end="w"?>'
         ).encode()
 
     def png_text(self) -> dict[str, str]:
         return {"Software": self.software, "Description": self.description, "AI-Upscaled": "true",
                 "srcore:model": self.model, "srcore:scale": f"{self.scale:g}"}
+
+
+SRCORE_XMP_NS = "https://srcore.dev/ns/provenance/1.0/"
+_SRCORE_FIELD = re.compile(rb"<srcore:(\w+)>([^<]*)</srcore:\1>")
+
+
+def _xml_escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def read_provenance(data: bytes) -> dict[str, str]:
+    """The srcore fields of the XMP packet in (part of) an encoded file, e.g. {"model": ..., "run": ...}.
+
+    XMP is stored uncompressed by every writer here (PNG iTXt, JPEG APP1, WebP XMP chunk, TIFF tag 700), so
+    a byte search finds it without decoding; an empty dict means none was found in ``data``.
+    """
+    start = data.find(b"<x:xmpmeta")
+    if start < 0:
+        return {}
+    end = data.find(b"</x:xmpmeta>", start)
+    packet = data[start:end] if end > 0 else b""
+    return {k.decode(): _xml_unescape(v.decode("utf-8", "replace")) for k, v in _SRCORE_FIELD.findall(packet)}
+
+
+def _xml_unescape(text: str) -> str:
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
 
 
 # --------------------------------------------------------------------------- encoding

@@ -176,29 +176,38 @@ class Upscaler:
         or by the ``"network"``. ``outscale``: final size = input size x outscale (the network's scale, then
         a Lanczos or area resize), e.g. 3.5 with a x4 model.
         """
+        return self.upscale_many([pixels], alpha, outscale)[0]
+
+    def upscale_many(self, images: list[np.ndarray], alpha: str = "bicubic",
+                     outscale: float | None = None) -> list[np.ndarray]:
+        """:meth:`upscale_pixels` for several images at once: small images of equal size share forward passes."""
         if alpha not in ("bicubic", "network"):
             raise ValueError(f"alpha must be 'bicubic' or 'network', got {alpha!r}")
         if self.descriptor.in_channels != 3:
             raise ValueError("upscale_pixels needs an RGB model")
+        jobs: list[np.ndarray] = []  # RGB arrays for the network: each image's colour, then maybe its alpha
+        for pixels in images:
+            c = pixels.shape[2]
+            colour = pixels[..., : 3 if c >= 3 else 1]
+            jobs.append(np.repeat(colour, 3, axis=2) if colour.shape[2] == 1 else colour)
+            if c in (2, 4) and alpha == "network":
+                jobs.append(np.repeat(pixels[..., c - 1 :], 3, axis=2))
+        results = iter(self.upscale_arrays(jobs))
+        return [self._finish(pixels, next(results), results, alpha, outscale) for pixels in images]
+
+    def _finish(self, pixels: np.ndarray, out: np.ndarray, results: Iterator[np.ndarray], alpha: str,
+                outscale: float | None) -> np.ndarray:
+        """Back to the input's mode: gray from the RGB output, the alpha plane re-attached, the final resize."""
         c = pixels.shape[2]
-        colour = pixels[..., : 3 if c >= 3 else 1]
-        alpha_plane = pixels[..., c - 1] if c in (2, 4) else None
-        gray = colour.shape[2] == 1
-        rgb = np.repeat(colour, 3, axis=2) if gray else colour
-        jobs = [rgb]
-        if alpha_plane is not None and alpha == "network":
-            jobs.append(np.repeat(alpha_plane[..., None], 3, axis=2))
-        results = self.upscale_arrays(jobs)
-        out = results[0]
-        if gray:
+        if c <= 2:
             out = _luma(out)
-        if alpha_plane is not None:
+        if c in (2, 4):
             if alpha == "network":
-                up_alpha = results[1].mean(axis=2, dtype=np.float32)
+                up_alpha = next(results).mean(axis=2, dtype=np.float32)
                 up_alpha = np.clip(np.rint(up_alpha), 0, _max_value(pixels.dtype)).astype(pixels.dtype)
             else:
                 h, w = out.shape[:2]
-                up_alpha = cv2.resize(alpha_plane, (w, h), interpolation=cv2.INTER_CUBIC)
+                up_alpha = cv2.resize(np.ascontiguousarray(pixels[..., c - 1]), (w, h), interpolation=cv2.INTER_CUBIC)
             out = np.concatenate([out, up_alpha[..., None]], axis=2)
         if outscale is not None and outscale != self.scale:
             out = resize_to(out, (round(pixels.shape[1] * outscale), round(pixels.shape[0] * outscale)))

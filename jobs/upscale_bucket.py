@@ -1,0 +1,101 @@
+"""Upscale every image under a prefix (S3, GCS or a local folder) into another, with a report on every input.
+
+    python jobs/upscale_bucket.py --input s3://archive/raw/ --output s3://archive/sr/
+    ray job submit --working-dir . -- python jobs/upscale_bucket.py --input s3://archive/raw/ --output s3://archive/sr/
+
+Joins the Ray cluster it was submitted to (RAY_ADDRESS), else starts a local Ray. Reruns skip finished outputs.
+The report (rows/*.parquet, summary.json, report.html) goes to <output>/_reports/<run id>/.
+Exit status: 0 done, 1 the failure rate exceeded --max-failure-rate, 2 bad arguments, model or input prefix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from pipelines.cluster import connect_or_start
+from pipelines.report import report_files
+from pipelines.upscale import UpscaleJob, run
+from srcore.archs.registry import DEFAULT_MODEL
+from srcore.imageio import DEFAULT_MAX_PIXELS, FORMATS
+from srcore.weights import WeightsError
+
+
+def _tile(value: str) -> int | str | None:
+    if value in ("auto", "none"):
+        return None if value == "none" else "auto"
+    return int(value)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--input", required=True, help="s3://bucket/prefix, gs://..., or a local folder")
+    p.add_argument("--output", required=True, help="where outputs go, same relative keys (and the report)")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="registered name or weights file (default: %(default)s)")
+    p.add_argument("--outscale", type=float, help="final scale (default: the model's)")
+    p.add_argument("--format", choices=sorted(FORMATS), help="output format (default: the input's, PNG for others)")
+    p.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality")
+    p.add_argument("--alpha", choices=["bicubic", "network"], default="bicubic", help="how alpha is upscaled")
+    p.add_argument("--tile", type=_tile, default="auto", help="input tile size, 'auto' or 'none'")
+    p.add_argument("--tile-overlap", type=int, help="tile overlap (default: the model's)")
+    p.add_argument("--batch-size", type=int, default=4, help="tiles or small images per forward pass")
+    p.add_argument("--images-per-batch", type=int, default=8, help="images per actor call")
+    p.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"], default="auto")
+    p.add_argument("--num-gpus-per-actor", type=float,
+                   help="GPUs per actor (default: 1 when the cluster has GPUs, else CPU actors; on an "
+                        "autoscaling cluster whose GPU nodes start at zero, pass 1)")
+    p.add_argument("--cpus-per-actor", type=float, default=1)
+    p.add_argument("--min-actors", type=int, default=1)
+    p.add_argument("--max-actors", type=int, help="default: one per GPU, or half the CPUs")
+    p.add_argument("--overwrite", action="store_true", help="redo inputs whose outputs are already finished")
+    p.add_argument("--max-input-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                   help="refuse larger inputs before decoding (decompression bombs); default %(default)s")
+    p.add_argument("--extensions", default=",".join(UpscaleJob.__dataclass_fields__["extensions"].default),
+                   help="input file suffixes, comma-separated")
+    p.add_argument("--limit", type=int, help="only the first N inputs (sorted by key)")
+    p.add_argument("--sample", type=int, help="only N inputs drawn at random (with --seed)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--report", help="report location (default: <output>/_reports/<run id>)")
+    p.add_argument("--max-failure-rate", type=float, default=0.01,
+                   help="exit with status 1 when more than this fraction of the inputs failed (default %(default)s)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (logs)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        if not 0 <= args.max_failure_rate <= 1:
+            raise ValueError(f"--max-failure-rate must be in 0..1, got {args.max_failure_rate}")
+        job = UpscaleJob(
+            input=args.input, output=args.output, model=args.model, outscale=args.outscale, format=args.format,
+            quality=args.quality, alpha=args.alpha, tile=args.tile, tile_overlap=args.tile_overlap,
+            batch_size=args.batch_size, images_per_batch=args.images_per_batch, precision=args.precision,
+            num_gpus_per_actor=args.num_gpus_per_actor, cpus_per_actor=args.cpus_per_actor,
+            min_actors=args.min_actors, max_actors=args.max_actors, overwrite=args.overwrite,
+            max_input_pixels=args.max_input_pixels,
+            extensions=tuple("." + e.strip().lstrip(".").lower() for e in args.extensions.split(",") if e.strip()),
+            limit=args.limit, sample=args.sample, seed=args.seed, report=args.report)
+        connect_or_start(min_cpus=2)
+        result = run(job, progress=not args.no_progress)
+    except (ValueError, WeightsError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    s = result.summary
+    print(json.dumps(s, indent=2))
+    files = report_files(result.report)
+    print(f"[srcore] {s['ok']} upscaled, {s['skipped']} skipped (finished before), {s['failed']} failed "
+          f"of {s['images']} in {s['wall_s']:.1f}s ({s['images_per_s'] or 0:.2f} images/s, "
+          f"{s['output_megapixels_per_s'] or 0:.2f} output MP/s)")
+    print(f"[srcore] outputs: {job.output}")
+    print(f"[srcore] report:  {files['html']}  (rows: {files['rows']}, summary: {files['summary']})")
+    if s["failure_rate"] > args.max_failure_rate:
+        print(f"[srcore] failure rate {s['failure_rate']:.1%} is over --max-failure-rate "
+              f"{args.max_failure_rate:.1%}: exiting with status 1", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,519 @@
+"""Upscale every image under a prefix with Ray Data: list, read and decode on CPU tasks, upscale, encode and
+write on an actor pool (GPUs when the cluster has them), and report on every input.
+
+    manifest (driver) -> read_and_decode (CPU tasks) -> UpscaleWriter (actor pool) -> report rows (driver)
+
+Only the decoded inputs travel through the object store: outputs are encoded and written inside the actor,
+on a thread pool that overlaps the next forward passes, and a small report row comes back per input.
+
+Reruns resume: each output carries its input's etag (or mtime), the model id and scale in its XMP, and is
+written atomically, so an output that exists with matching provenance is finished and skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import socket
+import time
+import traceback
+import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.fs as pafs
+
+from srcore.archs.registry import DEFAULT_MODEL, VARIANTS
+from srcore.imageio import (DEFAULT_MAX_PIXELS, FORMATS, IMAGE_SUFFIXES, ImageDecodeError, Picture, Provenance,
+                            decode, encode, read_provenance, to_8bit)
+
+from .keys import output_format, plan_outputs
+from .storage import filesystem, is_uri, join, list_files, read_bytes, write_bytes_atomic
+
+REPORT_FOLDER = "_reports"  # beside the outputs; never listed as output or input images
+PROVENANCE_PROBE_BYTES = 1 << 16
+
+
+@dataclass(frozen=True)
+class UpscaleJob:
+    """Everything one run of the bucket job needs; every field has a command-line flag of the same name.
+
+    Attributes:
+        input, output: URIs (``s3://bucket/prefix``, ``gs://...``) or local folders.
+        model: registered name (``srcore models``) or weights file; default: the bundled model.
+        outscale: final scale (default: the model's).
+        format: ``png``, ``jpg``, ``webp``, ``tiff``; default: the input's (PNG for formats srcore cannot write).
+        tile, tile_overlap, batch_size, precision: the engine's (``srcore.Upscaler``).
+        images_per_batch: images per actor call; similar sizes share forward passes.
+        num_gpus_per_actor: GPUs per upscaling actor; None: 1 when the cluster has GPUs, else CPU actors.
+        cpus_per_actor: CPUs per actor (CPU actors use them as torch threads).
+        min_actors, max_actors: the actor pool's autoscaling bounds (max default: one per GPU, or half the CPUs).
+        overwrite: redo inputs whose outputs are finished.
+        max_input_pixels: refuse larger inputs before decoding (decompression bombs).
+        extensions: input file suffixes.
+        limit: the first N inputs (sorted by key); sample: N inputs drawn at random (``seed``).
+        report: where the report goes (default ``<output>/_reports/<run id>``).
+        previews: before/after crops in report.html.
+    """
+
+    input: str
+    output: str
+    model: str = DEFAULT_MODEL
+    outscale: float | None = None
+    format: str | None = None
+    quality: int = 95
+    alpha: str = "bicubic"
+    tile: int | str | None = "auto"
+    tile_overlap: int | None = None
+    batch_size: int = 4
+    precision: str = "auto"
+    images_per_batch: int = 8
+    num_gpus_per_actor: float | None = None
+    cpus_per_actor: float = 1
+    min_actors: int = 1
+    max_actors: int | None = None
+    overwrite: bool = False
+    max_input_pixels: int | None = DEFAULT_MAX_PIXELS
+    extensions: tuple[str, ...] = IMAGE_SUFFIXES
+    limit: int | None = None
+    sample: int | None = None
+    seed: int = 0
+    report: str | None = None
+    previews: int = 6
+    io_threads: int = 4
+    run_id: str = field(default_factory=lambda: datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+                        + "-" + uuid.uuid4().hex[:6])
+
+    def __post_init__(self):
+        checks = [
+            (self.outscale is None or self.outscale > 0, "outscale", "must be > 0"),
+            (self.format is None or self.format.lower() in FORMATS, "format", f"must be one of {sorted(FORMATS)}"),
+            (1 <= self.quality <= 100, "quality", "must be in 1..100"),
+            (self.alpha in ("bicubic", "network"), "alpha", "must be 'bicubic' or 'network'"),
+            (self.batch_size >= 1, "batch-size", "must be >= 1"),
+            (self.images_per_batch >= 1, "images-per-batch", "must be >= 1"),
+            (self.precision in ("auto", "fp32", "fp16", "bf16"), "precision", "must be auto, fp32, fp16 or bf16"),
+            (self.num_gpus_per_actor is None or self.num_gpus_per_actor >= 0, "num-gpus-per-actor", "must be >= 0"),
+            (self.cpus_per_actor > 0, "cpus-per-actor", "must be > 0"),
+            (self.min_actors >= 1, "min-actors", "must be >= 1"),
+            (self.max_actors is None or self.max_actors >= self.min_actors, "max-actors", "must be >= min-actors"),
+            (self.max_input_pixels is None or self.max_input_pixels > 0, "max-input-pixels", "must be > 0"),
+            (self.limit is None or self.limit >= 0, "limit", "must be >= 0"),
+            (self.sample is None or self.sample >= 0, "sample", "must be >= 0"),
+            (self.io_threads >= 1, "io-threads", "must be >= 1"),
+        ]
+        for ok, name, rule in checks:
+            if not ok:
+                raise ValueError(f"--{name} {rule}, got {getattr(self, name.replace('-', '_'))!r}")
+        if _inside(self.input, self.output) and self.input.rstrip("/") == self.output.rstrip("/"):
+            raise ValueError("--output must differ from --input (outputs would replace the originals)")
+
+    @property
+    def report_location(self) -> str:
+        return self.report or join(self.output, REPORT_FOLDER, self.run_id)
+
+
+def _inside(parent: str, child: str) -> bool:
+    p = parent.rstrip("/") if is_uri(parent) else str(Path(parent).resolve())
+    c = child.rstrip("/") if is_uri(child) else str(Path(child).resolve())
+    return c == p or c.startswith(p + "/")
+
+
+def model_id(model: str) -> str:
+    """A stable name for the model in outputs and reports: the registered name, or file name @ content hash."""
+    if model in VARIANTS and not Path(model).exists():
+        return model
+    digest = hashlib.sha256(Path(model).read_bytes()).hexdigest()[:12]
+    return f"{Path(model).name}@{digest}"
+
+
+# --------------------------------------------------------------------------- the report rows
+
+REPORT_SCHEMA = pa.schema([
+    ("input", pa.string()), ("output", pa.string()), ("status", pa.string()), ("error", pa.string()),
+    ("input_version", pa.string()), ("input_bytes", pa.int64()), ("input_width", pa.int32()),
+    ("input_height", pa.int32()), ("input_mode", pa.string()), ("input_format", pa.string()),
+    ("output_bytes", pa.int64()), ("output_width", pa.int32()), ("output_height", pa.int32()),
+    ("output_mode", pa.string()), ("output_format", pa.string()), ("model", pa.string()), ("scale", pa.float32()),
+    ("lr_psnr", pa.float32()), ("read_s", pa.float32()), ("decode_s", pa.float32()), ("upscale_s", pa.float32()),
+    ("encode_s", pa.float32()), ("write_s", pa.float32()), ("node", pa.string()), ("device", pa.string()),
+    ("run", pa.string()),
+])
+PREVIEW_FIELDS = [("preview_before", pa.binary()), ("preview_after", pa.binary())]
+# what flows from the decode tasks to the actors: the report columns so far, and the decoded picture
+DECODED_SCHEMA = pa.schema(list(REPORT_SCHEMA) + [
+    ("output_key", pa.string()), ("preview", pa.bool_()), ("pixels", pa.large_binary()), ("dtype", pa.string()),
+    ("shape", pa.list_(pa.int32())), ("source_mode", pa.string()), ("icc_profile", pa.binary()),
+    ("exif", pa.binary()), ("text", pa.string()),
+])
+OUTPUT_SCHEMA = pa.schema(list(REPORT_SCHEMA) + PREVIEW_FIELDS)
+
+
+def _table(rows: list[dict], schema: pa.Schema) -> pa.Table:
+    return pa.Table.from_pylist([{k: r.get(k) for k in schema.names} for r in rows], schema=schema)
+
+
+# --------------------------------------------------------------------------- planning (driver)
+
+
+@dataclass
+class Manifest:
+    rows: list[dict]  # one per input to handle in this run
+    listed: int  # inputs found under the prefix
+
+
+def plan(job: UpscaleJob, model: str) -> Manifest:
+    """List inputs and finished-looking outputs, pick the subset (limit/sample), assign output keys."""
+    in_fs, in_root = filesystem(job.input)
+    out_fs, out_root = filesystem(job.output)
+    exclude = (out_root,) if _inside(job.input, job.output) else ()
+    _, entries = list_files(job.input, job.extensions, exclude=exclude)
+    listed = len(entries)
+    keys = plan_outputs([e.relative for e in entries], job.format)
+    if job.sample is not None and job.sample < len(entries):
+        entries = sorted(random.Random(job.seed).sample(entries, job.sample), key=lambda e: e.path)
+    if job.limit is not None:
+        entries = entries[: job.limit]
+    existing = _existing_outputs(job.output)
+    rows = []
+    for e in entries:
+        key = keys[e.relative]
+        out_path = f"{out_root}/{key}"
+        rows.append({
+            "input": _uri(job.input, e.path), "output": _uri(job.output, out_path), "output_key": out_path,
+            "input_version": e.version, "input_bytes": e.size, "model": model, "run": job.run_id,
+            "output_format": output_format(e.relative, job.format), "status": "exists" if out_path in existing else "",
+        })
+    # similar sizes next to each other, so actor batches hold images that share forward passes
+    rows.sort(key=lambda r: (r["input_bytes"], r["input"]))
+    todo = [i for i, r in enumerate(rows) if not r["status"]]
+    if job.previews:  # spread over the size range
+        for i in todo[:: max(1, len(todo) // job.previews)][: job.previews]:
+            rows[i]["preview"] = True
+    return Manifest(rows, listed)
+
+
+def _existing_outputs(output: str) -> set[str]:
+    try:
+        _, entries = list_files(output, extensions=None)
+    except FileNotFoundError:
+        return set()
+    return {e.path for e in entries}
+
+
+def _uri(location: str, path: str) -> str:
+    """The URI of ``path`` (a filesystem path, as listed) in the store of ``location``."""
+    if is_uri(location):
+        return f"{location.split('://', 1)[0]}://{path}"
+    return path
+
+
+@lru_cache(maxsize=8)
+def _fs(location: str) -> pafs.FileSystem:
+    return filesystem(location)[0]
+
+
+# --------------------------------------------------------------------------- read and decode (CPU tasks)
+
+
+def read_and_decode(batch: pa.Table, job: UpscaleJob) -> pa.Table:
+    """Manifest rows -> rows with decoded pixels (status "todo"), or finished ones ("skipped", "failed")."""
+    in_fs, out_fs = _fs(job.input), _fs(job.output)
+    out = []
+    for row in batch.to_pylist():
+        row.update(node=_node(), status=row["status"] or "todo")
+        try:
+            if row["status"] == "exists":
+                if not job.overwrite and _finished(out_fs, row):
+                    row["status"] = "skipped"
+                    out.append(row)
+                    continue
+                row["status"] = "todo"
+            t0 = time.perf_counter()
+            data = read_bytes(in_fs, _path(row["input"]))
+            t1 = time.perf_counter()
+            picture = decode(data, row["input"], job.max_input_pixels)
+            row.update(read_s=t1 - t0, decode_s=time.perf_counter() - t1, input_bytes=len(data),
+                       input_width=picture.size[0], input_height=picture.size[1], input_mode=picture.mode,
+                       input_format=picture.format, pixels=picture.pixels.tobytes(), dtype=picture.pixels.dtype.str,
+                       shape=list(picture.pixels.shape), source_mode=picture.source_mode,
+                       icc_profile=picture.icc_profile, exif=picture.exif, text=json.dumps(picture.text))
+        except ImageDecodeError as exc:
+            row.update(status="failed", error=str(exc))
+        except Exception as exc:  # the store refused the read, or an unforeseen error: recorded, the job goes on
+            row.update(status="failed", error=f"{row['input']}: cannot read ({type(exc).__name__}: {exc})")
+        out.append(row)
+    return _table(out, DECODED_SCHEMA)
+
+
+def _path(uri: str) -> str:
+    return uri.split("://", 1)[1] if is_uri(uri) else uri
+
+
+def _finished(fs: pafs.FileSystem, row: dict) -> bool:
+    """Does the output carry this input's version, this model and scale (written by any earlier run)?"""
+    want = {"sourceVersion": row["input_version"], "model": row["model"]}
+    path = row["output_key"]
+    with fs.open_input_file(path) as f:
+        size = f.size()
+        head = f.read_at(min(size, PROVENANCE_PROBE_BYTES), 0)
+        found = read_provenance(head)
+        if not found and size > PROVENANCE_PROBE_BYTES:  # WebP and some TIFFs keep XMP at the end
+            found = read_provenance(f.read_at(min(size, PROVENANCE_PROBE_BYTES), max(0, size - PROVENANCE_PROBE_BYTES)))
+        if not found and size > 2 * PROVENANCE_PROBE_BYTES:
+            found = read_provenance(f.read_at(size, 0))
+    if all(found.get(k) == v for k, v in want.items()) and found.get("scale") == row["scale_wanted"]:
+        row.update(output_bytes=size, output_format=row["output_format"])
+        return True
+    return False
+
+
+@lru_cache(maxsize=1)
+def _node() -> str:
+    try:
+        import ray
+
+        return ray.util.get_node_ip_address()
+    except Exception:
+        return socket.gethostname()
+
+
+# --------------------------------------------------------------------------- upscale, encode, write (actors)
+
+
+class UpscaleWriter:
+    """Ray Data actor: upscale decoded rows, encode and write each output on a thread pool, return report rows.
+
+    The model arrives through the object store (one copy per node, whatever file or name it came from).
+    """
+
+    def __init__(self, job: UpscaleJob, model_ref: list, use_gpu: bool):
+        import ray
+        import torch
+
+        from srcore.inference import Upscaler
+
+        self.job = job
+        model = ray.get(model_ref[0])
+        if use_gpu and torch.cuda.is_available():
+            device = "cuda"
+        else:
+            device = "cpu"
+            torch.set_num_threads(max(1, int(job.cpus_per_actor)))
+        self.upscaler = Upscaler(model, device=device, precision=job.precision, tile=job.tile,
+                                 tile_overlap=job.tile_overlap, batch_size=job.batch_size)
+        self.device = torch.cuda.get_device_name() if device == "cuda" else f"cpu x{torch.get_num_threads()}"
+        self.fs = _fs(job.output)
+        self.pool = ThreadPoolExecutor(max_workers=job.io_threads, thread_name_prefix="srcore-write")
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        rows = batch.to_pylist()
+        done: list[dict] = [r for r in rows if r["status"] != "todo"]
+        todo = [r for r in rows if r["status"] == "todo"]
+        # equal shapes upscale together (forward passes shared); each group's writes overlap the next group
+        groups: dict[tuple, list[dict]] = {}
+        for r in todo:
+            groups.setdefault((tuple(r["shape"]), r["dtype"]), []).append(r)
+        futures: list[tuple[dict, Future]] = []
+        for group in groups.values():
+            pictures = [_picture(r) for r in group]
+            t0 = time.perf_counter()
+            try:
+                upscaled = self.upscaler.upscale_many([p.pixels for p in pictures], self.job.alpha, self.job.outscale)
+            except Exception:  # one bad image must not fail the group: retry one by one
+                upscaled = [self._upscale_one(r, p) for r, p in zip(group, pictures, strict=True)]
+            seconds = (time.perf_counter() - t0) / len(group)
+            for r, picture, pixels in zip(group, pictures, upscaled, strict=True):
+                r.pop("pixels")
+                if pixels is None:
+                    done.append(r)
+                    continue
+                r.update(upscale_s=seconds, device=self.device)
+                futures.append((r, self.pool.submit(self._finish, r, picture, pixels)))
+        for r, fut in futures:
+            fut.result()  # _finish records its own errors in the row
+            done.append(r)
+        for r in done:
+            r["node"] = r.get("node") or _node()
+        return _table(done, OUTPUT_SCHEMA)
+
+    def _upscale_one(self, row: dict, picture: Picture) -> np.ndarray | None:
+        try:
+            return self.upscaler.upscale_pixels(picture.pixels, self.job.alpha, self.job.outscale)
+        except Exception as exc:
+            row.update(status="failed", error=f"{row['input']}: upscaling failed ({type(exc).__name__}: {exc})")
+            return None
+
+    def _finish(self, row: dict, source: Picture, pixels: np.ndarray) -> None:
+        """Encode, check, write one output; fills the row's output fields, or its error."""
+        scale = self.job.outscale or self.upscaler.scale
+        try:
+            t0 = time.perf_counter()
+            output = replace(source, pixels=pixels)
+            provenance = Provenance(row["model"], scale, row["input"], row["input_version"], row["run"])
+            data = encode(output, row["output_format"], self.job.quality, provenance)
+            t1 = time.perf_counter()
+            write_bytes_atomic(self.fs, row["output_key"], data)
+            t2 = time.perf_counter()
+            row.update(status="ok", encode_s=t1 - t0, write_s=t2 - t1, output_bytes=len(data),
+                       output_width=output.size[0], output_height=output.size[1], output_mode=output.mode,
+                       lr_psnr=lr_consistency(source.pixels, pixels, scale))
+            if row.get("preview"):
+                row["preview_before"], row["preview_after"] = preview_pair(source.pixels, pixels)
+        except Exception as exc:
+            where = "write" if "t1" in locals() else "encode"
+            row.update(status="failed", error=f"{row['output']}: cannot {where} output ({type(exc).__name__}: {exc})")
+            if not isinstance(exc, (OSError, ValueError)):
+                row["error"] += "\n" + traceback.format_exc(limit=3)
+
+
+def _picture(row: dict) -> Picture:
+    pixels = np.frombuffer(row["pixels"], dtype=np.dtype(row["dtype"])).reshape(row["shape"])
+    return Picture(pixels, row["source_mode"], row["icc_profile"], row["exif"], row["input_format"],
+                   json.loads(row["text"] or "{}"))
+
+
+def lr_consistency(lr: np.ndarray, sr: np.ndarray, scale: float) -> float | None:
+    """PSNR (Y, dB) of the output downscaled by MATLAB bicubic against the input: high means faithful.
+
+    Computed on 8-bit RGB (alpha dropped); None for outputs too small to downscale.
+    """
+    import torch
+
+    from srcore.metrics import psnr_torch
+    from srcore.resize import imresize_torch
+
+    lr8, sr8 = to_8bit(lr)[..., :3], to_8bit(sr)[..., :3]
+    if min(sr8.shape[:2]) < 4:
+        return None
+    with torch.inference_mode():
+        sr_t = torch.from_numpy(np.ascontiguousarray(sr8)).permute(2, 0, 1)[None].float() / 255
+        down = imresize_torch(sr_t, 1.0 / scale).clamp(0, 1)
+        lr_t = torch.from_numpy(np.array(lr8)).permute(2, 0, 1)[None].float() / 255
+        h, w = min(down.shape[2], lr_t.shape[2]), min(down.shape[3], lr_t.shape[3])
+        down = torch.round(down[..., :h, :w] * 255) / 255
+        value = psnr_torch(down, lr_t[..., :h, :w], crop_border=0)
+    return float(value.reshape(-1)[0])
+
+
+def preview_pair(lr: np.ndarray, sr: np.ndarray, size: int = 48) -> tuple[bytes, bytes]:
+    """PNG crops for the report: the input's busiest size x size region (nearest-upscaled) and the output's."""
+    from PIL import Image
+
+    lr8, sr8 = to_8bit(lr), to_8bit(sr)
+    s_y, s_x = sr8.shape[0] / lr8.shape[0], sr8.shape[1] / lr8.shape[1]
+    size = min(size, lr8.shape[0], lr8.shape[1])
+    gray = lr8[..., :3].mean(axis=2) if lr8.shape[2] >= 3 else lr8[..., 0].astype(np.float32)
+    best, y0, x0 = -1.0, 0, 0
+    step = max(1, size // 2)
+    for y in range(0, lr8.shape[0] - size + 1, step):
+        for x in range(0, lr8.shape[1] - size + 1, step):
+            busy = float(np.var(np.diff(gray[y : y + size, x : x + size], axis=1)))
+            if busy > best:
+                best, y0, x0 = busy, y, x
+    before = lr8[y0 : y0 + size, x0 : x0 + size]
+    after = sr8[round(y0 * s_y) : round((y0 + size) * s_y), round(x0 * s_x) : round((x0 + size) * s_x)]
+    show = (after.shape[1], after.shape[0])
+    return _png(Image.fromarray(_rgb(before)).resize(show, Image.NEAREST)), _png(Image.fromarray(_rgb(after)))
+
+
+def _rgb(a: np.ndarray) -> np.ndarray:
+    return np.repeat(a[..., :1], 3, axis=2) if a.shape[2] <= 2 else a[..., :3]
+
+
+def _png(im) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+# --------------------------------------------------------------------------- the run (driver)
+
+
+@dataclass
+class RunResult:
+    summary: dict
+    rows: pa.Table
+    report: str  # where report.html and summary.json are
+
+
+def run(job: UpscaleJob, progress: bool = True) -> RunResult:
+    """Run the job on the Ray cluster this process is connected to (``ray.init`` first). Writes the report."""
+    import ray
+    from ray.data import ActorPoolStrategy
+
+    from srcore.weights import load_model
+
+    from .report import summarize, write_report
+
+    start = time.time()
+    model = load_model(job.model)  # fails fast, before any listing, on a bad name or file
+    scale = job.outscale or model.descriptor.scale
+    manifest = plan(job, model_id(job.model))
+    for r in manifest.rows:
+        r["scale"], r["scale_wanted"] = scale, f"{scale:g}"
+    gpus = job.num_gpus_per_actor
+    if gpus is None:
+        gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
+    max_actors = job.max_actors or _default_max_actors(gpus, job)
+    min_actors = min(job.min_actors, max_actors)
+    print(f"[srcore] {manifest.listed} images under {job.input}; {len(manifest.rows)} in this run; "
+          f"{'%g GPU' % gpus if gpus else 'CPU'} actors: {min_actors}..{max_actors}; model {model_id(job.model)}",
+          flush=True)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = progress
+    rows: list[pa.Table] = []
+    if manifest.rows:
+        per_block = job.images_per_batch
+        blocks = [_table(manifest.rows[i : i + per_block], MANIFEST_SCHEMA)
+                  for i in range(0, len(manifest.rows), per_block)]
+        ds = ray.data.from_arrow(blocks)
+        # Task-only arguments (retries of a decode task whose worker died, e.g. out of memory) also keep Ray
+        # from fusing decoding into the actors: it stays on CPU tasks, the actors only upscale and write.
+        ds = ds.map_batches(read_and_decode, batch_format="pyarrow", batch_size=None, fn_kwargs={"job": job},
+                            num_cpus=1, max_retries=3)
+        ds = ds.map_batches(
+            UpscaleWriter, batch_format="pyarrow", batch_size=job.images_per_batch, num_gpus=gpus,
+            num_cpus=job.cpus_per_actor,
+            compute=ActorPoolStrategy(min_size=min_actors, max_size=max_actors, max_tasks_in_flight_per_actor=2),
+            fn_constructor_kwargs={"job": job, "model_ref": [ray.put(model)], "use_gpu": gpus > 0},
+        )
+        for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+            rows.append(batch)
+    table = pa.concat_tables([t.select(OUTPUT_SCHEMA.names).cast(OUTPUT_SCHEMA) for t in rows]) if rows \
+        else OUTPUT_SCHEMA.empty_table()
+    summary = summarize(table, job, manifest.listed, time.time() - start)
+    write_report(table, summary, job.report_location)
+    return RunResult(summary, table.drop_columns([n for n, _ in PREVIEW_FIELDS]), job.report_location)
+
+
+MANIFEST_SCHEMA = pa.schema([
+    ("input", pa.string()), ("output", pa.string()), ("output_key", pa.string()), ("input_version", pa.string()),
+    ("input_bytes", pa.int64()), ("model", pa.string()), ("scale", pa.float32()), ("scale_wanted", pa.string()),
+    ("run", pa.string()), ("output_format", pa.string()), ("status", pa.string()), ("preview", pa.bool_()),
+])
+
+
+def _default_max_actors(gpus: float, job: UpscaleJob) -> int:
+    import ray
+
+    resources = ray.cluster_resources()
+    if gpus > 0:
+        return max(1, int(resources.get("GPU", 0) / gpus))
+    # CPU actors: leave about half the CPUs to the decode tasks
+    return max(1, int(resources.get("CPU", 1) / 2 / job.cpus_per_actor))
+
+
+def job_config(job: UpscaleJob) -> dict:
+    d = asdict(job)
+    d["extensions"] = list(job.extensions)
+    return d
+
