@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .storage import filesystem, join, write_bytes_atomic
+from .storage import Store, join
 
 ROWS_PER_PART = 200_000
 
@@ -48,16 +48,17 @@ def summarize(rows: pa.Table, job, listed: int, wall_s: float) -> dict:
 
 def write_report(rows: pa.Table, summary: dict, location: str) -> None:
     """``location``/rows/part-*.parquet, ``location``/summary.json, ``location``/report.html."""
-    fs, root = filesystem(location)
+    store = Store(location)
+    root = store.root
     previews = [r for r in rows.select(["input", "preview_before", "preview_after", "lr_psnr"]).to_pylist()
                 if r["preview_before"]]
     table = rows.drop_columns(["preview_before", "preview_after"])
     for part, start in enumerate(range(0, max(1, table.num_rows), ROWS_PER_PART)):
         buf = io.BytesIO()
         pq.write_table(table.slice(start, ROWS_PER_PART), buf)
-        write_bytes_atomic(fs, f"{root}/rows/part-{part:05d}.parquet", buf.getvalue())
-    write_bytes_atomic(fs, f"{root}/summary.json", json.dumps(summary, indent=2).encode())
-    write_bytes_atomic(fs, f"{root}/report.html", render_html(table, summary, previews).encode())
+        store.write_atomic(f"{root}/rows/part-{part:05d}.parquet", buf.getvalue())
+    store.write_atomic(f"{root}/summary.json", json.dumps(summary, indent=2).encode())
+    store.write_atomic(f"{root}/report.html", render_html(table, summary, previews).encode())
 
 
 def report_files(location: str) -> dict[str, str]:

@@ -47,19 +47,79 @@ class FileEntry:
     version: str = ""  # the object's ETag where the store has one, else "mtime:<ns>": changes when it is rewritten
 
 
-def _fsspec_filesystem(location: str):
-    """(fsspec filesystem, root) for listing: fsspec stores report ETags, which pyarrow's listing drops."""
-    import fsspec
+class Store:
+    """A prefix of an object store, or a local folder, through fsspec (s3fs, gcsfs, local), keys kept raw.
 
-    if location.startswith("s3://"):
-        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-        fs = fsspec.filesystem("s3", skip_instance_cache=True, use_listings_cache=False,
-                               **({"endpoint_url": endpoint} if endpoint else {}))
-        return fs, location[len("s3://"):].rstrip("/")
-    if is_uri(location):
-        fs, root = fsspec.core.url_to_fs(location, skip_instance_cache=True)
-        return fs, root.rstrip("/")
-    return fsspec.filesystem("file"), Path(location).resolve().as_posix()
+    fsspec reads keys exactly as stored (``a//b.png``, ``a/../b.png`` are distinct objects, which pyarrow's
+    S3 client rejects or normalises), reports ETags, and leaves no directory markers behind.
+    """
+
+    def __init__(self, location: str):
+        import fsspec
+
+        self.location = location
+        if location.startswith("s3://"):
+            endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+            self.fs = fsspec.filesystem("s3", skip_instance_cache=True, use_listings_cache=False,
+                                        **({"endpoint_url": endpoint} if endpoint else {}))
+            self.root = location[len("s3://"):].rstrip("/")
+        elif is_uri(location):
+            self.fs, root = fsspec.core.url_to_fs(location, skip_instance_cache=True)
+            self.root = root.rstrip("/")
+        else:
+            self.fs, self.root = fsspec.filesystem("file"), Path(location).resolve().as_posix()
+        self.local = not is_uri(location)
+
+    def uri(self, path: str) -> str:
+        """The URI (or local path) of a path inside this store."""
+        return f"{self.location.split('://', 1)[0]}://{path}" if is_uri(self.location) else path
+
+    def list(self, extensions: tuple[str, ...] | None = IMAGE_SUFFIXES, exclude: tuple[str, ...] = ()
+             ) -> list[FileEntry]:
+        """Files under the prefix (recursively) whose names end with one of ``extensions`` (None: any), sorted.
+
+        Hidden names (``.x``: temporary uploads) and paths under ``exclude`` are left out.
+        """
+        if not self.fs.exists(self.root):
+            raise FileNotFoundError(f"{self.location}: no such folder or prefix")
+        if self.fs.isfile(self.root):
+            found, base = {self.root: self.fs.info(self.root)}, posixpath.dirname(self.root)
+        else:
+            found, base = self.fs.find(self.root, detail=True), self.root
+        excluded = tuple(e.rstrip("/") + "/" for e in exclude)
+        entries = [
+            _entry(path, base, info) for path, info in found.items()
+            if info.get("type", "file") == "file"
+            and (extensions is None or path.lower().endswith(extensions))
+            and not posixpath.basename(path).startswith(".")
+            and not path.startswith(excluded)
+        ]
+        return sorted(entries, key=lambda e: e.path)
+
+    def read(self, path: str, start: int | None = None, end: int | None = None) -> bytes:
+        return self.fs.cat_file(path, start=start, end=end)
+
+    def size(self, path: str) -> int:
+        return int(self.fs.size(path))
+
+    def write_atomic(self, path: str, data: bytes) -> None:
+        """Write under a temporary name beside ``path``, then rename (locally) or copy it into place."""
+        if self.local:
+            from srcore.atomic import atomic_path
+
+            with atomic_path(Path(path)) as local_tmp:
+                local_tmp.write_bytes(data)
+            return
+        tmp = posixpath.join(posixpath.dirname(path), f".{posixpath.basename(path)}.{uuid.uuid4().hex}.tmp")
+        try:
+            self.fs.pipe_file(tmp, data)
+            self.fs.mv(tmp, path)
+        finally:
+            try:
+                if self.fs.exists(tmp):
+                    self.fs.rm_file(tmp)
+            except OSError:
+                pass
 
 
 def _entry(path: str, base: str, info: dict) -> FileEntry:
@@ -79,31 +139,9 @@ def _entry(path: str, base: str, info: dict) -> FileEntry:
 
 def list_files(location: str, extensions: tuple[str, ...] | None = IMAGE_SUFFIXES,
                exclude: tuple[str, ...] = ()) -> tuple[pafs.FileSystem, list[FileEntry]]:
-    """Every file under ``location`` (recursively) whose name ends with one of ``extensions`` (None: any),
-    sorted by path. Hidden names (``.x``, e.g. temporary uploads) and paths under ``exclude`` (paths inside
-    the filesystem, e.g. an output prefix nested in the input) are left out.
-
-    Returns the pyarrow filesystem for reading the entries, and the entries.
-    """
-    lister, root = _fsspec_filesystem(location)
-    if not lister.exists(root):
-        raise FileNotFoundError(f"{location}: no such folder or prefix")
-    if lister.isfile(root):
-        found = {root: lister.info(root)}
-        base = posixpath.dirname(root)
-    else:
-        found = lister.find(root, detail=True)
-        base = root
-    excluded = tuple(e.rstrip("/") + "/" for e in exclude)
-    entries = [
-        _entry(path, base, info) for path, info in found.items()
-        if info.get("type", "file") == "file"
-        and (extensions is None or path.lower().endswith(extensions))
-        and not posixpath.basename(path).startswith(".")
-        and not path.startswith(excluded)
-    ]
+    """:meth:`Store.list` of ``location``, with the pyarrow filesystem to read the entries through."""
     fs, _ = filesystem(location)
-    return fs, sorted(entries, key=lambda e: e.path)
+    return fs, Store(location).list(extensions, exclude)
 
 
 def read_bytes(fs: pafs.FileSystem, path: str) -> bytes:

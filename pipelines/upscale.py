@@ -27,14 +27,13 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.fs as pafs
 
 from srcore.archs.registry import DEFAULT_MODEL, VARIANTS
 from srcore.imageio import (DEFAULT_MAX_PIXELS, FORMATS, IMAGE_SUFFIXES, ImageDecodeError, Picture, Provenance,
                             decode, encode, read_provenance, to_8bit)
 
 from .keys import output_format, plan_outputs
-from .storage import filesystem, is_uri, join, list_files, read_bytes, write_bytes_atomic
+from .storage import Store, is_uri, join
 
 REPORT_FOLDER = "_reports"  # beside the outputs; never listed as output or input images
 PROVENANCE_PROBE_BYTES = 1 << 16
@@ -170,23 +169,22 @@ class Manifest:
 
 def plan(job: UpscaleJob, model: str) -> Manifest:
     """List inputs and finished-looking outputs, pick the subset (limit/sample), assign output keys."""
-    in_fs, in_root = filesystem(job.input)
-    out_fs, out_root = filesystem(job.output)
-    exclude = (out_root,) if _inside(job.input, job.output) else ()
-    _, entries = list_files(job.input, job.extensions, exclude=exclude)
+    source, target = _store(job.input), _store(job.output)
+    exclude = (target.root,) if _inside(job.input, job.output) else ()
+    entries = source.list(job.extensions, exclude=exclude)
     listed = len(entries)
     keys = plan_outputs([e.relative for e in entries], job.format)
     if job.sample is not None and job.sample < len(entries):
         entries = sorted(random.Random(job.seed).sample(entries, job.sample), key=lambda e: e.path)
     if job.limit is not None:
         entries = entries[: job.limit]
-    existing = _existing_outputs(job.output)
+    existing = _existing_outputs(target)
     rows = []
     for e in entries:
         key = keys[e.relative]
-        out_path = f"{out_root}/{key}"
+        out_path = f"{target.root}/{key}"
         rows.append({
-            "input": _uri(job.input, e.path), "output": _uri(job.output, out_path), "output_key": out_path,
+            "input": source.uri(e.path), "output": target.uri(out_path), "output_key": out_path, "input_key": e.path,
             "input_version": e.version, "input_bytes": e.size, "model": model, "run": job.run_id,
             "output_format": output_format(e.relative, job.format), "status": "exists" if out_path in existing else "",
         })
@@ -199,24 +197,16 @@ def plan(job: UpscaleJob, model: str) -> Manifest:
     return Manifest(rows, listed)
 
 
-def _existing_outputs(output: str) -> set[str]:
+def _existing_outputs(target: Store) -> set[str]:
     try:
-        _, entries = list_files(output, extensions=None)
+        return {e.path for e in target.list(extensions=None)}
     except FileNotFoundError:
         return set()
-    return {e.path for e in entries}
-
-
-def _uri(location: str, path: str) -> str:
-    """The URI of ``path`` (a filesystem path, as listed) in the store of ``location``."""
-    if is_uri(location):
-        return f"{location.split('://', 1)[0]}://{path}"
-    return path
 
 
 @lru_cache(maxsize=8)
-def _fs(location: str) -> pafs.FileSystem:
-    return filesystem(location)[0]
+def _store(location: str) -> Store:
+    return Store(location)
 
 
 # --------------------------------------------------------------------------- read and decode (CPU tasks)
@@ -224,19 +214,19 @@ def _fs(location: str) -> pafs.FileSystem:
 
 def read_and_decode(batch: pa.Table, job: UpscaleJob) -> pa.Table:
     """Manifest rows -> rows with decoded pixels (status "todo"), or finished ones ("skipped", "failed")."""
-    in_fs, out_fs = _fs(job.input), _fs(job.output)
+    source, target = _store(job.input), _store(job.output)
     out = []
     for row in batch.to_pylist():
         row.update(node=_node(), status=row["status"] or "todo")
         try:
             if row["status"] == "exists":
-                if not job.overwrite and _finished(out_fs, row):
+                if not job.overwrite and _finished(target, row):
                     row["status"] = "skipped"
                     out.append(row)
                     continue
                 row["status"] = "todo"
             t0 = time.perf_counter()
-            data = read_bytes(in_fs, _path(row["input"]))
+            data = source.read(row["input_key"])
             t1 = time.perf_counter()
             picture = decode(data, row["input"], job.max_input_pixels)
             row.update(read_s=t1 - t0, decode_s=time.perf_counter() - t1, input_bytes=len(data),
@@ -252,24 +242,18 @@ def read_and_decode(batch: pa.Table, job: UpscaleJob) -> pa.Table:
     return _table(out, DECODED_SCHEMA)
 
 
-def _path(uri: str) -> str:
-    return uri.split("://", 1)[1] if is_uri(uri) else uri
-
-
-def _finished(fs: pafs.FileSystem, row: dict) -> bool:
+def _finished(target: Store, row: dict) -> bool:
     """Does the output carry this input's version, this model and scale (written by any earlier run)?"""
     want = {"sourceVersion": row["input_version"], "model": row["model"]}
-    path = row["output_key"]
-    with fs.open_input_file(path) as f:
-        size = f.size()
-        head = f.read_at(min(size, PROVENANCE_PROBE_BYTES), 0)
-        found = read_provenance(head)
-        if not found and size > PROVENANCE_PROBE_BYTES:  # WebP and some TIFFs keep XMP at the end
-            found = read_provenance(f.read_at(min(size, PROVENANCE_PROBE_BYTES), max(0, size - PROVENANCE_PROBE_BYTES)))
-        if not found and size > 2 * PROVENANCE_PROBE_BYTES:
-            found = read_provenance(f.read_at(size, 0))
+    path, probe = row["output_key"], PROVENANCE_PROBE_BYTES
+    size = target.size(path)
+    found = read_provenance(target.read(path, 0, min(size, probe)))
+    if not found and size > probe:  # WebP and some TIFFs keep XMP at the end
+        found = read_provenance(target.read(path, max(0, size - probe), size))
+    if not found and size > 2 * probe:
+        found = read_provenance(target.read(path))
     if all(found.get(k) == v for k, v in want.items()) and found.get("scale") == row["scale_wanted"]:
-        row.update(output_bytes=size, output_format=row["output_format"])
+        row["output_bytes"] = size
         return True
     return False
 
@@ -309,7 +293,7 @@ class UpscaleWriter:
         self.upscaler = Upscaler(model, device=device, precision=job.precision, tile=job.tile,
                                  tile_overlap=job.tile_overlap, batch_size=job.batch_size)
         self.device = torch.cuda.get_device_name() if device == "cuda" else f"cpu x{torch.get_num_threads()}"
-        self.fs = _fs(job.output)
+        self.target = _store(job.output)
         self.pool = ThreadPoolExecutor(max_workers=job.io_threads, thread_name_prefix="srcore-write")
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -359,7 +343,7 @@ class UpscaleWriter:
             provenance = Provenance(row["model"], scale, row["input"], row["input_version"], row["run"])
             data = encode(output, row["output_format"], self.job.quality, provenance)
             t1 = time.perf_counter()
-            write_bytes_atomic(self.fs, row["output_key"], data)
+            self.target.write_atomic(row["output_key"], data)
             t2 = time.perf_counter()
             row.update(status="ok", encode_s=t1 - t0, write_s=t2 - t1, output_bytes=len(data),
                        output_width=output.size[0], output_height=output.size[1], output_mode=output.mode,
@@ -496,7 +480,8 @@ def run(job: UpscaleJob, progress: bool = True) -> RunResult:
 
 
 MANIFEST_SCHEMA = pa.schema([
-    ("input", pa.string()), ("output", pa.string()), ("output_key", pa.string()), ("input_version", pa.string()),
+    ("input", pa.string()), ("output", pa.string()), ("input_key", pa.string()), ("output_key", pa.string()),
+    ("input_version", pa.string()),
     ("input_bytes", pa.int64()), ("model", pa.string()), ("scale", pa.float32()), ("scale_wanted", pa.string()),
     ("run", pa.string()), ("output_format", pa.string()), ("status", pa.string()), ("preview", pa.bool_()),
 ])

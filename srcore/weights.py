@@ -130,7 +130,10 @@ def load_model(path_or_name: str | os.PathLike, *, arch: str | None = None, devi
     path = Path(path_or_name)
     if not path.exists():
         name = str(path_or_name)
-        variant = get_variant(name) if not path.suffix else None
+        try:
+            variant = get_variant(name) if not path.suffix else None
+        except KeyError as exc:
+            raise WeightsError(f"{name}: neither a weights file nor a registered model ({exc.args[0]})") from None
         if variant is None:
             raise WeightsError(f"{path}: no such weights file")
         from .zoo import weights_path

@@ -1,0 +1,122 @@
+"""Buckets of real image files on the loopback S3 server, and the bucket job run as users run it."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from pipelines.local_s3 import s3_client
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _encode(im: Image.Image, fmt: str) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def good_images(count: int = 20, seed: int = 0) -> dict[str, tuple[bytes, tuple[int, int], str]]:
+    """``count`` real images of mixed sizes and modes: key -> (file bytes, (width, height), expected mode).
+
+    Modes cycle through RGB (PNG, JPEG, WebP, TIFF), RGBA, L, 16-bit RGB and 16-bit gray.
+    """
+    rng = np.random.default_rng(seed)
+    images = {}
+    for i in range(count):
+        w, h = 24 + 8 * (i % 5), 20 + 6 * (i % 4)
+        smooth = cv2.resize(rng.integers(0, 256, (h // 4 + 1, w // 4 + 1, 4), dtype=np.uint8), (w, h),
+                            interpolation=cv2.INTER_CUBIC)
+        kind = i % 8
+        if kind == 0:
+            data, mode, key = _encode(Image.fromarray(smooth[..., :3]), "PNG"), "RGB", f"photos/rgb_{i}.png"
+        elif kind == 1:
+            data, mode, key = _encode(Image.fromarray(smooth, "RGBA"), "PNG"), "RGBA", f"photos/rgba_{i}.png"
+        elif kind == 2:
+            data, mode, key = _encode(Image.fromarray(smooth[..., 0], "L"), "PNG"), "L", f"scans/gray_{i}.png"
+        elif kind == 3:
+            arr16 = smooth[..., :3].astype(np.uint16) * 257
+            ok, enc = cv2.imencode(".png", arr16[..., ::-1].copy())
+            data, mode, key = enc.tobytes(), "RGB;16", f"scans/deep/rgb16_{i}.png"
+        elif kind == 4:
+            data, mode, key = _encode(Image.fromarray(smooth[..., :3]), "JPEG"), "RGB", f"photos/jpeg_{i}.jpg"
+        elif kind == 5:
+            gray16 = smooth[..., 0].astype(np.uint16) * 257
+            ok, enc = cv2.imencode(".png", gray16)
+            data, mode, key = enc.tobytes(), "L;16", f"scans/deep/gray16_{i}.png"
+        elif kind == 6:
+            data, mode, key = _encode(Image.fromarray(smooth[..., :3]), "WEBP"), "RGB", f"web/webp_{i}.webp"
+        else:
+            data, mode, key = _encode(Image.fromarray(smooth[..., :3]), "TIFF"), "RGB", f"scans/tiff_{i}.tif"
+        images[key] = (data, (w, h), mode)
+    return images
+
+
+def declared_bomb_png(width: int = 20000, height: int = 20000) -> bytes:
+    """A tiny PNG whose header declares ``width`` x ``height`` RGB pixels (a decompression bomb's signature)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    idat = zlib.compress(b"\x00" * (width * 3 + 1) * 4)  # a few rows; the rest would inflate to 1.2 GB
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def bad_files() -> dict[str, tuple[bytes, str]]:
+    """key -> (bytes, a phrase the error must contain)."""
+    good = _encode(Image.fromarray(np.full((64, 64, 3), 128, np.uint8)), "PNG")
+    return {
+        "bad/corrupt.png": (good[: len(good) // 2], "truncated or corrupt"),
+        "bad/empty.png": (b"", "empty file"),
+        "bad/notes.png": (b"these are my notes, not an image\n", "not a recognised image format"),
+        "bad/bomb.png": (declared_bomb_png(), "over the limit"),
+    }
+
+
+def make_bucket(bucket: str, prefix: str, files: dict[str, bytes]) -> None:
+    client = s3_client()
+    client.create_bucket(Bucket=bucket)
+    for key, data in files.items():
+        client.put_object(Bucket=bucket, Key=f"{prefix}/{key}", Body=data)
+
+
+def list_objects(bucket: str, prefix: str) -> dict[str, dict]:
+    """key (relative to prefix) -> {ETag, LastModified, Size}, reports and temporary keys left out."""
+    client = s3_client()
+    out = {}
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + "/"):
+        for obj in page.get("Contents", []):
+            rel = obj["Key"][len(prefix) + 1:]
+            if not rel.startswith("_reports/") and not rel.rsplit("/", 1)[-1].startswith("."):
+                out[rel] = {"ETag": obj["ETag"], "LastModified": obj["LastModified"], "Size": obj["Size"]}
+    return out
+
+
+def get_object(bucket: str, key: str) -> bytes:
+    return s3_client().get_object(Bucket=bucket, Key=key)["Body"].read()
+
+
+def job_command(*args: str) -> list[str]:
+    return [sys.executable, str(ROOT / "jobs" / "upscale_bucket.py"), "--no-progress", *args]
+
+
+def run_job(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(job_command(*args), cwd=ROOT, env=os.environ.copy(), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def summary_of(result: subprocess.CompletedProcess) -> dict:
+    """The summary the job prints (a JSON object) from its stdout."""
+    text = result.stdout
+    start = text.index("{\n")
+    return json.loads(text[start : text.index("\n}", start) + 2])

@@ -1,0 +1,132 @@
+"""The bucket job end to end: a real local Ray, a real S3-protocol server on loopback (moto), real image files.
+
+The job runs as users run it, ``python jobs/upscale_bucket.py``, in its own process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pyarrow.parquet as pq
+import pytest
+import s3fs
+
+from bucket_helpers import (ROOT, bad_files, get_object, good_images, job_command, list_objects, make_bucket,
+                            run_job, summary_of)
+from pipelines.local_s3 import local_s3_server
+from srcore.imageio import decode, read_provenance
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def s3():
+    with local_s3_server() as env:
+        yield env
+
+
+def _report_rows(summary: dict) -> dict[str, dict]:
+    fs = s3fs.S3FileSystem(endpoint_url=os.environ["AWS_ENDPOINT_URL"], skip_instance_cache=True)
+    table = pq.read_table(summary["report"].removeprefix("s3://") + "/rows", filesystem=fs)
+    return {r["input"]: r for r in table.to_pylist()}
+
+
+def test_bucket_job_upscales_good_images_and_reports_bad_ones(s3):
+    good = good_images(20)
+    bad = bad_files()
+    make_bucket("archive", "raw", {**{k: v[0] for k, v in good.items()}, **{k: v[0] for k, v in bad.items()}})
+
+    first = run_job("--input", "s3://archive/raw/", "--output", "s3://archive/sr/", "--max-failure-rate", "0.2")
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-5000:]
+    summary = summary_of(first)
+    assert (summary["images"], summary["ok"], summary["failed"], summary["skipped"]) == (24, 20, 4, 0)
+    assert summary["failure_rate"] == pytest.approx(4 / 24)
+    assert "report.html" in first.stdout
+
+    outputs = list_objects("archive", "sr")
+    expected_keys = {k.rsplit(".", 1)[0] + {"jpg": ".jpg", "webp": ".webp", "tif": ".tif"}.get(k.rsplit(".", 1)[1],
+                                                                                             ".png") for k in good}
+    assert set(outputs) == expected_keys
+    for key, (_, (w, h), mode) in good.items():
+        out_key = next(k for k in expected_keys if k.rsplit(".", 1)[0] == key.rsplit(".", 1)[0])
+        picture = decode(get_object("archive", f"sr/{out_key}"), out_key)
+        assert picture.size == (4 * w, 4 * h), out_key
+        assert picture.mode == mode, out_key  # RGBA, L and 16-bit survive
+
+    rows = _report_rows(summary)
+    assert len(rows) == 24
+    for key, (_, phrase) in bad.items():
+        row = rows[f"s3://archive/raw/{key}"]
+        assert row["status"] == "failed" and row["output_bytes"] is None
+        assert f"s3://archive/raw/{key}" in row["error"] and phrase in row["error"], row["error"]
+    ok = [r for r in rows.values() if r["status"] == "ok"]
+    assert all(r["model"] == "srcore-compact-x4" and r["scale"] == 4 and r["device"].startswith("cpu") for r in ok)
+    assert all(r["lr_psnr"] > 25 and r["upscale_s"] > 0 and r["write_s"] > 0 and r["node"] for r in ok)
+    assert {r["input_mode"] for r in ok} == {"RGB", "RGBA", "L", "RGB;16", "L;16"}
+    html = get_object("archive", summary["report"].removeprefix("s3://archive/") + "/report.html").decode()
+    assert "Failures (4)" in html and "bad/bomb.png" in html and "data:image/png;base64" in html
+    stored_summary = json.loads(get_object("archive", summary["report"].removeprefix("s3://archive/")
+                                           + "/summary.json"))
+    assert stored_summary["ok"] == 20
+
+    # the same run again: everything finished is skipped, the bad files fail again, and the exit code
+    # follows --max-failure-rate
+    second = run_job("--input", "s3://archive/raw", "--output", "s3://archive/sr", "--max-failure-rate", "0.1")
+    assert second.returncode == 1, second.stderr[-3000:]
+    assert "over --max-failure-rate" in second.stderr
+    again = summary_of(second)
+    assert (again["ok"], again["skipped"], again["failed"]) == (0, 20, 4)
+    assert list_objects("archive", "sr") == outputs  # untouched: same ETags and times
+
+
+def test_bad_arguments_exit_2_with_the_reason(s3, tmp_path):
+    result = run_job("--input", str(tmp_path / "missing"), "--output", str(tmp_path / "out"))
+    assert result.returncode == 2 and "no such folder or prefix" in result.stderr
+    result = run_job("--input", str(tmp_path), "--output", str(tmp_path / "out"), "--model", "no-such-model")
+    assert result.returncode == 2 and "no-such-model" in result.stderr
+    result = run_job("--input", str(tmp_path), "--output", str(tmp_path / "o"), "--batch-size", "0")
+    assert result.returncode == 2 and "--batch-size" in result.stderr
+
+
+def test_a_killed_run_resumes_and_processes_every_image_exactly_once(s3):
+    good = {f"img_{i:02d}.png": v for i, v in enumerate(good_images(30, seed=1).values())
+            if v[2] == "RGB" and v[0][:4] == b"\x89PNG"}
+    files = {k: v[0] for k, v in good.items()}
+    # more than enough images that the job is still running when a few outputs exist
+    for i in range(40 - len(files)):
+        files[f"more_{i:02d}.png"] = next(iter(files.values()))
+    make_bucket("resume", "in", files)
+    args = ["--input", "s3://resume/in", "--output", "s3://resume/out", "--images-per-batch", "2"]
+
+    proc = subprocess.Popen(job_command(*args), cwd=ROOT, env=os.environ.copy(), start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while len(list_objects("resume", "out")) < 3:
+        assert proc.poll() is None and time.time() < deadline, "the job ended before it could be stopped"
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)  # the whole job: driver, local Ray, its workers
+    proc.wait()
+    time.sleep(1)
+    first = list_objects("resume", "out")
+    assert 3 <= len(first) < len(files)
+    first_runs = {read_provenance(get_object("resume", f"out/{k}"))["run"] for k in first}
+    assert len(first_runs) == 1
+
+    result = run_job(*args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = summary_of(result)
+    rows = _report_rows(summary)
+    skipped = {r["input"].removeprefix("s3://resume/in/") for r in rows.values() if r["status"] == "skipped"}
+    done = {r["input"].removeprefix("s3://resume/in/") for r in rows.values() if r["status"] == "ok"}
+    assert skipped == set(first) and done == set(files) - set(first) and summary["failed"] == 0
+
+    final = list_objects("resume", "out")
+    assert set(final) == set(files)  # none missing
+    assert {k: final[k] for k in first} == first  # the first run's outputs untouched
+    for key in final:
+        provenance = read_provenance(get_object("resume", f"out/{key}"))
+        assert provenance["run"] == (first_runs.copy().pop() if key in first else summary["run"])
