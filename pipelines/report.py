@@ -32,7 +32,8 @@ def summarize(rows: pa.Table, job, listed: int, wall_s: float) -> dict:
     psnr = [r["lr_psnr"] for r in ok if r["lr_psnr"] is not None and math.isfinite(r["lr_psnr"])]
     return {
         "run": job.run_id, "input": job.input, "output": job.output, "report": job.report_location,
-        "model": rows.column("model")[0].as_py() if total else None, "scale": rows.column("scale")[0].as_py() if total else job.outscale,
+        "model": rows.column("model")[0].as_py() if total else None,
+        "scale": rows.column("scale")[0].as_py() if total else job.outscale,
         "images_listed": listed, "images": total, **counts,
         "failure_rate": counts["failed"] / total if total else 0.0,
         "input_megapixels": round(in_mp, 3), "output_megapixels": round(out_mp, 3),

@@ -29,8 +29,18 @@ import numpy as np
 import pyarrow as pa
 
 from srcore.archs.registry import DEFAULT_MODEL, VARIANTS
-from srcore.imageio import (DEFAULT_MAX_PIXELS, FORMATS, IMAGE_SUFFIXES, ImageDecodeError, Picture, Provenance,
-                            decode, encode, read_provenance, to_8bit)
+from srcore.imageio import (
+    DEFAULT_MAX_PIXELS,
+    FORMATS,
+    IMAGE_SUFFIXES,
+    ImageDecodeError,
+    Picture,
+    Provenance,
+    decode,
+    encode,
+    read_provenance,
+    to_8bit,
+)
 
 from .keys import output_format, plan_outputs
 from .storage import Store, is_uri, join
@@ -449,9 +459,9 @@ def run(job: UpscaleJob, progress: bool = True) -> RunResult:
         gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
     max_actors = job.max_actors or _default_max_actors(gpus, job)
     min_actors = min(job.min_actors, max_actors)
+    kind = f"{gpus:g}-GPU" if gpus else "CPU"
     print(f"[srcore] {manifest.listed} images under {job.input}; {len(manifest.rows)} in this run; "
-          f"{'%g GPU' % gpus if gpus else 'CPU'} actors: {min_actors}..{max_actors}; model {model_id(job.model)}",
-          flush=True)
+          f"{kind} actors: {min_actors}..{max_actors}; model {model_id(job.model)}", flush=True)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = progress
     rows: list[pa.Table] = []

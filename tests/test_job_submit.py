@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from bucket_helpers import ROOT, get_object, good_images, list_objects, make_bucket
+
 from pipelines.local_s3 import local_s3_server
 from srcore.imageio import decode
 

@@ -14,9 +14,18 @@ import time
 import pyarrow.parquet as pq
 import pytest
 import s3fs
+from bucket_helpers import (
+    ROOT,
+    bad_files,
+    get_object,
+    good_images,
+    job_command,
+    list_objects,
+    make_bucket,
+    run_job,
+    summary_of,
+)
 
-from bucket_helpers import (ROOT, bad_files, get_object, good_images, job_command, list_objects, make_bucket,
-                            run_job, summary_of)
 from pipelines.local_s3 import local_s3_server
 from srcore.imageio import decode, read_provenance
 

@@ -1,0 +1,114 @@
+"""The bucket job's pieces that need no Ray: output keys, provenance, listing, configuration, the report."""
+
+from __future__ import annotations
+
+import posixpath
+import unicodedata
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from pipelines.keys import output_format, plan_outputs, safe_relative
+from pipelines.report import histogram_svg, render_html
+from pipelines.storage import Store
+from pipelines.upscale import OUTPUT_SCHEMA, UpscaleJob, lr_consistency, preview_pair
+from srcore.imageio import Picture, Provenance, encode, read_provenance
+
+
+@pytest.mark.parametrize("key", ["../../etc/passwd.png", "/abs/x.png", "a//b.png", "a/./b.png", "..",
+                                 "a/../../b.png", "\u202egnp.exe.png", "tab\there.png", "x/\x00y.png",
+                                 "C:\\win\\p.png", "..\\..\\p.png"])
+def test_safe_keys_never_leave_the_output_prefix(key):
+    safe = safe_relative(key)
+    joined = posixpath.normpath(posixpath.join("/out/prefix", safe))
+    assert joined.startswith("/out/prefix/"), (key, safe)
+    assert all(part not in ("", ".", "..") for part in safe.split("/"))
+    assert all(ch.isprintable() for ch in safe)
+
+
+def test_unicode_is_normalised_and_long_names_are_shortened():
+    assert safe_relative(unicodedata.normalize("NFD", "café.png")) == "café.png"
+    long = "x" * 400 + ".png"
+    short = safe_relative(long)
+    assert len(short.encode()) <= 255 and short.endswith(".png")
+    assert safe_relative("y" * 400 + ".png") != short
+
+
+def test_output_keys_keep_paths_change_extensions_and_never_collide():
+    keys = ["a/photo.jpg", "a/photo.png", "b/scan.tif", "c/old.bmp", "d/café.png",
+            unicodedata.normalize("NFD", "d/café.png"), "e/Case.png", "e/case.png"]
+    plan = plan_outputs(keys, None)
+    assert plan["b/scan.tif"] == "b/scan.tif" and plan["c/old.bmp"] == "c/old.png"
+    assert len(set(plan.values())) == len(keys)  # jpg/png, two Unicode spellings, two cases: all distinct
+    assert plan["a/photo.jpg"] == "a/photo.jpg" and plan["a/photo.png"] == "a/photo.png"
+    as_png = plan_outputs(keys, "png")  # now photo.jpg and photo.png both want a/photo.png
+    assert all(v.endswith(".png") for v in as_png.values()) and len(set(as_png.values())) == len(keys)
+    assert as_png["a/photo.jpg"].startswith("a/photo-") and as_png["b/scan.tif"] == "b/scan.png"
+    assert plan_outputs(keys, None) == plan  # deterministic
+    assert output_format("x.jpeg", None) == "JPEG" and output_format("x.gif", None) == "PNG"
+    with pytest.raises(ValueError, match="--format"):
+        output_format("x.png", "bmp")
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpg", "webp", "tiff"])
+def test_provenance_is_readable_from_the_start_or_the_end_of_each_format(fmt):
+    provenance = Provenance("m", 4, "s3://b/k ü&<.png", "etag-1", "run-1")
+    data = encode(Picture(np.zeros((300, 300, 3), np.uint8), "RGB"), fmt, provenance=provenance)
+    found = read_provenance(data[:65536]) or read_provenance(data[-65536:])
+    assert found == {"model": "m", "scale": "4", "source": "s3://b/k ü&<.png", "sourceVersion": "etag-1",
+                     "run": "run-1"}
+    assert read_provenance(b"no xmp here") == {}
+
+
+def test_local_store_lists_with_versions_and_writes_atomically(tmp_path):
+    (tmp_path / "in" / "sub").mkdir(parents=True)
+    (tmp_path / "in" / "a.png").write_bytes(b"1")
+    (tmp_path / "in" / "sub" / "b.JPG").write_bytes(b"22")
+    (tmp_path / "in" / ".hidden.png").write_bytes(b"3")
+    (tmp_path / "in" / "notes.txt").write_bytes(b"4")
+    store = Store(str(tmp_path / "in"))
+    entries = store.list()
+    assert [e.relative for e in entries] == ["a.png", "sub/b.JPG"]
+    assert [e.size for e in entries] == [1, 2] and all(e.version.startswith("mtime:") for e in entries)
+    assert [e.relative for e in store.list(exclude=(f"{store.root}/sub",))] == ["a.png"]
+    store.write_atomic(f"{store.root}/new/c.png", b"data")
+    assert (tmp_path / "in" / "new" / "c.png").read_bytes() == b"data"
+    assert not list((tmp_path / "in" / "new").glob(".*"))  # no temporary file left
+    with pytest.raises(FileNotFoundError, match="missing"):
+        Store(str(tmp_path / "missing")).list()
+
+
+@pytest.mark.parametrize("field, value, flag", [("batch_size", 0, "--batch-size"), ("outscale", -1, "--outscale"),
+                                                ("format", "bmp", "--format"), ("max_actors", 0, "--max-actors"),
+                                                ("precision", "fp8", "--precision")])
+def test_bad_job_settings_name_the_flag(tmp_path, field, value, flag):
+    with pytest.raises(ValueError, match=flag):
+        UpscaleJob(input=str(tmp_path), output=str(tmp_path / "out"), **{field: value})
+    with pytest.raises(ValueError, match="must differ"):
+        UpscaleJob(input=str(tmp_path), output=str(tmp_path) + "/")
+
+
+def test_lr_consistency_is_high_for_a_faithful_upscale_and_low_for_a_wrong_one():
+    rng = np.random.default_rng(0)
+    import cv2
+
+    lr = cv2.resize(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8), (48, 40), interpolation=cv2.INTER_CUBIC)
+    faithful = cv2.resize(lr, (192, 160), interpolation=cv2.INTER_CUBIC)
+    assert lr_consistency(lr, faithful, 4) > 30
+    assert lr_consistency(lr, 255 - faithful, 4) < 15
+    assert lr_consistency(lr.astype(np.uint16) * 257, faithful.astype(np.uint16) * 257, 4) > 30
+
+
+def test_report_html_has_summary_failures_histograms_and_crops():
+    lr = np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    before, after = preview_pair(lr, np.repeat(np.repeat(lr, 4, 0), 4, 1))
+    rows = [{"input": "s3://b/ok.png", "status": "ok", "input_width": 50, "input_height": 40, "output_width": 200,
+             "output_height": 160, "upscale_s": 0.1, "lr_psnr": 31.0, "preview_before": before, "preview_after": after},
+            {"input": "s3://b/<bad>.png", "status": "failed", "error": "s3://b/<bad>.png: empty file (0 bytes)"}]
+    table = pa.Table.from_pylist([{k: r.get(k) for k in OUTPUT_SCHEMA.names} for r in rows], schema=OUTPUT_SCHEMA)
+    html = render_html(table.drop_columns(["preview_before", "preview_after"]),
+                       {"run": "r1", "ok": 1, "failed": 1}, [rows[0] | {"lr_psnr": 31.0}])
+    assert "Failures (1)" in html and "s3://b/&lt;bad&gt;.png: empty file" in html
+    assert html.count("<svg") == 3 and html.count("data:image/png;base64") == 2
+    assert histogram_svg([None, float("nan")]) == "<p>no data</p>"
