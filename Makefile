@@ -17,15 +17,14 @@ venv:
 test: venv
 	$(BIN)/python -m pytest -q
 
-# Until the bucket job lands, the demo upscales a few real-world photos (from the shared folder, or
-# DEMO_IMAGES) with the bundled default model (or DEMO_MODEL: a weights file or registered name).
-DEMO_MODEL ?= srcore-compact-x4
+# The whole bucket flow on one machine: a local S3 server (moto), sample images (the shared RealWorld set,
+# or DEMO_IMAGES, or generated ones), jobs/upscale_bucket.py on a local Ray with the bundled model, and the
+# report; outputs and report.html are copied to demo-out/.
 DEMO_IMAGES ?= $(SRCORE_SHARED)/datasets/RealWorld
+DEMO_LIMIT ?= 12
 
 demo: venv
-	@test -e "$(DEMO_IMAGES)" || { echo "demo: $(DEMO_IMAGES) not found; set SRCORE_SHARED or DEMO_IMAGES=images/"; exit 2; }
-	$(BIN)/srcore models
-	$(BIN)/srcore upscale $(DEMO_IMAGES) --model $(DEMO_MODEL) -o demo-out
+	$(BIN)/python scripts/demo.py --images "$(DEMO_IMAGES)" --limit $(DEMO_LIMIT)
 
 lint: venv
 	$(BIN)/ruff check .

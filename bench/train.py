@@ -42,7 +42,7 @@ def main() -> None:
     p.add_argument("--stage", default="psnr", choices=["psnr", "gan"])
     args = p.parse_args()
     workers = [int(w) for w in args.workers.split(",")]
-    ray.init(num_cpus=None if args.gpu else max(workers) * 2 + 1)
+    ray.init(address="local", num_cpus=None if args.gpu else max(workers) * 2 + 1)
     with tempfile.TemporaryDirectory() as tmp:
         folder = synthetic_folder(Path(tmp))
         for n in workers:

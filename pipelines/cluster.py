@@ -19,5 +19,6 @@ def connect_or_start(min_cpus: float = 1) -> str:
     if os.environ.get("RAY_ADDRESS"):
         ray.init()
         return "cluster"
-    ray.init(num_cpus=max(os.cpu_count() or 1, int(min_cpus + 0.999)))
+    # address="local": a new local Ray even where a stopped `ray start` left its address file behind
+    ray.init(address="local", num_cpus=max(os.cpu_count() or 1, int(min_cpus + 0.999)))
     return "local"

@@ -245,16 +245,20 @@ def _xml_unescape(text: str) -> str:
 # --------------------------------------------------------------------------- encoding
 
 
-def encode(picture: Picture, fmt: str = "png", quality: int = 95, provenance: Provenance | None = None) -> bytes:
+def encode(picture: Picture, fmt: str = "png", quality: int = 95, provenance: Provenance | None = None,
+           png_compression: int = 6) -> bytes:
     """Encode to png, jpg, webp or tiff, keeping 16 bits where the format can (PNG, TIFF), the ICC profile,
-    EXIF (orientation reset) and writing the provenance into text chunks, EXIF and XMP."""
+    EXIF (orientation reset) and writing the provenance into text chunks, EXIF and XMP.
+
+    ``png_compression``: zlib level 0-9; 1 encodes about twice as fast as 6 for files about 15% larger.
+    """
     fmt_name = FORMATS.get(fmt.lower())
     if fmt_name is None:
         raise ValueError(f"output format must be one of {sorted(FORMATS)}, got {fmt!r}")
     if not 1 <= quality <= 100:
         raise ValueError(f"quality must be in 1..100, got {quality}")
     if picture.bit_depth == 16 and fmt_name in ("PNG", "TIFF") and picture.pixels.shape[2] > 1:
-        return _encode_16bit_colour(picture, fmt_name, provenance)
+        return _encode_16bit_colour(picture, fmt_name, provenance, png_compression)
     if fmt_name in ("JPEG", "WEBP") and picture.bit_depth == 16:
         picture = replace(picture, pixels=to_8bit(picture.pixels))
     im = _pixels_to_pil(picture.pixels)
@@ -282,6 +286,7 @@ def encode(picture: Picture, fmt: str = "png", quality: int = 95, provenance: Pr
         if provenance is not None:
             info.add_itxt("XML:com.adobe.xmp", provenance.xmp().decode())
         params["pnginfo"] = info
+        params["compress_level"] = png_compression
         if len(exif):
             params["exif"] = exif.tobytes()
     elif fmt_name in ("JPEG", "WEBP"):
@@ -310,7 +315,8 @@ def _pixels_to_pil(pixels: np.ndarray) -> Image.Image:
     return Image.fromarray(pixels[..., 0] if c == 1 else pixels, {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[c])
 
 
-def _encode_16bit_colour(picture: Picture, fmt: str, provenance: Provenance | None) -> bytes:
+def _encode_16bit_colour(picture: Picture, fmt: str, provenance: Provenance | None,
+                         png_compression: int = 6) -> bytes:
     pixels = picture.pixels
     if pixels.shape[2] == 2:  # 16-bit gray + alpha -> RGBA: neither encoder writes LA at 16 bits
         pixels = np.concatenate([np.repeat(pixels[..., :1], 3, axis=2), pixels[..., 1:]], axis=2)
@@ -330,7 +336,7 @@ def _encode_16bit_colour(picture: Picture, fmt: str, provenance: Provenance | No
                          software=provenance.software if provenance else None, extratags=extratags)
         return buf.getvalue()
     bgr = cv2.cvtColor(pixels, cv2.COLOR_RGBA2BGRA if pixels.shape[2] == 4 else cv2.COLOR_RGB2BGR)
-    ok, png = cv2.imencode(".png", bgr)
+    ok, png = cv2.imencode(".png", bgr, [cv2.IMWRITE_PNG_COMPRESSION, png_compression])
     if not ok:
         raise ValueError("OpenCV could not encode the 16-bit PNG")
     chunks = []

@@ -39,10 +39,10 @@ def ray_head(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RAY_"))}
     env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(16), HOME=str(tmp_path),
                PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}")
-    dashboard = free_port()
+    dashboard, gcs_port = free_port(), free_port()
     log = open(tmp_path / "ray-head.log", "w")
     head = subprocess.Popen(
-        [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={free_port()}",
+        [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={gcs_port}",
          "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", f"--ray-client-server-port={free_port()}",
          "--num-cpus=2", "--disable-usage-stats"],
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -61,6 +61,10 @@ def ray_head(tmp_path):
         except subprocess.TimeoutExpired:
             os.killpg(head.pid, signal.SIGKILL)
         log.close()
+        # ray start leaves its address for later ray.init() calls to join; this head is gone
+        current = Path("/tmp/ray/ray_current_cluster")
+        if current.exists() and current.read_text().strip().endswith(f":{gcs_port}"):
+            current.unlink()
 
 
 def test_ray_job_submit_with_token_auth_runs_the_bucket_job(ray_head):

@@ -18,7 +18,8 @@ from srcore.train.config import load_config
 @pytest.fixture(scope="module")
 def ray_cluster(tmp_path_factory):
     dump = tmp_path_factory.mktemp("dump")
-    ray.init(num_cpus=4, include_dashboard=False, runtime_env={"env_vars": {"SRCORE_TRAIN_DUMP": str(dump)}})
+    ray.init(address="local", num_cpus=4, include_dashboard=False,
+             runtime_env={"env_vars": {"SRCORE_TRAIN_DUMP": str(dump)}})
     yield dump
     ray.shutdown()
 
