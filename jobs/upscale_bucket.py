@@ -48,6 +48,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="GPUs per actor (default: 1 when the cluster has GPUs, else CPU actors; on an "
                         "autoscaling cluster whose GPU nodes start at zero, pass 1)")
     p.add_argument("--cpus-per-actor", type=float, default=1)
+    p.add_argument("--actor-concurrency", type=int,
+                   help="batches per actor at once (default: 2 on GPUs, writing one while upscaling the next; "
+                        "1 on CPUs)")
+    p.add_argument("--io-threads", type=int, default=4, help="encode-and-write threads per actor")
     p.add_argument("--min-actors", type=int, default=1)
     p.add_argument("--max-actors", type=int, help="default: one per GPU, or half the CPUs")
     p.add_argument("--overwrite", action="store_true", help="redo inputs whose outputs are already finished")
@@ -76,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
             tile_overlap=args.tile_overlap,
             batch_size=args.batch_size, images_per_batch=args.images_per_batch, precision=args.precision,
             num_gpus_per_actor=args.num_gpus_per_actor, cpus_per_actor=args.cpus_per_actor,
-            min_actors=args.min_actors, max_actors=args.max_actors, overwrite=args.overwrite,
+            actor_concurrency=args.actor_concurrency, io_threads=args.io_threads, min_actors=args.min_actors,
+            max_actors=args.max_actors, overwrite=args.overwrite,
             max_input_pixels=args.max_input_pixels,
             extensions=tuple("." + e.strip().lstrip(".").lower() for e in args.extensions.split(",") if e.strip()),
             limit=args.limit, sample=args.sample, seed=args.seed, report=args.report)

@@ -20,7 +20,7 @@ import time
 import traceback
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
@@ -71,6 +71,9 @@ class UpscaleJob:
         limit: the first N inputs (sorted by key); sample: N inputs drawn at random (``seed``).
         report: where the report goes (default ``<output>/_reports/<run id>``).
         previews: before/after crops in report.html.
+        io_threads: encode-and-write threads per actor.
+        actor_concurrency: batches an actor works on at once (default: 2 on GPUs, so that writing one batch
+            overlaps upscaling the next; 1 on CPUs).
     """
 
     input: str
@@ -99,6 +102,7 @@ class UpscaleJob:
     report: str | None = None
     previews: int = 6
     io_threads: int = 4
+    actor_concurrency: int | None = None
     run_id: str = field(default_factory=lambda: datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
                         + "-" + uuid.uuid4().hex[:6])
 
@@ -120,6 +124,7 @@ class UpscaleJob:
             (self.limit is None or self.limit >= 0, "limit", "must be >= 0"),
             (self.sample is None or self.sample >= 0, "sample", "must be >= 0"),
             (self.io_threads >= 1, "io-threads", "must be >= 1"),
+            (self.actor_concurrency is None or self.actor_concurrency >= 1, "actor-concurrency", "must be >= 1"),
         ]
         for ok, name, rule in checks:
             if not ok:
@@ -485,10 +490,15 @@ def run(job: UpscaleJob, progress: bool = True) -> RunResult:
         # from fusing decoding into the actors: it stays on CPU tasks, the actors only upscale and write.
         ds = ds.map_batches(read_and_decode, batch_format="pyarrow", batch_size=None, fn_kwargs={"job": job},
                             num_cpus=1, max_retries=3)
+        # Two calls at once per actor: one batch's outputs encode and upload on the thread pool while the
+        # next batch is on the GPU (Upscaler is thread-safe). CPU actors run one: their threads are the model's.
+        concurrency = job.actor_concurrency or (2 if gpus > 0 else 1)
         ds = ds.map_batches(
             UpscaleWriter, batch_format="pyarrow", batch_size=job.images_per_batch, num_gpus=gpus,
-            num_cpus=job.cpus_per_actor,
-            compute=ActorPoolStrategy(min_size=min_actors, max_size=max_actors, max_tasks_in_flight_per_actor=2),
+            num_cpus=job.cpus_per_actor, max_concurrency=concurrency,
+            compute=ActorPoolStrategy(min_size=min_actors, max_size=max_actors,
+                                      max_tasks_in_flight_per_actor=2 * concurrency,
+                                      enable_true_multi_threading=concurrency > 1),
             fn_constructor_kwargs={"job": job, "model_ref": [ray.put(model)], "use_gpu": gpus > 0},
         )
         for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
@@ -516,10 +526,4 @@ def _default_max_actors(gpus: float, job: UpscaleJob) -> int:
         return max(1, int(resources.get("GPU", 0) / gpus))
     # CPU actors: leave about half the CPUs to the decode tasks
     return max(1, int(resources.get("CPU", 1) / 2 / job.cpus_per_actor))
-
-
-def job_config(job: UpscaleJob) -> dict:
-    d = asdict(job)
-    d["extensions"] = list(job.extensions)
-    return d
 

@@ -80,7 +80,7 @@ def test_ray_job_submit_with_token_auth_runs_the_bucket_job(ray_head):
         result = ray_cli(
             "job", "submit", "--address", address, "--working-dir", ".", "--runtime-env-json", json.dumps(runtime_env),
             "--", "python", "jobs/upscale_bucket.py", "--input", "s3://submitted/in", "--output", "s3://submitted/out",
-            "--no-progress", env=env, timeout=600)
+            "--no-progress", "--actor-concurrency", "2", env=env, timeout=600)  # the GPU default, on CPU here
         assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
         assert "succeeded" in result.stdout.lower()
         assert "[srcore] 6 upscaled" in result.stdout

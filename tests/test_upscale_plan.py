@@ -12,7 +12,7 @@ import pytest
 from pipelines.keys import output_format, plan_outputs, safe_relative
 from pipelines.report import histogram_svg, render_html
 from pipelines.storage import Store
-from pipelines.upscale import OUTPUT_SCHEMA, UpscaleJob, lr_consistency, preview_pair
+from pipelines.upscale import OUTPUT_SCHEMA, UpscaleJob, lr_consistency, plan, preview_pair
 from srcore.imageio import Picture, Provenance, encode, read_provenance
 
 
@@ -112,3 +112,23 @@ def test_report_html_has_summary_failures_histograms_and_crops():
     assert "Failures (1)" in html and "s3://b/&lt;bad&gt;.png: empty file" in html
     assert html.count("<svg") == 3 and html.count("data:image/png;base64") == 2
     assert histogram_svg([None, float("nan")]) == "<p>no data</p>"
+
+
+def test_plan_lists_limits_samples_and_keeps_outputs_nested_in_the_input_out(tmp_path):
+    for i in range(10):
+        (tmp_path / f"img{i}.png").write_bytes(b"x" * (10 - i))
+    out = tmp_path / "sr"
+    out.mkdir()
+    (out / "img3.png").write_bytes(b"earlier output")  # nested in the input: never listed as an input
+    job = UpscaleJob(input=str(tmp_path), output=str(out), previews=2)
+    manifest = plan(job, "m")
+    assert manifest.listed == 10 and len(manifest.rows) == 10
+    assert [r["input_bytes"] for r in manifest.rows] == sorted(r["input_bytes"] for r in manifest.rows)
+    assert {r["output"] for r in manifest.rows} == {str(out / f"img{i}.png") for i in range(10)}
+    assert [r["input"].endswith("img3.png") for r in manifest.rows if r["status"] == "exists"] == [True]
+    assert sum(bool(r.get("preview")) for r in manifest.rows) == 2
+    limited = plan(UpscaleJob(input=str(tmp_path), output=str(out), limit=3), "m")
+    assert sorted(r["input"][-8:] for r in limited.rows) == ["img0.png", "img1.png", "img2.png"]
+    sampled = [[r["input"] for r in plan(UpscaleJob(input=str(tmp_path), output=str(out), sample=4, seed=s), "m").rows]
+               for s in (1, 1, 2)]
+    assert len(sampled[0]) == 4 and sampled[0] == sampled[1] and sampled[0] != sampled[2]
