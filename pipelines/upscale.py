@@ -240,7 +240,7 @@ def read_and_decode(batch: pa.Table, job: UpscaleJob) -> pa.Table:
         row.update(node=_node(), status=row["status"] or "todo")
         try:
             if row["status"] == "exists":
-                if not job.overwrite and _finished(target, row):
+                if not job.overwrite and output_is_finished(target, row):
                     row["status"] = "skipped"
                     out.append(row)
                     continue
@@ -262,7 +262,7 @@ def read_and_decode(batch: pa.Table, job: UpscaleJob) -> pa.Table:
     return _table(out, DECODED_SCHEMA)
 
 
-def _finished(target: Store, row: dict) -> bool:
+def output_is_finished(target: Store, row: dict) -> bool:
     """Does the output carry this input's version, this model and scale (written by any earlier run)?"""
     want = {"sourceVersion": row["input_version"], "model": row["model"]}
     path, probe = row["output_key"], PROVENANCE_PROBE_BYTES

@@ -139,3 +139,26 @@ def test_a_killed_run_resumes_and_processes_every_image_exactly_once(s3):
     for key in final:
         provenance = read_provenance(get_object("resume", f"out/{key}"))
         assert provenance["run"] == (first_runs.copy().pop() if key in first else summary["run"])
+
+
+def test_local_folders_work_the_same_and_overwrite_redoes_finished_outputs(tmp_path):
+    source = tmp_path / "in"
+    images = dict(list(good_images(3, seed=2).items()))
+    names = {key: f"sub dir/ünï {i}.{key.rsplit('.', 1)[1]}" for i, key in enumerate(images)}
+    for key, name in names.items():
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        (source / name).write_bytes(images[key][0])
+    out = tmp_path / "out"
+    first = run_job("--input", str(source), "--output", str(out))
+    assert first.returncode == 0, first.stderr[-3000:]
+    for key, name in names.items():
+        written = next((out / "sub dir").glob(name.split("/")[1].rsplit(".", 1)[0] + ".*"))
+        assert decode(written.read_bytes()).size == tuple(4 * v for v in images[key][1])
+    first_run = summary_of(first)["run"]
+    second = run_job("--input", str(source), "--output", str(out), "--overwrite")
+    assert second.returncode == 0, second.stderr[-3000:]
+    summary = summary_of(second)
+    assert (summary["ok"], summary["skipped"]) == (3, 0)
+    runs = {read_provenance(p.read_bytes())["run"] for p in (out / "sub dir").iterdir()}
+    assert runs == {summary["run"]} and first_run not in runs
+    assert (out / "_reports" / summary["run"] / "report.html").exists()

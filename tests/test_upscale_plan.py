@@ -12,7 +12,7 @@ import pytest
 from pipelines.keys import output_format, plan_outputs, safe_relative
 from pipelines.report import histogram_svg, render_html
 from pipelines.storage import Store
-from pipelines.upscale import OUTPUT_SCHEMA, UpscaleJob, lr_consistency, plan, preview_pair
+from pipelines.upscale import OUTPUT_SCHEMA, UpscaleJob, lr_consistency, output_is_finished, plan, preview_pair
 from srcore.imageio import Picture, Provenance, encode, read_provenance
 
 
@@ -132,3 +132,17 @@ def test_plan_lists_limits_samples_and_keeps_outputs_nested_in_the_input_out(tmp
     sampled = [[r["input"] for r in plan(UpscaleJob(input=str(tmp_path), output=str(out), sample=4, seed=s), "m").rows]
                for s in (1, 1, 2)]
     assert len(sampled[0]) == 4 and sampled[0] == sampled[1] and sampled[0] != sampled[2]
+
+
+@pytest.mark.parametrize("fmt", ["png", "webp", "tiff"])
+def test_an_output_is_finished_only_for_the_same_input_version_model_and_scale(tmp_path, fmt):
+    noisy = np.random.default_rng(0).integers(0, 256, (320, 320, 3), dtype=np.uint8)  # > 64 KiB encoded
+    data = encode(Picture(noisy, "RGB"), fmt, provenance=Provenance("m", 4, "in.png", "etag-1", "run-1"))
+    assert len(data) > 65536
+    store = Store(str(tmp_path))
+    store.write_atomic(f"{store.root}/out.{fmt}", data)
+    row = {"output_key": f"{store.root}/out.{fmt}", "input_version": "etag-1", "model": "m", "scale_wanted": "4"}
+    assert output_is_finished(store, dict(row))
+    assert not output_is_finished(store, row | {"input_version": "etag-2"})  # the input was replaced
+    assert not output_is_finished(store, row | {"model": "other"})
+    assert not output_is_finished(store, row | {"scale_wanted": "2"})
