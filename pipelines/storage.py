@@ -74,11 +74,12 @@ class Store:
         """The URI (or local path) of a path inside this store."""
         return f"{self.location.split('://', 1)[0]}://{path}" if is_uri(self.location) else path
 
-    def list(self, extensions: tuple[str, ...] | None = IMAGE_SUFFIXES, exclude: tuple[str, ...] = ()
-             ) -> list[FileEntry]:
+    def list(self, extensions: tuple[str, ...] | None = IMAGE_SUFFIXES, exclude: tuple[str, ...] = (),
+             hidden: bool = False) -> list[FileEntry]:
         """Files under the prefix (recursively) whose names end with one of ``extensions`` (None: any), sorted.
 
-        Hidden names (``.x``: temporary uploads) and paths under ``exclude`` are left out.
+        Hidden names (``.x``: temporary uploads) are left out, or only they are listed with ``hidden``.
+        Paths under ``exclude`` are left out.
         """
         if not self.fs.exists(self.root):
             raise FileNotFoundError(f"{self.location}: no such folder or prefix")
@@ -91,13 +92,16 @@ class Store:
             _entry(path, base, info) for path, info in found.items()
             if info.get("type", "file") == "file"
             and (extensions is None or path.lower().endswith(extensions))
-            and not posixpath.basename(path).startswith(".")
+            and posixpath.basename(path).startswith(".") == hidden
             and not path.startswith(excluded)
         ]
         return sorted(entries, key=lambda e: e.path)
 
     def read(self, path: str, start: int | None = None, end: int | None = None) -> bytes:
         return self.fs.cat_file(path, start=start, end=end)
+
+    def delete(self, path: str) -> None:
+        self.fs.rm_file(path)
 
     def size(self, path: str) -> int:
         return int(self.fs.size(path))

@@ -219,9 +219,25 @@ def plan(job: UpscaleJob, model: str) -> Manifest:
 
 def _existing_outputs(target: Store) -> set[str]:
     try:
-        return {e.path for e in target.list(extensions=None)}
+        existing = {e.path for e in target.list(extensions=None)}
     except FileNotFoundError:
         return set()
+    _remove_stale_temporaries(target)
+    return existing
+
+
+STALE_TEMPORARY_S = 6 * 3600  # a temporary upload this old belongs to a write that died (a killed run)
+
+
+def _remove_stale_temporaries(target: Store) -> None:
+    """Delete ``.name.<id>.tmp`` objects left by killed runs; recent ones may belong to a run in progress."""
+    cutoff_ns = (time.time() - STALE_TEMPORARY_S) * 1e9
+    for entry in target.list(extensions=(".tmp",), hidden=True):
+        if entry.mtime_ns and entry.mtime_ns < cutoff_ns:
+            try:
+                target.delete(entry.path)
+            except OSError:
+                pass
 
 
 @lru_cache(maxsize=8)

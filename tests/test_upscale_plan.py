@@ -146,3 +146,20 @@ def test_an_output_is_finished_only_for_the_same_input_version_model_and_scale(t
     assert not output_is_finished(store, row | {"input_version": "etag-2"})  # the input was replaced
     assert not output_is_finished(store, row | {"model": "other"})
     assert not output_is_finished(store, row | {"scale_wanted": "2"})
+
+
+def test_planning_removes_temporaries_left_by_killed_runs_but_not_recent_ones(tmp_path):
+    import os
+    import time
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.png").write_bytes(b"x")
+    out = tmp_path / "out"
+    out.mkdir()
+    stale, fresh = out / ".a.png.0123abcd.tmp", out / ".b.png.4567ef01.tmp"
+    stale.write_bytes(b"partial")
+    fresh.write_bytes(b"partial")
+    old = time.time() - 7 * 3600
+    os.utime(stale, (old, old))
+    plan(UpscaleJob(input=str(tmp_path / "in"), output=str(out)), "m")
+    assert not stale.exists() and fresh.exists()
