@@ -85,8 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             max_input_pixels=args.max_input_pixels,
             extensions=tuple("." + e.strip().lstrip(".").lower() for e in args.extensions.split(",") if e.strip()),
             limit=args.limit, sample=args.sample, seed=args.seed, report=args.report)
-        connect_or_start(min_cpus=2)
-        result = run(job, progress=not args.no_progress)
+        result = run(job, progress=not args.no_progress, connect=lambda: connect_or_start(min_cpus=2))
     except (ValueError, WeightsError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

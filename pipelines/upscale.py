@@ -471,8 +471,12 @@ class RunResult:
     report: str  # where report.html and summary.json are
 
 
-def run(job: UpscaleJob, progress: bool = True) -> RunResult:
-    """Run the job on the Ray cluster this process is connected to (``ray.init`` first). Writes the report."""
+def run(job: UpscaleJob, progress: bool = True, connect=None) -> RunResult:
+    """Run the job and write its report.
+
+    ``connect``: called once the model loaded and the inputs are listed (so a bad name or prefix fails before
+    any Ray starts) to join or start Ray; None when this process is already connected (``ray.init``).
+    """
     import ray
     from ray.data import ActorPoolStrategy
 
@@ -486,6 +490,8 @@ def run(job: UpscaleJob, progress: bool = True) -> RunResult:
     manifest = plan(job, model_id(job.model))
     for r in manifest.rows:
         r["scale"], r["scale_wanted"] = scale, f"{scale:g}"
+    if connect is not None:
+        connect()
     gpus = job.num_gpus_per_actor
     if gpus is None:
         gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0

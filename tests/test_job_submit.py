@@ -55,11 +55,16 @@ def ray_head(tmp_path):
             time.sleep(2)
         yield address, env
     finally:
-        head.send_signal(signal.SIGTERM)  # `ray start --block` stops the processes it started
+        os.killpg(head.pid, signal.SIGTERM)  # the head and every process it started (its own session)
         try:
-            head.wait(60)
+            head.wait(10)
         except subprocess.TimeoutExpired:
+            pass
+        try:
             os.killpg(head.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        head.wait()
         log.close()
         # ray start leaves its address for later ray.init() calls to join; this head is gone
         current = Path("/tmp/ray/ray_current_cluster")
