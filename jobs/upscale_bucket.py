@@ -28,8 +28,19 @@ def _tile(value: str) -> int | str | None:
     return int(value)
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """The module docstring as written, and each flag's default where its help does not already say it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default is None or action.default is False \
+                or action.default == argparse.SUPPRESS:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=_HelpFormatter)
     p.add_argument("--input", required=True, help="s3://bucket/prefix, gs://..., or a local folder")
     p.add_argument("--output", required=True, help="where outputs go, same relative keys (and the report)")
     p.add_argument("--model", default=DEFAULT_MODEL, help="registered name or weights file (default: %(default)s)")
@@ -43,16 +54,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tile-overlap", type=int, help="tile overlap (default: the model's)")
     p.add_argument("--batch-size", type=int, default=4, help="tiles or small images per forward pass")
     p.add_argument("--images-per-batch", type=int, default=8, help="images per actor call")
-    p.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"], default="auto")
+    p.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"], default="auto",
+                   help="auto: bf16/fp16 on GPUs, fp32 on CPUs")
     p.add_argument("--num-gpus-per-actor", type=float,
                    help="GPUs per actor (default: 1 when the cluster has GPUs, else CPU actors; on an "
                         "autoscaling cluster whose GPU nodes start at zero, pass 1)")
-    p.add_argument("--cpus-per-actor", type=float, default=1)
+    p.add_argument("--cpus-per-actor", type=float, default=1, help="CPUs per actor (CPU actors: torch threads)")
     p.add_argument("--actor-concurrency", type=int,
                    help="batches per actor at once (default: 2 on GPUs, writing one while upscaling the next; "
                         "1 on CPUs)")
     p.add_argument("--io-threads", type=int, default=4, help="encode-and-write threads per actor")
-    p.add_argument("--min-actors", type=int, default=1)
+    p.add_argument("--min-actors", type=int, default=1, help="actors the pool keeps")
     p.add_argument("--max-actors", type=int, help="default: one per GPU, or half the CPUs")
     p.add_argument("--overwrite", action="store_true", help="redo inputs whose outputs are already finished")
     p.add_argument("--max-input-pixels", type=int, default=DEFAULT_MAX_PIXELS,
@@ -61,7 +73,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="input file suffixes, comma-separated")
     p.add_argument("--limit", type=int, help="only the first N inputs (sorted by key)")
     p.add_argument("--sample", type=int, help="only N inputs drawn at random (with --seed)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed of --sample")
     p.add_argument("--report", help="report location (default: <output>/_reports/<run id>)")
     p.add_argument("--max-failure-rate", type=float, default=0.01,
                    help="exit with status 1 when more than this fraction of the inputs failed (default %(default)s)")

@@ -75,10 +75,10 @@ class Store:
         return f"{self.location.split('://', 1)[0]}://{path}" if is_uri(self.location) else path
 
     def list(self, extensions: tuple[str, ...] | None = IMAGE_SUFFIXES, exclude: tuple[str, ...] = (),
-             hidden: bool = False) -> list[FileEntry]:
+             hidden: bool | None = False) -> list[FileEntry]:
         """Files under the prefix (recursively) whose names end with one of ``extensions`` (None: any), sorted.
 
-        Hidden names (``.x``: temporary uploads) are left out, or only they are listed with ``hidden``.
+        Hidden names (``.x``: temporary uploads) are left out; ``hidden=True`` lists only them, None both.
         Paths under ``exclude`` are left out.
         """
         if not self.fs.exists(self.root):
@@ -92,7 +92,7 @@ class Store:
             _entry(path, base, info) for path, info in found.items()
             if info.get("type", "file") == "file"
             and (extensions is None or path.lower().endswith(extensions))
-            and posixpath.basename(path).startswith(".") == hidden
+            and (hidden is None or posixpath.basename(path).startswith(".") == hidden)
             and not path.startswith(excluded)
         ]
         return sorted(entries, key=lambda e: e.path)

@@ -129,7 +129,7 @@ class UpscaleJob:
         for ok, name, rule in checks:
             if not ok:
                 raise ValueError(f"--{name} {rule}, got {getattr(self, name.replace('-', '_'))!r}")
-        if _inside(self.input, self.output) and self.input.rstrip("/") == self.output.rstrip("/"):
+        if _inside(self.input, self.output) and _inside(self.output, self.input):
             raise ValueError("--output must differ from --input (outputs would replace the originals)")
 
     @property
@@ -164,6 +164,12 @@ REPORT_SCHEMA = pa.schema([
     ("check_s", pa.float32()), ("node", pa.string()), ("device", pa.string()),
     ("run", pa.string()),
 ])
+# what the driver plans: one row per input of this run
+MANIFEST_SCHEMA = pa.schema([
+    ("input", pa.string()), ("output", pa.string()), ("input_key", pa.string()), ("output_key", pa.string()),
+    ("input_version", pa.string()), ("input_bytes", pa.int64()), ("model", pa.string()), ("scale", pa.float32()),
+    ("run", pa.string()), ("output_format", pa.string()), ("status", pa.string()), ("preview", pa.bool_()),
+])
 PREVIEW_FIELDS = [("preview_before", pa.binary()), ("preview_after", pa.binary())]
 # what flows from the decode tasks to the actors: the report columns so far, and the decoded picture
 DECODED_SCHEMA = pa.schema(list(REPORT_SCHEMA) + [
@@ -187,7 +193,7 @@ class Manifest:
     listed: int  # inputs found under the prefix
 
 
-def plan(job: UpscaleJob, model: str) -> Manifest:
+def plan(job: UpscaleJob, model: str, scale: float | None = None) -> Manifest:
     """List inputs and finished-looking outputs, pick the subset (limit/sample), assign output keys."""
     source, target = _store(job.input), _store(job.output)
     exclude = (target.root,) if _inside(job.input, job.output) else ()
@@ -205,7 +211,7 @@ def plan(job: UpscaleJob, model: str) -> Manifest:
         out_path = f"{target.root}/{key}"
         rows.append({
             "input": source.uri(e.path), "output": target.uri(out_path), "output_key": out_path, "input_key": e.path,
-            "input_version": e.version, "input_bytes": e.size, "model": model, "run": job.run_id,
+            "input_version": e.version, "input_bytes": e.size, "model": model, "scale": scale, "run": job.run_id,
             "output_format": output_format(e.relative, job.format), "status": "exists" if out_path in existing else "",
         })
     # similar sizes next to each other, so actor batches hold images that share forward passes
@@ -217,27 +223,29 @@ def plan(job: UpscaleJob, model: str) -> Manifest:
     return Manifest(rows, listed)
 
 
-def _existing_outputs(target: Store) -> set[str]:
-    try:
-        existing = {e.path for e in target.list(extensions=None)}
-    except FileNotFoundError:
-        return set()
-    _remove_stale_temporaries(target)
-    return existing
-
-
 STALE_TEMPORARY_S = 6 * 3600  # a temporary upload this old belongs to a write that died (a killed run)
 
 
-def _remove_stale_temporaries(target: Store) -> None:
-    """Delete ``.name.<id>.tmp`` objects left by killed runs; recent ones may belong to a run in progress."""
+def _existing_outputs(target: Store) -> set[str]:
+    """Paths under the output prefix (one listing), deleting the ``.name.<id>.tmp`` uploads of killed runs.
+
+    Recent temporaries are kept: they may belong to a run in progress.
+    """
+    try:
+        entries = target.list(extensions=None, hidden=None)
+    except FileNotFoundError:
+        return set()
     cutoff_ns = (time.time() - STALE_TEMPORARY_S) * 1e9
-    for entry in target.list(extensions=(".tmp",), hidden=True):
-        if entry.mtime_ns and entry.mtime_ns < cutoff_ns:
+    existing = set()
+    for entry in entries:
+        if not entry.path.rsplit("/", 1)[-1].startswith("."):
+            existing.add(entry.path)
+        elif entry.path.endswith(".tmp") and 0 < entry.mtime_ns < cutoff_ns:
             try:
                 target.delete(entry.path)
             except OSError:
                 pass
+    return existing
 
 
 @lru_cache(maxsize=8)
@@ -279,16 +287,22 @@ def read_and_decode(batch: pa.Table, job: UpscaleJob) -> pa.Table:
 
 
 def output_is_finished(target: Store, row: dict) -> bool:
-    """Does the output carry this input's version, this model and scale (written by any earlier run)?"""
-    want = {"sourceVersion": row["input_version"], "model": row["model"]}
+    """Does the output carry this input's version, this model and scale (written by any earlier run)?
+
+    An output that cannot be read back counts as unfinished: it is made again.
+    """
+    want = {"sourceVersion": row["input_version"], "model": row["model"], "scale": f"{row['scale']:g}"}
     path, probe = row["output_key"], PROVENANCE_PROBE_BYTES
-    size = target.size(path)
-    found = read_provenance(target.read(path, 0, min(size, probe)))
-    if not found and size > probe:  # WebP and some TIFFs keep XMP at the end
-        found = read_provenance(target.read(path, max(0, size - probe), size))
-    if not found and size > 2 * probe:
-        found = read_provenance(target.read(path))
-    if all(found.get(k) == v for k, v in want.items()) and found.get("scale") == row["scale_wanted"]:
+    try:
+        size = target.size(path)
+        found = read_provenance(target.read(path, 0, min(size, probe)))
+        if not found and size > probe:  # WebP and some TIFFs keep XMP at the end
+            found = read_provenance(target.read(path, max(0, size - probe), size))
+        if not found and size > 2 * probe:
+            found = read_provenance(target.read(path))
+    except OSError:
+        return False
+    if all(found.get(k) == v for k, v in want.items()):
         row["output_bytes"] = size
         return True
     return False
@@ -354,13 +368,11 @@ class UpscaleWriter:
                 if pixels is None:
                     done.append(r)
                     continue
-                r.update(upscale_s=seconds, device=self.device)
+                r.update(upscale_s=seconds, device=self.device, node=_node())
                 futures.append((r, self.pool.submit(self._finish, r, picture, pixels)))
         for r, fut in futures:
             fut.result()  # _finish records its own errors in the row
             done.append(r)
-        for r in done:
-            r["node"] = r.get("node") or _node()
         return _table(done, OUTPUT_SCHEMA)
 
     def _upscale_one(self, row: dict, picture: Picture) -> np.ndarray | None:
@@ -371,27 +383,33 @@ class UpscaleWriter:
             return None
 
     def _finish(self, row: dict, source: Picture, pixels: np.ndarray) -> None:
-        """Encode, check, write one output; fills the row's output fields, or its error."""
-        scale = self.job.outscale or self.upscaler.scale
+        """Encode and write one output, then its quality figures; fills the row's output fields, or its error."""
+        stage = "encode"
         try:
             t0 = time.perf_counter()
             output = replace(source, pixels=pixels)
-            provenance = Provenance(row["model"], scale, row["input"], row["input_version"], row["run"])
+            provenance = Provenance(row["model"], row["scale"], row["input"], row["input_version"], row["run"])
             data = encode(output, row["output_format"], self.job.quality, provenance,
                           png_compression=self.job.png_compression)
             t1 = time.perf_counter()
+            stage = "write"
             self.target.write_atomic(row["output_key"], data)
-            t2 = time.perf_counter()
-            row.update(status="ok", encode_s=t1 - t0, write_s=t2 - t1, output_bytes=len(data),
-                       output_width=output.size[0], output_height=output.size[1], output_mode=output.mode,
-                       lr_psnr=lr_consistency(source.pixels, pixels, scale), check_s=time.perf_counter() - t2)
-            if row.get("preview"):
-                row["preview_before"], row["preview_after"] = preview_pair(source.pixels, pixels)
+            row.update(status="ok", encode_s=t1 - t0, write_s=time.perf_counter() - t1, output_bytes=len(data),
+                       output_width=output.size[0], output_height=output.size[1], output_mode=output.mode)
         except Exception as exc:
-            where = "write" if "t1" in locals() else "encode"
-            row.update(status="failed", error=f"{row['output']}: cannot {where} output ({type(exc).__name__}: {exc})")
+            row.update(status="failed", error=f"{row['output']}: cannot {stage} output ({type(exc).__name__}: {exc})")
             if not isinstance(exc, (OSError, ValueError)):
                 row["error"] += "\n" + traceback.format_exc(limit=3)
+            return
+        # the output is written: a failing quality figure leaves it empty, never fails the row
+        t2 = time.perf_counter()
+        try:
+            row["lr_psnr"] = lr_consistency(source.pixels, pixels, row["scale"])
+            if row.get("preview"):
+                row["preview_before"], row["preview_after"] = preview_pair(source.pixels, pixels)
+        except Exception:
+            pass
+        row["check_s"] = time.perf_counter() - t2
 
 
 def _picture(row: dict) -> Picture:
@@ -486,10 +504,8 @@ def run(job: UpscaleJob, progress: bool = True, connect=None) -> RunResult:
 
     start = time.time()
     model = load_model(job.model)  # fails fast, before any listing, on a bad name or file
-    scale = job.outscale or model.descriptor.scale
-    manifest = plan(job, model_id(job.model))
-    for r in manifest.rows:
-        r["scale"], r["scale_wanted"] = scale, f"{scale:g}"
+    name = model_id(job.model)
+    manifest = plan(job, name, job.outscale or model.descriptor.scale)
     if connect is not None:
         connect()
     gpus = job.num_gpus_per_actor
@@ -499,7 +515,7 @@ def run(job: UpscaleJob, progress: bool = True, connect=None) -> RunResult:
     min_actors = min(job.min_actors, max_actors)
     kind = f"{gpus:g}-GPU" if gpus else "CPU"
     print(f"[srcore] {manifest.listed} images under {job.input}; {len(manifest.rows)} in this run; "
-          f"{kind} actors: {min_actors}..{max_actors}; model {model_id(job.model)}", flush=True)
+          f"{kind} actors: {min_actors}..{max_actors}; model {name}", flush=True)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = progress
     rows: list[pa.Table] = []
@@ -530,14 +546,6 @@ def run(job: UpscaleJob, progress: bool = True, connect=None) -> RunResult:
     summary = summarize(table, job, manifest.listed, time.time() - start)
     write_report(table, summary, job.report_location)
     return RunResult(summary, table.drop_columns([n for n, _ in PREVIEW_FIELDS]), job.report_location)
-
-
-MANIFEST_SCHEMA = pa.schema([
-    ("input", pa.string()), ("output", pa.string()), ("input_key", pa.string()), ("output_key", pa.string()),
-    ("input_version", pa.string()),
-    ("input_bytes", pa.int64()), ("model", pa.string()), ("scale", pa.float32()), ("scale_wanted", pa.string()),
-    ("run", pa.string()), ("output_format", pa.string()), ("status", pa.string()), ("preview", pa.bool_()),
-])
 
 
 def _default_max_actors(gpus: float, job: UpscaleJob) -> int:

@@ -141,11 +141,11 @@ def test_an_output_is_finished_only_for_the_same_input_version_model_and_scale(t
     assert len(data) > 65536
     store = Store(str(tmp_path))
     store.write_atomic(f"{store.root}/out.{fmt}", data)
-    row = {"output_key": f"{store.root}/out.{fmt}", "input_version": "etag-1", "model": "m", "scale_wanted": "4"}
+    row = {"output_key": f"{store.root}/out.{fmt}", "input_version": "etag-1", "model": "m", "scale": 4.0}
     assert output_is_finished(store, dict(row))
     assert not output_is_finished(store, row | {"input_version": "etag-2"})  # the input was replaced
     assert not output_is_finished(store, row | {"model": "other"})
-    assert not output_is_finished(store, row | {"scale_wanted": "2"})
+    assert not output_is_finished(store, row | {"scale": 2.0})
 
 
 def test_planning_removes_temporaries_left_by_killed_runs_but_not_recent_ones(tmp_path):
