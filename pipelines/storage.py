@@ -1,7 +1,10 @@
-"""Object storage and local folders through one interface (pyarrow.fs): list, read, write atomically.
+"""Object storage and local folders: list, read, write atomically.
 
-s3:// URIs take credentials from the standard AWS variables and the endpoint from ``AWS_ENDPOINT_URL``
-(MinIO, moto, other S3-protocol servers); gs:// and local paths work as pyarrow supports them.
+Two views of one location. :class:`Store` (fsspec: s3fs, gcsfs, local) lists with ETags and reads and writes
+keys exactly as stored; the bucket job uses it. :func:`filesystem` gives the pyarrow filesystem that
+pyarrow and Ray need (Parquet datasets, Ray Train storage); dataset preparation and training still read
+and write through it. s3:// takes credentials from the standard AWS variables and the endpoint from
+``AWS_ENDPOINT_URL`` (MinIO, moto, other S3-protocol servers) in both.
 """
 
 from __future__ import annotations
