@@ -12,10 +12,8 @@ import posixpath
 import unicodedata
 from collections import defaultdict
 
-from srcore.imageio import EXTENSIONS, FORMATS
+from srcore.imageio import EXTENSIONS, FORMATS, IMAGE_SUFFIXES
 
-# formats srcore writes; other inputs (bmp, gif) become PNG when the output format follows the input
-_KEEP = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF"}
 _MAX_SEGMENT_BYTES = 255  # the usual file-name limit of local filesystems
 
 
@@ -49,7 +47,7 @@ def output_format(relative: str, fmt: str | None) -> str:
         if fmt.lower() not in FORMATS:
             raise ValueError(f"--format must be one of {sorted(FORMATS)}, got {fmt!r}")
         return FORMATS[fmt.lower()]
-    return _KEEP.get(posixpath.splitext(relative)[1].lower(), "PNG")
+    return FORMATS.get(posixpath.splitext(relative)[1][1:].lower(), "PNG")  # bmp, gif: PNG
 
 
 def plan_outputs(relatives: list[str], fmt: str | None) -> dict[str, str]:
@@ -63,7 +61,7 @@ def plan_outputs(relatives: list[str], fmt: str | None) -> dict[str, str]:
     for rel in relatives:
         stem = safe_relative(rel)
         base, ext = posixpath.splitext(stem)
-        if ext.lower() in _KEEP or ext.lower() in (".bmp", ".gif"):
+        if ext.lower() in IMAGE_SUFFIXES:
             stem = base
         wanted[rel] = (stem, EXTENSIONS[output_format(rel, fmt)])
     groups: dict[str, list[str]] = defaultdict(list)
