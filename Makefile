@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 SRCORE_SHARED ?= ../shared
 export SRCORE_SHARED
 
-.PHONY: venv test demo lint
+.PHONY: venv test demo lint device-kit
 
 venv:
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,3 +28,9 @@ demo: venv
 
 lint: venv
 	$(BIN)/ruff check .
+
+# The GPU-host kit (.device-kit/, under 60 MiB): a slimmed Ray for CPython 3.12, the wheels the GPU host lacks,
+# the official weights for the correctness checks. Run bench/gpu.sh with it on the GPU host (docs/gpu.md).
+device-kit: venv
+	$(BIN)/python scripts/device_kit.py --out .device-kit
+	@du -sh .device-kit

@@ -1,16 +1,24 @@
-"""Throughput and peak memory: srcore's Upscaler against a plain reference loop (Real-ESRGAN's path).
+"""Engine throughput: srcore's Upscaler against the plain loop Real-ESRGAN runs, same models, same images.
 
-The reference runs each image whole, fp32, one at a time; the Upscaler tiles, batches and (on CUDA)
-runs in bf16/fp16. Both run the same model on the same images. Prints output megapixels per second,
-peak host RSS growth and, on CUDA, peak device memory, and their ratio.
+The plain loop is Real-ESRGAN's default path: each image whole, one at a time, ``model(x)``, in fp16 on a GPU
+(its default there) and fp32 on CPU, clamped and rounded to 8 bits on the host. The Upscaler runs with its
+defaults (tiles, batches) at each precision asked for. Prints, per model, input size and path: output MP/s,
+the speed-up over the plain loop, TFLOP/s and the fraction of the bf16 roofline (FLOPs per input pixel are
+counted on the model itself with ``torch.utils.flop_counter``), and peak device memory (CUDA) or peak RSS
+growth (CPU, ``--isolate``: each configuration in a fresh process, as a high-water mark must be).
 
-    python bench/inference.py --model ../shared/weights/realesr-animevideov3.pth --images 8 --size 128
-    python bench/inference.py --model ../shared/weights/RealESRGAN_x4plus.pth --device cuda --tiles 256,512,1024
+    python bench/inference.py --models ../shared/weights/realesr-animevideov3.pth --sizes 128 --images 8
+    python bench/inference.py --device cuda --models fresh:realesrgan-x4plus,srcore-compact-x4 \\
+        --sizes 256,512,1024 --precisions bf16,fp16,fp32 --json-out engine.json
+
+A model is a weights file, a registered name whose weights are installed or bundled, or ``fresh:NAME`` for
+a registered architecture with fresh weights (speed does not depend on the weights).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import resource
 import subprocess
@@ -22,6 +30,8 @@ import torch
 
 import srcore
 from srcore.inference import Upscaler
+
+DATASHEET_BF16_TFLOPS = {"H100": 790.0, "H200": 790.0}  # dense, measured here by an 8192^3 matmul: 769-798
 
 
 def synthetic_images(n: int, size: int, seed: int = 0) -> list[np.ndarray]:
@@ -36,6 +46,42 @@ def synthetic_images(n: int, size: int, seed: int = 0) -> list[np.ndarray]:
     return out
 
 
+def resolve_model(spec: str) -> torch.nn.Module:
+    """A weights file or installed/bundled name (``load_model``), or ``fresh:NAME`` (``create_model``)."""
+    if spec.startswith("fresh:"):
+        return srcore.create_model(spec.removeprefix("fresh:"))
+    return srcore.load_model(spec)
+
+
+def flop_per_input_pixel(model: torch.nn.Module, side: int = 64) -> float:
+    """Forward FLOPs (multiply-add = 2) per input pixel, counted on a ``side`` x ``side`` input on the CPU."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    probe = copy.deepcopy(model).float().eval().cpu()
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        probe(torch.rand(1, model.descriptor.in_channels, side, side))
+    return counter.get_total_flops() / side**2
+
+
+def measure_bf16_peak_tflops(device: torch.device) -> float | None:
+    """This GPU's dense bf16 matrix rate: an 8192^3 product on random data, median of 10 after warm-up."""
+    if device.type != "cuda":
+        return None
+    a, b = (torch.randn(8192, 8192, device=device, dtype=torch.bfloat16) for _ in range(2))
+    for _ in range(3):
+        a @ b
+    times = []
+    for _ in range(10):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        a @ b
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end) / 1e3)
+    return 2 * 8192**3 / float(np.median(times)) / 1e12
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -45,79 +91,139 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def reference_loop(model: torch.nn.Module, images: list[np.ndarray], device: torch.device) -> None:
-    model = model.to(device).float().eval()
-    for img in images:
-        x = torch.from_numpy(img).permute(2, 0, 1)[None].float().div(255).to(device)
-        with torch.no_grad():
-            y = model(x).clamp(0, 1)
-        (y[0].permute(1, 2, 0) * 255).round().byte().cpu().numpy()
+def plain_loop(model: torch.nn.Module, device: torch.device, dtype: torch.dtype):
+    """Real-ESRGAN's path (``RealESRGANer.enhance`` without tiles): whole image, one at a time."""
+    model = copy.deepcopy(model).to(device, dtype).eval()
+
+    def run(images: list[np.ndarray]) -> None:
+        for img in images:
+            x = torch.from_numpy(np.transpose(img, (2, 0, 1))).float().div(255).unsqueeze(0).to(device, dtype)
+            with torch.no_grad():
+                y = model(x)
+            y = y.squeeze(0).float().cpu().clamp_(0, 1).numpy()
+            (np.transpose(y, (1, 2, 0)) * 255.0).round().astype(np.uint8)
+
+    return run
 
 
-def run_config(config: dict) -> dict:
-    """One measurement, in this (fresh) process: peak RSS is a per-process high-water mark."""
+def run_config(config: dict, model: torch.nn.Module | None = None) -> dict:
+    """One measurement: warm-up on one image, then whole passes over the images for at least ``min_seconds``."""
     device = torch.device(config["device"])
-    model = srcore.load_model(config["model"])
-    scale = model.descriptor.scale
+    model = model if model is not None else resolve_model(config["model"])
     images = synthetic_images(config["images"], config["size"])
-    if config["kind"] == "reference":
-        def fn(ims):
-            reference_loop(model, ims, device)
+    if config["kind"] == "plain":
+        fn = plain_loop(model, device, torch.float16 if config["precision"] == "fp16" else torch.float32)
     else:
-        up = Upscaler(model, device=device, precision=config["precision"], tile=config["tile"],
-                      batch_size=config["batch_size"])
-        fn = up.upscale_arrays
-    small = synthetic_images(1, 64)
-    fn(small)  # warm-up (cudnn autotune, allocator) on a small image, so the peak below is the real one
+        tile = None if config["tile"] == "none" else config["tile"] if config["tile"] == "auto" else int(config["tile"])
+        fn = Upscaler(model, device=device, precision=config["precision"], tile=tile,
+                      batch_size=config["batch_size"]).upscale_arrays
+    fn(images[:1])  # warm-up: cuDNN algorithm choice, allocator, lazy module loading
     sync(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     rss_before = peak_rss_mb()
-    start = time.perf_counter()
-    for _ in range(config["repeats"]):
+    passes, start = 0, time.perf_counter()
+    while passes == 0 or time.perf_counter() - start < config["min_seconds"]:
         fn(images)
-    sync(device)
-    seconds = (time.perf_counter() - start) / config["repeats"]
-    out_mp = sum(im.shape[0] * im.shape[1] for im in images) * scale**2 / 1e6
-    result = {"name": config["name"], "seconds": round(seconds, 3), "output_MP_per_s": round(out_mp / seconds, 3),
-              "peak_rss_MB": round(peak_rss_mb(), 1), "rss_growth_MB": round(peak_rss_mb() - rss_before, 1)}
+        sync(device)
+        passes += 1
+    seconds = (time.perf_counter() - start) / passes
+    scale = model.descriptor.scale
+    in_px = sum(im.shape[0] * im.shape[1] for im in images)
+    row = {"model": config["model"], "size": config["size"], "images": len(images), "path": config["name"],
+           "kind": config["kind"], "precision": config["precision"], "seconds_per_pass": round(seconds, 4),
+           "output_MP_per_s": round(in_px * scale**2 / 1e6 / seconds, 3), "passes": passes}
+    if config.get("flop_per_px"):
+        row["tflops"] = round(config["flop_per_px"] * in_px / seconds / 1e12, 3)
+        if config.get("peak_tflops"):
+            row["roofline_fraction"] = round(row["tflops"] / config["peak_tflops"], 4)
     if device.type == "cuda":
-        result["peak_device_MB"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
-    return result
+        row["peak_device_MB"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    else:
+        row["peak_rss_MB"], row["rss_growth_MB"] = round(peak_rss_mb(), 1), round(peak_rss_mb() - rss_before, 1)
+    return row
+
+
+def plan(args) -> list[dict]:
+    """Every configuration: per model and size, the plain loop first, then the Upscaler per precision."""
+    cuda = args.device.startswith("cuda")
+    precisions = (args.precisions or ("bf16,fp16,fp32" if cuda else "fp32")).split(",")
+    sizes = [int(s) for s in args.sizes.split(",")]
+    configs = []
+    for model in args.models.split(","):
+        for size in sizes:
+            images = max(1, round(args.images * (sizes[0] / size) ** 2))  # about the same pixels per size
+            common = dict(model=model, device=args.device, size=size, images=images, min_seconds=args.min_seconds)
+            plain_precision = "fp16" if cuda else "fp32"
+            configs.append(dict(common, kind="plain", precision=plain_precision,
+                                name=f"plain loop ({plain_precision}, whole image, one at a time)"))
+            for precision in precisions:
+                for tile in args.tiles.split(","):
+                    configs.append(dict(common, kind="upscaler", precision=precision, tile=tile,
+                                        batch_size=args.batch_size,
+                                        name=f"srcore Upscaler ({precision}, tile {tile}, batch {args.batch_size})"))
+    return configs
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="weights file or registered name")
+    p.add_argument("--models", "--model", dest="models", default="srcore-compact-x4",
+                   help="comma-separated weights files, installed names or fresh:NAME")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--images", type=int, default=8)
-    p.add_argument("--size", type=int, default=128, help="square input size")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--tiles", default="512", help="comma-separated tile sizes for the Upscaler")
-    p.add_argument("--precisions", default=None, help="default: fp32 on CPU; fp32,bf16,fp16 on CUDA")
-    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--sizes", "--size", dest="sizes", default="128", help="comma-separated square input sizes")
+    p.add_argument("--images", type=int, default=8, help="images at the first size (fewer at larger sizes)")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--tiles", default="auto", help="comma-separated Upscaler tile sizes (or auto, none)")
+    p.add_argument("--precisions", default=None, help="default: fp32 on CPU; bf16,fp16,fp32 on CUDA")
+    p.add_argument("--min-seconds", type=float, default=1.0, help="time each configuration at least this long")
+    p.add_argument("--peak-tflops", type=float, default=None,
+                   help="bf16 roofline for the fraction column (default on CUDA: measured by a matmul)")
+    p.add_argument("--isolate", action=argparse.BooleanOptionalAction, default=None,
+                   help="each configuration in a fresh process, for peak RSS (default: on CPU only)")
+    p.add_argument("--json-out", help="write every row and the context to this JSON file")
+    p.add_argument("--dry-run", action="store_true", help="check the arguments and models, print the plan, exit")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         print(json.dumps(run_config(json.loads(args.child))))
         return
 
-    common = dict(model=args.model, device=args.device, images=args.images, size=args.size, repeats=args.repeats)
-    configs = [dict(common, kind="reference", name="reference (whole image, fp32, one at a time)")]
-    precisions = (args.precisions or ("fp32,bf16,fp16" if args.device.startswith("cuda") else "fp32")).split(",")
-    for precision in precisions:
-        for tile in (int(t) for t in args.tiles.split(",")):
-            configs.append(dict(common, kind="upscaler", precision=precision, tile=tile, batch_size=args.batch_size,
-                                name=f"srcore Upscaler ({precision}, tile {tile}, batch {args.batch_size})"))
-    print(f"model {args.model}, {args.images} images of {args.size}x{args.size}, device {args.device}")
-    base = None
+    configs = plan(args)
+    device = torch.device(args.device)
+    models = {spec: resolve_model(spec) for spec in args.models.split(",")}  # fails early on a bad name
+    flops = {spec: flop_per_input_pixel(m) for spec, m in models.items()}
+    if args.dry_run:
+        for c in configs:
+            print(f"would run: {c['model']} {c['size']}px x{c['images']}: {c['name']}")
+        print(json.dumps({"dry_run": True, "configs": len(configs),
+                          "mflop_per_input_px": {k: round(v / 1e6, 2) for k, v in flops.items()}}))
+        return
+    peak = args.peak_tflops or measure_bf16_peak_tflops(device)
+    isolate = args.isolate if args.isolate is not None else device.type == "cpu"
+    context = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+               "torch": torch.__version__, "cuda": torch.version.cuda, "bf16_peak_tflops": peak and round(peak, 1),
+               "mflop_per_input_px": {k: round(v / 1e6, 3) for k, v in flops.items()}}
+    print(json.dumps(context), flush=True)
+    rows, plain = [], {}
     for config in configs:
-        out = subprocess.run([sys.executable, __file__, "--model", args.model, "--child", json.dumps(config)],
-                             capture_output=True, text=True, check=True)
-        row = json.loads(out.stdout.strip().splitlines()[-1])
-        base = base or row["output_MP_per_s"]
-        row["speedup_vs_reference"] = round(row["output_MP_per_s"] / base, 2)
+        config = dict(config, flop_per_px=flops[config["model"]], peak_tflops=peak)
+        if isolate:
+            out = subprocess.run([sys.executable, __file__, "--child", json.dumps(config)],
+                                 capture_output=True, text=True, check=True)
+            row = json.loads(out.stdout.strip().splitlines()[-1])
+        else:
+            row = run_config(config, models[config["model"]])
+        key = (row["model"], row["size"])
+        if row["kind"] == "plain":
+            plain[key] = row["output_MP_per_s"]
+        row["speedup_vs_plain"] = round(row["output_MP_per_s"] / plain[key], 2)
+        rows.append(row)
         print(json.dumps(row), flush=True)
+        if args.json_out:  # after every row: a run cut short keeps what it measured
+            with open(args.json_out, "w") as f:
+                json.dump({"context": context, "rows": rows}, f, indent=1)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
 
 
 if __name__ == "__main__":

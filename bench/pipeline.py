@@ -7,12 +7,17 @@ same device with the same threads as one actor. Their ratio is what the pipeline
 
     python bench/pipeline.py                                   # 48 synthetic 128x128 PNGs on a loopback S3 server
     python bench/pipeline.py --images-from ../shared/datasets/B100 --store local
-    python bench/pipeline.py --images 512 --size 256 --max-actors 1   # on a GPU machine: GPU actors
+    python bench/pipeline.py --images 512 --size 256 --store local --json-out pipeline.json   # GPU actors
+
+It names the bottleneck: each stage's summed seconds over the wall time and the workers that can run it at
+once (decode tasks on the CPUs the actors leave free, upscaling on the actors, encode-write-check on their
+threads) is its utilisation; the busiest stage limits the run.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import os
@@ -57,11 +62,23 @@ def model_only(job, files: dict[str, bytes], device: str) -> float:
     if device == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
-    for pixels in pictures:
-        upscaler.upscale_pixels(pixels)
+    for i in range(0, len(pictures), job.images_per_batch):  # as an actor gets them: equal sizes share passes
+        upscaler.upscale_many(pictures[i : i + job.images_per_batch])
     if device == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - start
+
+
+def name_bottleneck(stage_seconds: dict[str, float], wall: float, slots: dict[str, float]) -> dict:
+    """Utilisation per stage group: summed seconds / (wall seconds x workers able to run it at once)."""
+    groups = {"read+decode (CPU tasks)": ("read", "decode"), "upscale (actors)": ("upscale",),
+              "encode+write+check (actor threads)": ("encode", "write", "check")}
+    use = {name: round(sum(stage_seconds.get(s, 0) for s in stages) / (wall * slots[name]), 3)
+           for name, stages in groups.items()}
+    busiest = max(use, key=use.get)
+    if use[busiest] < 0.5:  # small runs: Ray's start, planning and the report outweigh every stage
+        busiest = f"fixed costs (start-up, listing, report): no stage busy half the run, {busiest} most"
+    return {"utilisation": use, "slots": slots, "bottleneck": busiest}
 
 
 def main() -> None:
@@ -74,18 +91,32 @@ def main() -> None:
     p.add_argument("--max-actors", type=int)
     p.add_argument("--images-per-batch", type=int, default=8)
     p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--json-out", help="also write the figures to this JSON file")
+    p.add_argument("--dry-run", action="store_true", help="check the arguments and the model, exit")
     args = p.parse_args()
+    if args.dry_run:
+        from pipelines.upscale import UpscaleJob
+        from srcore.weights import load_model
+
+        UpscaleJob(input="in", output="out", model=args.model, max_actors=args.max_actors,
+                   images_per_batch=args.images_per_batch, batch_size=args.batch_size)
+        load_model(args.model)
+        print(json.dumps({"dry_run": True, "store": args.store, "model": args.model, "images": args.images}))
+        return
 
     import ray
     import torch
 
-    from pipelines.local_s3 import local_s3_server, upload_folder
     from pipelines.upscale import UpscaleJob, run
+
+    if args.store == "s3":
+        from pipelines.local_s3 import local_s3_server, upload_folder
 
     files = image_files(args)
     in_mp = sum(np.prod(Image.open(io.BytesIO(d)).size) for d in files.values()) / 1e6
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    with tempfile.TemporaryDirectory() as tmp, local_s3_server():
+    server = local_s3_server() if args.store == "s3" else contextlib.nullcontext()  # local needs no moto
+    with tempfile.TemporaryDirectory() as tmp, server:
         folder = Path(tmp, "in")
         folder.mkdir()
         for name, data in files.items():
@@ -97,6 +128,7 @@ def main() -> None:
             source, target = str(folder), str(Path(tmp, "out"))
         ray.init(address="local", num_cpus=max(2, os.cpu_count() or 1), include_dashboard=False,
                  log_to_driver=False)
+        cpus = ray.cluster_resources().get("CPU", 1)
         job = UpscaleJob(input=source, output=target, model=args.model, max_actors=args.max_actors,
                          images_per_batch=args.images_per_batch, batch_size=args.batch_size, previews=0)
         start = time.perf_counter()
@@ -106,6 +138,13 @@ def main() -> None:
     assert result.summary["ok"] == len(files), result.summary
     alone = model_only(job, files, device)
     out_mp = result.summary["output_megapixels"]
+    stages = {stage: round(sum(v or 0 for v in result.rows.column(f"{stage}_s").to_pylist()), 2)
+              for stage in ("read", "decode", "upscale", "encode", "write", "check")}
+    cpu_actors = max(1, int(cpus / 2 / job.cpus_per_actor))  # the job's default pool sizes
+    actors = args.max_actors or (torch.cuda.device_count() if device == "cuda" else cpu_actors)
+    slots = {"read+decode (CPU tasks)": max(1.0, cpus - actors * job.cpus_per_actor),
+             "upscale (actors)": float(actors),
+             "encode+write+check (actor threads)": float(min(actors * job.io_threads, cpus))}
     figures = {
         "device": torch.cuda.get_device_name() if device == "cuda" else f"cpu ({os.cpu_count()} cores)",
         "store": args.store, "images": len(files), "input_megapixels": round(in_mp, 3),
@@ -118,10 +157,12 @@ def main() -> None:
         "model_only_output_mp_per_s": round(out_mp / alone, 3),
         "efficiency": round(alone / end_to_end, 3),
         # summed over images (stages overlap: encode and write run on threads beside the next upscale)
-        "stage_seconds": {stage: round(sum(v or 0 for v in result.rows.column(f"{stage}_s").to_pylist()), 2)
-                          for stage in ("read", "decode", "upscale", "encode", "write", "check")},
+        "stage_seconds": stages,
+        **name_bottleneck(stages, end_to_end, slots),
     }
     print(json.dumps(figures, indent=2))
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(figures, indent=1))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,270 @@
+"""The GPU suite's steps and its summary: correctness, engine, pipeline and training benches, in one run.
+
+Run it through ``bench/gpu.sh`` (which unpacks the kit first); it writes into ``--out``:
+``<step>.json`` and ``<step>.log`` per step, ``env.json``, ``summary.json``, and ``summary.md``, which is also
+written as ``YYYY-MM-DD-<gpu>.md``, the name it is committed under in ``bench/results/``. The summary is
+rewritten after every step, so a run cut short still leaves what it measured.
+
+Modes: ``gpu`` (the real run, about 8 minutes on an H100), ``cpu-dry-run`` (every step's exact command with
+``--dry-run``: the entry points exist and accept their flags; seconds), ``cpu-smoke`` (every step for real on
+the CPU at toy sizes: the whole chain, summary included, works; about two minutes on two cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "bench"
+BF16_DATASHEET_TFLOPS = 790.0  # H100/H200 dense bf16; the suite also measures it (env.json)
+X4PLUS = "fresh:realesrgan-x4plus"
+
+
+@dataclass
+class Step:
+    name: str
+    script: str
+    args: list[str]
+    timeout_s: int
+    what: str
+
+
+def steps(mode: str, weights: Path, fixtures: Path) -> list[Step]:
+    """The suite's steps with their exact arguments for ``mode``."""
+    anime = weights / "realesr-animevideov3.pth"
+    anime_spec = str(anime) if anime.exists() else "fresh:realesr-animevideov3"
+    if mode == "cpu-smoke":
+        return [
+            Step("correctness", "gpu_correctness.py", ["--device", "cpu", "--precisions", "bf16",
+                 "--weights-dir", str(weights), "--fixtures-dir", str(fixtures)], 300, "bf16 vs fp32 on CPU"),
+            Step("engine", "inference.py", ["--device", "cpu", "--models", f"srcore-compact-x4,{anime_spec}",
+                 "--sizes", "32,64", "--images", "2", "--min-seconds", "0.05", "--no-isolate"], 300, "toy sizes"),
+            Step("pipeline", "pipeline.py", ["--store", "local", "--images", "8", "--size", "32"], 300, "8 images"),
+            Step("train", "train.py", ["--workers", "1", "--generators", "srcore-compact-x4", "--stages", "psnr",
+                 "--patch", "32", "--batch", "2", "--iterations", "6"], 300, "6 iterations"),
+        ]
+    return [
+        Step("correctness", "gpu_correctness.py", ["--device", "cuda", "--precisions", "bf16,fp16,fp32",
+             "--weights-dir", str(weights), "--fixtures-dir", str(fixtures)], 120,
+             "official weights, CUDA bf16/fp16/fp32 vs CPU fp32"),
+        Step("engine", "inference.py", ["--device", "cuda", "--models",
+             f"{X4PLUS},{anime_spec},srcore-compact-x4,fresh:swinir-s-x4", "--sizes", "256,512,1024",
+             "--precisions", "bf16,fp16,fp32", "--images", "16", "--min-seconds", "1.0"], 240,
+             "Upscaler vs plain fp16 loop, 4 models x 3 sizes x 3 precisions"),
+        Step("pipeline", "pipeline.py", ["--store", "local", "--images", "512", "--size", "256"], 150,
+             "bucket job on local folders, GPU actor pool"),
+        Step("train", "train.py", ["--gpu", "--workers", "1", "--generators", "realesrgan-x4plus,srcore-compact-x4",
+             "--stages", "psnr,gan", "--patch", "256", "--batch", "8", "--iterations", "40"], 200,
+             "Ray Train, 1 GPU worker, bf16 autocast"),
+    ]
+
+
+def environment(kit: Path) -> dict:
+    """Machine, versions and the kit's manifest, for the summary."""
+    env = {"date": dt.date.today().isoformat(), "python": platform.python_version(), "cpus": os.cpu_count(),
+           "commit": os.environ.get("SRCORE_COMMIT") or _git("rev-parse", "--short", "HEAD") or "unknown"}
+    for module in ("torch", "torchvision", "numpy", "pyarrow", "ray", "PIL", "cv2"):
+        try:
+            env[module] = __import__(module).__version__
+        except Exception as exc:  # the summary says what is missing instead of failing the suite
+            env[module] = f"missing ({type(exc).__name__})"
+    import torch
+
+    env["cuda_available"] = torch.cuda.is_available()
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        env.update(gpu=props.name, gpu_memory_GiB=round(props.total_memory / 2**30, 1),
+                   sms=props.multi_processor_count, cuda=torch.version.cuda,
+                   cudnn=torch.backends.cudnn.version())
+    smi = shutil.which("nvidia-smi")
+    if smi:
+        out = subprocess.run([smi, "--query-gpu=name,driver_version,memory.total,clocks.max.sm,power.limit",
+                              "--format=csv,noheader"], capture_output=True, text=True)
+        env["nvidia_smi"] = out.stdout.strip() or out.stderr.strip()
+    manifest = kit / "MANIFEST.json"
+    if manifest.exists():
+        env["kit"] = {k: v for k, v in json.loads(manifest.read_text()).items() if k != "files"}
+    return env
+
+
+def _git(*args: str) -> str | None:
+    try:
+        return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except Exception:
+        return None
+
+
+def run_step(step: Step, mode: str, out: Path) -> dict:
+    """Run one bench in its own process (a hang or crash ends only this step), its JSON into ``out``."""
+    argv = [sys.executable, str(BENCH / step.script), *step.args]
+    argv += ["--dry-run"] if mode == "cpu-dry-run" else ["--json-out", str(out / f"{step.name}.json")]
+    print(f"\n== {step.name}: {step.what}\n$ {' '.join(argv[1:])}", flush=True)
+    start = time.perf_counter()
+    with open(out / f"{step.name}.log", "w") as log:
+        try:
+            proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                  timeout=step.timeout_s, cwd=ROOT)
+            output, status = proc.stdout, "ok" if proc.returncode == 0 else f"failed (exit {proc.returncode})"
+        except subprocess.TimeoutExpired as exc:
+            output = exc.stdout.decode() if isinstance(exc.stdout, bytes) else exc.stdout or ""
+            status = f"timed out after {step.timeout_s} s"
+        log.write(output)
+    seconds = round(time.perf_counter() - start, 1)
+    tail = "\n".join(output.strip().splitlines()[-(3 if status == "ok" else 25):])
+    print(f"{tail}\n-- {step.name}: {status} in {seconds} s", flush=True)
+    return {"step": step.name, "status": status, "seconds": seconds, "command": " ".join(argv[1:]),
+            "tail": "" if status == "ok" else tail}
+
+
+def _load(out: Path, name: str):
+    path = out / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def gpu_slug(env: dict) -> str:
+    name = env.get("gpu") or ("cpu" if not env.get("cuda_available") else "gpu")
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def render(env: dict, results: list[dict], out: Path, mode: str, command: str) -> str:
+    """The markdown summary: machine, each step's figures, and the steps' statuses."""
+    lines = [f"# srcore GPU suite: {env['date']}, {env.get('gpu', 'no GPU')} ({mode})", "",
+             f"Command: `{command}` at commit `{env['commit']}`.", "", "## Machine", "",
+             "| | |", "|---|---|"]
+    for key in ("gpu", "gpu_memory_GiB", "sms", "nvidia_smi", "cpus", "python", "torch", "cuda", "cudnn",
+                "torchvision", "numpy", "pyarrow", "ray", "PIL", "cv2"):
+        if key in env:
+            lines.append(f"| {key} | {env[key]} |")
+    lines += _correctness(_load(out, "correctness")) + _engine(_load(out, "engine"))
+    lines += _pipeline(_load(out, "pipeline")) + _train(_load(out, "train"))
+    lines += ["", "## Steps", "", "| step | status | seconds |", "|---|---|---|"]
+    lines += [f"| {r['step']} | {r['status']} | {r['seconds']} |" for r in results]
+    for r in results:
+        if r["tail"]:
+            lines += ["", f"`{r['step']}` ended with:", "", "```", r["tail"], "```"]
+    return "\n".join(lines) + "\n"
+
+
+def _correctness(rows) -> list[str]:
+    if not rows:
+        return []
+    lines = ["", "## Correctness (8-bit levels; official weights)", "",
+             "| weights | check | image | max | mean | share > 1 level |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        if "max_abs" in r:
+            lines.append(f"| {r['weights']} | {r['check']} | fixture | max abs {r['max_abs']:.2e} | | |")
+        else:
+            lines.append(f"| {r['weights']} | {r['check']} | {r['image']} | {r['max_levels']} | "
+                         f"{r['mean_levels']} | {r['share_over_1_level']:.4%} |")
+    return lines
+
+
+def _engine(data) -> list[str]:
+    if not data:
+        return []
+    ctx, rows = data["context"], data["rows"]
+    peak = ctx.get("bf16_peak_tflops")
+    lines = ["", "## Engine (`bench/inference.py`)", "",
+             f"Output megapixels per second; the plain loop is Real-ESRGAN's (whole image, one at a time, "
+             f"{'fp16' if ctx['device'] != 'cpu' else 'fp32'})."
+             + (f" Roofline: bf16 dense, measured {peak} TFLOP/s by an 8192^3 matmul (datasheet "
+                f"{BF16_DATASHEET_TFLOPS:g})." if peak else "") + " Forward MFLOP per input pixel: "
+             + ", ".join(f"{k} {v}" for k, v in ctx["mflop_per_input_px"].items()) + ".", ""]
+    best = _headline(rows, X4PLUS)
+    if best:
+        lines += [f"**x4plus headline:** best srcore {best['output_MP_per_s']} output MP/s ({best['path']}, "
+                  f"{best['size']} px) = {best['speedup_vs_plain']}x the plain fp16 loop, "
+                  f"{best.get('roofline_fraction', 0):.1%} of the bf16 roofline.", ""]
+    lines += ["| model | size | path | output MP/s | vs plain | TFLOP/s | roofline | peak memory MB |",
+              "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        memory = r.get("peak_device_MB", r.get("peak_rss_MB", ""))
+        roof = f"{r['roofline_fraction']:.1%}" if "roofline_fraction" in r else ""
+        lines.append(f"| {Path(r['model']).name} | {r['size']} | {r['path']} | {r['output_MP_per_s']} | "
+                     f"{r['speedup_vs_plain']}x | {r.get('tflops', '')} | {roof} | {memory} |")
+    return lines
+
+
+def _headline(rows: list[dict], model: str) -> dict | None:
+    mine = [r for r in rows if r["model"] == model and r["kind"] == "upscaler"]
+    return max(mine, key=lambda r: r["output_MP_per_s"]) if mine else None
+
+
+def _pipeline(f) -> list[str]:
+    if not f:
+        return []
+    lines = ["", "## Pipeline (`bench/pipeline.py`, local folders)", "",
+             f"{f['images']} images, {f['input_megapixels']} input MP -> {f['output_megapixels']} output MP on "
+             f"{f['actors']}: pipeline {f['pipeline_images_per_s']} images/s ({f['pipeline_output_mp_per_s']} "
+             f"output MP/s), engine alone {f['model_only_images_per_s']} images/s: **efficiency "
+             f"{f['efficiency']:.0%}**. Bottleneck: **{f['bottleneck']}**.", "",
+             "| stage | summed seconds |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in f["stage_seconds"].items()]
+    lines += ["", "| stage group | workers | utilisation |", "|---|---|---|"]
+    lines += [f"| {k} | {f['slots'][k]:g} | {v:.0%} |" for k, v in f["utilisation"].items()]
+    return lines
+
+
+def _train(rows) -> list[str]:
+    if not rows:
+        return []
+    lines = ["", "## Training (`bench/train.py`, Ray Train)", "",
+             "| generator | stage | workers | patch | batch/worker | bf16 | it/s | samples/s |",
+             "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['generator']} | {r['stage']} | {r['workers']} | {r['patch']} | {r['batch_per_worker']} | "
+              f"{'yes' if r['bf16_autocast'] else 'no'} | {r['it_per_s']} | {r['samples_per_s']} |" for r in rows]
+    return lines
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--mode", choices=["gpu", "cpu-dry-run", "cpu-smoke"], default="gpu")
+    p.add_argument("--kit", type=Path, default=ROOT / ".device-kit")
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
+    p.add_argument("--only", default=None, help="comma-separated steps to run (default: all)")
+    p.add_argument("--command", default="bash bench/gpu.sh", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    shared = Path(os.environ.get("SRCORE_SHARED", ROOT.parent / "shared"))
+    weights = args.kit / "weights" if (args.kit / "weights").is_dir() else shared / "weights"
+    fixtures = args.kit / "fixtures" if (args.kit / "fixtures").is_dir() else shared / "fixtures"
+    args.out.mkdir(parents=True, exist_ok=True)
+    env = environment(args.kit)
+    if args.mode == "gpu" and not env["cuda_available"]:
+        raise SystemExit("no CUDA device: run with --cpu-dry-run or --cpu-smoke on a machine without a GPU")
+    (args.out / "env.json").write_text(json.dumps(env, indent=1))
+    print(json.dumps(env, indent=1), flush=True)
+    chosen = steps(args.mode, weights, fixtures)
+    if args.only:
+        unknown = set(args.only.split(",")) - {s.name for s in chosen}
+        if unknown:
+            raise SystemExit(f"--only: unknown steps {sorted(unknown)}; steps: {[s.name for s in chosen]}")
+        chosen = [s for s in chosen if s.name in args.only.split(",")]
+    results = []
+    name = f"{env['date']}-{gpu_slug(env)}.md"
+    for step in chosen:
+        results.append(run_step(step, args.mode, args.out))
+        summary = render(env, results, args.out, args.mode, args.command)
+        (args.out / "summary.md").write_text(summary)
+        (args.out / name).write_text(summary)
+        (args.out / "summary.json").write_text(json.dumps({"env": env, "steps": results}, indent=1))
+    failed = [r["step"] for r in results if r["status"] != "ok"]
+    print(f"\n{len(results) - len(failed)} of {len(results)} steps ok"
+          + (f"; failed: {', '.join(failed)}" if failed else "") + f". Summary: {args.out / 'summary.md'} "
+          f"(commit it as bench/results/{name})", flush=True)
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
