@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU suite, one command on a GPU host with the kit (`make device-kit`) beside the repository:
 #
-#   bash bench/gpu.sh [--kit DIR] [--out DIR] [--only STEPS]     # on the GPU host (about 8 minutes)
+#   bash bench/gpu.sh [--kit DIR] [--out DIR] [--only STEPS] [--budget-s 480] [--work DIR]
+#                                                                # on the GPU host (about 8 minutes)
 #   bash bench/gpu.sh --cpu-dry-run                              # anywhere: every step's flags are accepted
 #   bash bench/gpu.sh --cpu-smoke                                # anywhere: every step for real, toy sizes
 #
@@ -22,8 +23,8 @@ while [ $# -gt 0 ]; do
     --out) OUT_DIR="$2"; shift 2 ;;
     --cpu-dry-run) MODE=cpu-dry-run; shift ;;
     --cpu-smoke) MODE=cpu-smoke; shift ;;
-    --only) PASS+=(--only "$2"); shift 2 ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    --only|--budget-s|--work) PASS+=("$1" "$2"); shift 2 ;;
+    -h|--help) sed -n "2,12p" "$0"; exit 0 ;;
     *) echo "bench/gpu.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done

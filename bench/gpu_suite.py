@@ -1,9 +1,11 @@
 """The GPU suite's steps and its summary: correctness, engine, pipeline and training benches, in one run.
 
-Run it through ``bench/gpu.sh`` (which unpacks the kit first); it writes into ``--out``:
-``<step>.json`` and ``<step>.log`` per step, ``env.json``, ``summary.json``, and ``summary.md``, which is also
-written as ``YYYY-MM-DD-<gpu>.md``, the name it is committed under in ``bench/results/``. The summary is
-rewritten after every step, so a run cut short still leaves what it measured.
+Run it through ``bench/gpu.sh`` (which unpacks the kit first). It writes four files into ``--out`` (the
+device tool brings back at most eight): ``summary.md``, the same as ``YYYY-MM-DD-<gpu>.md`` (the name it is
+committed under in ``bench/results/``), ``results.json`` (machine, steps, every figure) and ``logs.txt`` (every
+step's output). Each step's own JSON and log go to ``--work``. All four are rewritten after every step, and
+every step's time limit is cut to what is left of ``--budget-s``, so a run fits the device tool's 10-minute
+command limit and a run cut short still leaves what it measured.
 
 Modes: ``gpu`` (the real run, about 8 minutes on an H100), ``cpu-dry-run`` (every step's exact command with
 ``--dry-run``: the entry points exist and accept their flags; seconds), ``cpu-smoke`` (every step for real on
@@ -56,16 +58,16 @@ def steps(mode: str, weights: Path, fixtures: Path) -> list[Step]:
         ]
     return [
         Step("correctness", "gpu_correctness.py", ["--device", "cuda", "--precisions", "bf16,fp16,fp32",
-             "--weights-dir", str(weights), "--fixtures-dir", str(fixtures)], 120,
+             "--weights-dir", str(weights), "--fixtures-dir", str(fixtures)], 90,
              "official weights, CUDA bf16/fp16/fp32 vs CPU fp32"),
         Step("engine", "inference.py", ["--device", "cuda", "--models",
              f"{X4PLUS},{anime_spec},srcore-compact-x4,fresh:swinir-s-x4", "--sizes", "256,512,1024",
-             "--precisions", "bf16,fp16,fp32", "--images", "16", "--min-seconds", "1.0"], 240,
+             "--precisions", "bf16,fp16,fp32", "--images", "16", "--min-seconds", "0.6"], 200,
              "Upscaler vs plain fp16 loop, 4 models x 3 sizes x 3 precisions"),
-        Step("pipeline", "pipeline.py", ["--store", "local", "--images", "512", "--size", "256"], 150,
+        Step("pipeline", "pipeline.py", ["--store", "local", "--images", "512", "--size", "256"], 120,
              "bucket job on local folders, GPU actor pool"),
         Step("train", "train.py", ["--gpu", "--workers", "1", "--generators", "realesrgan-x4plus,srcore-compact-x4",
-             "--stages", "psnr,gan", "--patch", "256", "--batch", "8", "--iterations", "40"], 200,
+             "--stages", "psnr,gan", "--patch", "256", "--batch", "8", "--iterations", "40"], 150,
              "Ray Train, 1 GPU worker, bf16 autocast"),
     ]
 
@@ -106,7 +108,7 @@ def _git(*args: str) -> str | None:
         return None
 
 
-def run_step(step: Step, mode: str, out: Path) -> dict:
+def run_step(step: Step, mode: str, out: Path, timeout_s: float) -> dict:
     """Run one bench in its own process (a hang or crash ends only this step), its JSON into ``out``."""
     argv = [sys.executable, str(BENCH / step.script), *step.args]
     argv += ["--dry-run"] if mode == "cpu-dry-run" else ["--json-out", str(out / f"{step.name}.json")]
@@ -115,17 +117,21 @@ def run_step(step: Step, mode: str, out: Path) -> dict:
     with open(out / f"{step.name}.log", "w") as log:
         try:
             proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                  timeout=step.timeout_s, cwd=ROOT)
+                                  timeout=timeout_s, cwd=ROOT)
             output, status = proc.stdout, "ok" if proc.returncode == 0 else f"failed (exit {proc.returncode})"
         except subprocess.TimeoutExpired as exc:
             output = exc.stdout.decode() if isinstance(exc.stdout, bytes) else exc.stdout or ""
-            status = f"timed out after {step.timeout_s} s"
+            status = f"timed out after {timeout_s:.0f} s"
         log.write(output)
     seconds = round(time.perf_counter() - start, 1)
     tail = "\n".join(output.strip().splitlines()[-(3 if status == "ok" else 25):])
     print(f"{tail}\n-- {step.name}: {status} in {seconds} s", flush=True)
     return {"step": step.name, "status": status, "seconds": seconds, "command": " ".join(argv[1:]),
             "tail": "" if status == "ok" else tail}
+
+
+def _read(path: Path) -> str:
+    return path.read_text(errors="replace") if path.exists() else ""
 
 
 def _load(out: Path, name: str):
@@ -233,6 +239,8 @@ def main() -> None:
     p.add_argument("--mode", choices=["gpu", "cpu-dry-run", "cpu-smoke"], default="gpu")
     p.add_argument("--kit", type=Path, default=ROOT / ".device-kit")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
+    p.add_argument("--work", type=Path, default=Path("/tmp/srcore-gpu-suite"), help="each step's JSON and log")
+    p.add_argument("--budget-s", type=float, default=480, help="the whole suite's time limit (steps are cut)")
     p.add_argument("--only", default=None, help="comma-separated steps to run (default: all)")
     p.add_argument("--command", default="bash bench/gpu.sh", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -240,10 +248,12 @@ def main() -> None:
     weights = args.kit / "weights" if (args.kit / "weights").is_dir() else shared / "weights"
     fixtures = args.kit / "fixtures" if (args.kit / "fixtures").is_dir() else shared / "fixtures"
     args.out.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(args.work, ignore_errors=True)
+    args.work.mkdir(parents=True)
+    deadline = time.monotonic() + args.budget_s
     env = environment(args.kit)
     if args.mode == "gpu" and not env["cuda_available"]:
         raise SystemExit("no CUDA device: run with --cpu-dry-run or --cpu-smoke on a machine without a GPU")
-    (args.out / "env.json").write_text(json.dumps(env, indent=1))
     print(json.dumps(env, indent=1), flush=True)
     chosen = steps(args.mode, weights, fixtures)
     if args.only:
@@ -254,11 +264,21 @@ def main() -> None:
     results = []
     name = f"{env['date']}-{gpu_slug(env)}.md"
     for step in chosen:
-        results.append(run_step(step, args.mode, args.out))
-        summary = render(env, results, args.out, args.mode, args.command)
+        left = deadline - time.monotonic()
+        if left < 20:
+            results.append({"step": step.name, "status": f"not run: the {args.budget_s:g} s budget is spent",
+                            "seconds": 0, "command": "", "tail": ""})
+        else:
+            results.append(run_step(step, args.mode, args.work, min(step.timeout_s, left)))
+        summary = render(env, results, args.work, args.mode, args.command)
         (args.out / "summary.md").write_text(summary)
         (args.out / name).write_text(summary)
-        (args.out / "summary.json").write_text(json.dumps({"env": env, "steps": results}, indent=1))
+        figures = {r["step"]: _load(args.work, r["step"]) for r in results}
+        (args.out / "results.json").write_text(json.dumps({"env": env, "steps": results, "figures": figures},
+                                                          indent=1))
+        (args.out / "logs.txt").write_text("".join(
+            f"===== {r['step']}: {r['status']}\n$ {r['command']}\n" + _read(args.work / f"{r['step']}.log")
+            for r in results))
     failed = [r["step"] for r in results if r["status"] != "ok"]
     print(f"\n{len(results) - len(failed)} of {len(results)} steps ok"
           + (f"; failed: {', '.join(failed)}" if failed else "") + f". Summary: {args.out / 'summary.md'} "

@@ -25,7 +25,8 @@ STEPS = ["correctness", "engine", "pipeline", "train"]
 def run_suite(tmp_path: Path, *flags: str, timeout: int) -> tuple[subprocess.CompletedProcess, Path]:
     out = tmp_path / "out"
     env = dict(os.environ, PYTHON=sys.executable, SRCORE_KIT=str(tmp_path / "no-kit"))
-    proc = subprocess.run(["bash", str(ROOT / "bench" / "gpu.sh"), *flags, "--out", str(out)], cwd=ROOT,
+    proc = subprocess.run(["bash", str(ROOT / "bench" / "gpu.sh"), *flags, "--out", str(out),
+                           "--work", str(tmp_path / "work")], cwd=ROOT,
                           env=env, capture_output=True, text=True, timeout=timeout)
     return proc, out
 
@@ -33,7 +34,9 @@ def run_suite(tmp_path: Path, *flags: str, timeout: int) -> tuple[subprocess.Com
 def test_dry_run_checks_every_step_of_the_gpu_suite(tmp_path):
     proc, out = run_suite(tmp_path, "--cpu-dry-run", timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    summary = json.loads((out / "summary.json").read_text())
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["summary.md", "results.json", "logs.txt", next(out.glob("20??-??-??-cpu.md")).name])  # <= 8 files back
+    summary = json.loads((out / "results.json").read_text())
     assert [s["step"] for s in summary["steps"]] == STEPS
     assert all(s["status"] == "ok" for s in summary["steps"]), summary["steps"]
     # the dry run passes the GPU run's exact arguments, plus --dry-run
@@ -41,7 +44,7 @@ def test_dry_run_checks_every_step_of_the_gpu_suite(tmp_path):
     assert "--device cuda" in commands["engine"] and "--sizes 256,512,1024" in commands["engine"]
     assert "fresh:realesrgan-x4plus" in commands["engine"] and commands["engine"].endswith("--dry-run")
     assert "--gpu" in commands["train"] and "--stages psnr,gan" in commands["train"]
-    engine_log = (out / "engine.log").read_text()
+    engine_log = (tmp_path / "work" / "engine.log").read_text()
     assert '"configs": 48' in engine_log  # 4 models x 3 sizes x (plain loop + 3 precisions)
     assert "realesrgan-x4plus\": 35.8" in engine_log  # counted FLOPs: 35.2 MFLOP/px published, 35.85 counted
     md = (out / "summary.md").read_text()
@@ -62,20 +65,21 @@ def test_a_step_whose_flags_rot_fails_the_dry_run(tmp_path):
 def test_smoke_run_measures_every_step_on_cpu_and_writes_the_summary(tmp_path):
     proc, out = run_suite(tmp_path, "--cpu-smoke", timeout=900)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    engine = json.loads((out / "engine.json").read_text())
+    figures = json.loads((out / "results.json").read_text())["figures"]
+    engine = figures["engine"]
     assert {r["kind"] for r in engine["rows"]} == {"plain", "upscaler"}
     assert all(r["output_MP_per_s"] > 0 and r["tflops"] > 0 for r in engine["rows"])
-    pipeline = json.loads((out / "pipeline.json").read_text())
+    pipeline = figures["pipeline"]
     assert pipeline["images"] == 8 and 0 < pipeline["efficiency"] and pipeline["bottleneck"]
     assert set(pipeline["stage_seconds"]) == {"read", "decode", "upscale", "encode", "write", "check"}
-    train = json.loads((out / "train.json").read_text())
+    train = figures["train"]
     assert train[0]["it_per_s"] > 0 and train[0]["generator"] == "srcore-compact-x4"
     md = next(out.glob("20??-??-??-cpu.md")).read_text()
     for heading in ("## Machine", "## Engine", "## Pipeline", "## Training", "## Steps"):
         assert heading in md
-    correctness = out / "correctness.json"
+    assert "===== train: ok" in (out / "logs.txt").read_text()
     if (Path(os.environ.get("SRCORE_SHARED", ROOT.parent / "shared")) / "weights").is_dir():
-        rows = json.loads(correctness.read_text())
+        rows = figures["correctness"]
         official = [r for r in rows if "max_abs" in r]
         assert official and all(r["max_abs"] < 1e-4 for r in official)  # fp32 CPU reproduces the official output
         assert all(r["max_levels"] <= 16 for r in rows if r.get("image", "").startswith("fixture")
