@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 SRCORE_SHARED ?= ../shared
 export SRCORE_SHARED
 
-.PHONY: venv test demo lint device-kit
+.PHONY: venv test demo lint device-kit device-kit-check
 
 venv:
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,3 +34,8 @@ lint: venv
 device-kit: venv
 	$(BIN)/python scripts/device_kit.py --out .device-kit
 	@du -sh .device-kit
+
+# Without a GPU host: a kit for this machine's Python, a virtualenv with only the GPU host's packages, and the
+# GPU suite's CPU smoke run in it (every step for real, the kit unpacked as on the host).
+device-kit-check: venv
+	$(BIN)/python scripts/device_kit_check.py

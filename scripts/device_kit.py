@@ -52,6 +52,27 @@ KIT_PACKAGES = {
     "typing-inspection": "pydantic requires it",
     "tensorboardX": "training logs (srcore's trainer) and Ray Tune require it",
 }
+# The GPU hosts' Python packages, as a session read them there on 2026-11-17 (KINDS.md of the device tool).
+HOST_PACKAGES = """absl-py accelerate aiofiles aiohappyeyeballs aiohttp aiosignal annotated-doc anyio attrs botorch
+build
+certifi charset-normalizer chex click cloudpickle cmake colorama contourpy coverage cuda-bindings cuda-core
+cuda-pathfinder cuda-toolkit cupy-cuda13x cycler cython diffrax e3nn einops equinox etils execnet filelock flatbuffers
+flax fonttools formulaic frozenlist fsspec gpytorch grpcio h11 h5py hf-xet httpcore httpx huggingface-hub humanize
+hypothesis idna imageio iniconfig interface-meta jax jax-cuda13-pjrt jax-cuda13-plugin jaxlib jaxtyping jinja2 joblib
+kiwisolver lazy-loader lightning lightning-utilities linear-operator lineax llvmlite lxml markdown markdown-it-py
+markupsafe matplotlib mdurl meson ml-dtypes mpi4py mpmath msgpack multidict multipledispatch mypy-extensions nanobind
+narwhals networkx ninja numba numba-cuda numpy numpyro nvidia-cublas nvidia-cuda-cupti nvidia-cuda-nvrtc
+nvidia-cuda-runtime nvidia-cudnn-cu13 nvidia-cufft nvidia-cufile nvidia-curand nvidia-cusolver nvidia-cusparse
+nvidia-cusparselt-cu13 nvidia-ml-py nvidia-nccl-cu13 nvidia-nvjitlink nvidia-nvshmem-cu13 nvidia-nvtx onnx onnx-ir
+onnxruntime onnxscript opencv-python-headless optax opt-einsum opt-einsum-fx optimistix orbax-checkpoint packaging
+pandas pathspec patsy peft pillow pip pluggy portalocker prometheus-client propcache protobuf psutil pyarrow pybind11
+py-cpuinfo pygments pyparsing pyproject-hooks pyre-extensions pytest pytest-benchmark pytest-cov pytest-mock
+pytest-timeout pytest-xdist python-dateutil pytorch-lightning pyyaml regex requests rich sacrebleu safetensors
+scikit-build-core scikit-image scikit-learn scipy seaborn sentencepiece sentence-transformers setuptools shellingham
+simplejson six sortedcontainers statsmodels sympy tabulate tensorboard tensorboard-data-server tensorstore
+threadpoolctl tifffile tiktoken timm tokenizers toolz torch torchaudio torchdiffeq torch-geometric torchmetrics
+torchvision tqdm transformers treescope triton typer typing-extensions typing-inspect urllib3 uvloop wadler-lindig
+werkzeug wheel wrapt xarray xxhash yarl zipp""".split()
 # Never loaded by Ray Data or Ray Train; the jars alone are 33 MB.
 RAY_DROPPED = ("ray/jars/", "ray/rllib/", "ray/dashboard/client/build/")
 SHARED_FILES = {
@@ -203,9 +224,9 @@ def build(out: Path, python: str, shared: Path | None, cache: Path, with_x4plus:
     total = sum(e["bytes"] for e in entries.values())
     manifest = {"python": python, "platform": "manylinux x86_64", "ray": ray_version, "total_bytes": total,
                 "files": entries,
-                "host_must_have": "torch, torchvision, numpy, pyarrow, pandas, pillow, opencv, safetensors, "
-                                  "tifffile, fsspec, aiohttp, grpcio, click, msgpack, protobuf, pyyaml, requests, "
-                                  "filelock, packaging, attrs, typing-extensions, tqdm"}
+                "host_must_have": "torch, torchvision, numpy, pyarrow, pandas, pillow, opencv-python-headless, "
+                                  "safetensors, tifffile, fsspec, aiohttp, grpcio, click, msgpack, protobuf, pyyaml, "
+                                  "requests, filelock, packaging, attrs, typing-extensions, tqdm"}
     (out / "MANIFEST.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     if total > MAX_KIT_BYTES:
         raise SystemExit(f"kit is {total / 2**20:.1f} MiB, over {MAX_KIT_BYTES / 2**20:.0f} MiB: "
