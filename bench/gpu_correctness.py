@@ -93,12 +93,20 @@ def main() -> None:
         print(json.dumps({"dry_run": True, "weights": [w.name for w in found], "precisions": precisions}))
         return
     rows = []
+    failed = False
     for weights in found:
-        for row in check(weights, args.fixtures_dir, args.device, precisions):
+        try:
+            checked = check(weights, args.fixtures_dir, args.device, precisions)
+        except Exception as exc:  # the other weights file is still checked
+            failed = True
+            checked = [{"weights": weights.name, "check": "all", "error": f"{type(exc).__name__}: {exc}"}]
+        for row in checked:
             rows.append(row)
             print(json.dumps(row), flush=True)
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(rows, indent=1))
+    if failed:
+        raise SystemExit("some checks failed (see the rows marked error)")
 
 
 if __name__ == "__main__":

@@ -169,7 +169,9 @@ def _correctness(rows) -> list[str]:
     lines = ["", "## Correctness (8-bit levels; official weights)", "",
              "| weights | check | image | max | mean | share > 1 level |", "|---|---|---|---|---|---|"]
     for r in rows:
-        if "max_abs" in r:
+        if "error" in r:
+            lines.append(f"| {r['weights']} | {r['check']} | | failed: {r['error'][:160]} | | |")
+        elif "max_abs" in r:
             lines.append(f"| {r['weights']} | {r['check']} | fixture | max abs {r['max_abs']:.2e} | | |")
         else:
             lines.append(f"| {r['weights']} | {r['check']} | {r['image']} | {r['max_levels']} | "
@@ -196,15 +198,19 @@ def _engine(data) -> list[str]:
     lines += ["| model | size | path | output MP/s | vs plain | TFLOP/s | roofline | peak memory MB |",
               "|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        if "error" in r:
+            lines.append(f"| {Path(r['model']).name} | {r['size']} | {r['path']} | failed: {r['error'][:160]} "
+                         "| | | | |")
+            continue
         memory = r.get("peak_device_MB", r.get("peak_rss_MB", ""))
         roof = f"{r['roofline_fraction']:.1%}" if "roofline_fraction" in r else ""
         lines.append(f"| {Path(r['model']).name} | {r['size']} | {r['path']} | {r['output_MP_per_s']} | "
-                     f"{r['speedup_vs_plain']}x | {r.get('tflops', '')} | {roof} | {memory} |")
+                     f"{r.get('speedup_vs_plain', '?')}x | {r.get('tflops', '')} | {roof} | {memory} |")
     return lines
 
 
 def _headline(rows: list[dict], model: str) -> dict | None:
-    mine = [r for r in rows if r["model"] == model and r["kind"] == "upscaler"]
+    mine = [r for r in rows if r["model"] == model and r["kind"] == "upscaler" and "speedup_vs_plain" in r]
     return max(mine, key=lambda r: r["output_MP_per_s"]) if mine else None
 
 

@@ -207,16 +207,24 @@ def main() -> None:
     rows, plain = [], {}
     for config in configs:
         config = dict(config, flop_per_px=flops[config["model"]], peak_tflops=peak)
-        if isolate:
-            out = subprocess.run([sys.executable, __file__, "--child", json.dumps(config)],
-                                 capture_output=True, text=True, check=True)
-            row = json.loads(out.stdout.strip().splitlines()[-1])
-        else:
-            row = run_config(config, models[config["model"]])
+        try:  # one failing configuration (out of memory, an unsupported precision) must not end the run
+            if isolate:
+                out = subprocess.run([sys.executable, __file__, "--child", json.dumps(config)],
+                                     capture_output=True, text=True)
+                if out.returncode:
+                    raise RuntimeError(out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "child failed")
+                row = json.loads(out.stdout.strip().splitlines()[-1])
+            else:
+                row = run_config(config, models[config["model"]])
+        except Exception as exc:
+            row = {"model": config["model"], "size": config["size"], "images": config["images"],
+                   "path": config["name"], "kind": config["kind"], "precision": config["precision"],
+                   "error": f"{type(exc).__name__}: {str(exc)[:300]}"}
         key = (row["model"], row["size"])
-        if row["kind"] == "plain":
+        if row["kind"] == "plain" and "error" not in row:
             plain[key] = row["output_MP_per_s"]
-        row["speedup_vs_plain"] = round(row["output_MP_per_s"] / plain[key], 2)
+        if "error" not in row and key in plain:
+            row["speedup_vs_plain"] = round(row["output_MP_per_s"] / plain[key], 2)
         rows.append(row)
         print(json.dumps(row), flush=True)
         if args.json_out:  # after every row: a run cut short keeps what it measured

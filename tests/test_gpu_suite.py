@@ -120,3 +120,18 @@ def test_kit_pins_every_package_it_carries():
     assert pins["ray"] == "2.60.0"
     missing = [name for name in device_kit.KIT_PACKAGES if device_kit.normalise(name) not in pins]
     assert not missing, f"add pins to constraints.txt for {missing}"
+
+
+def test_one_failing_engine_configuration_is_reported_and_the_rest_measured(tmp_path):
+    """A GPU run is rare: an out-of-memory or unsupported configuration must not cost the others."""
+    out = tmp_path / "engine.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "inference.py"), "--sizes", "32", "--images", "1",
+                           "--tiles", "8,auto", "--min-seconds", "0", "--no-isolate", "--json-out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["path"] for r in rows] == ["plain loop (fp32, whole image, one at a time)",
+                                         "srcore Upscaler (fp32, tile 8, batch 4)",
+                                         "srcore Upscaler (fp32, tile auto, batch 4)"]
+    assert "tile (8) must be larger than tile_overlap" in rows[1]["error"]
+    assert rows[2]["output_MP_per_s"] > 0 and rows[2]["speedup_vs_plain"] > 0
