@@ -31,8 +31,8 @@ lint: venv
 
 # The GPU-host kit (.device-kit/, under 60 MiB): a slimmed Ray for CPython 3.12, the wheels the GPU host lacks,
 # the official weights for the correctness checks. Run bench/gpu.sh with it on the GPU host (docs/gpu.md).
-device-kit: venv
-	$(BIN)/python scripts/device_kit.py --out .device-kit
+device-kit:
+	$(PYTHON) scripts/device_kit.py --out .device-kit
 	@du -sh .device-kit
 
 # Without a GPU host: a kit for this machine's Python, a virtualenv with only the GPU host's packages, and the

@@ -38,7 +38,9 @@ if ls "$KIT"/ray-*-slim.tar.xz >/dev/null 2>&1 && [ "$MODE" != cpu-dry-run ]; th
   if [ ! -f "$STAMP" ]; then
     echo "unpacking the kit ($KIT) into $SITE ..."
     rm -rf "$SITE" && mkdir -p "$SITE"
-    tar -xJf "$KIT"/ray-*-slim.tar.xz -C "$SITE"
+    # Python's own tar and lzma: the host may have no xz binary
+    "$PYTHON" -c "import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2], filter='data')" \
+      "$(ls "$KIT"/ray-*-slim.tar.xz | head -1)" "$SITE"
     "$PYTHON" -m pip install -q --disable-pip-version-check --no-index --no-deps --no-compile \
       --target "$SITE" "$KIT"/wheels/*.whl
     touch "$STAMP"
