@@ -229,8 +229,9 @@ def build(out: Path, python: str, shared: Path | None, cache: Path, with_x4plus:
                                   "requests, filelock, packaging, attrs, typing-extensions, tqdm"}
     (out / "MANIFEST.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     if total > MAX_KIT_BYTES:
+        hint = "" if info.get("stripped") else "install binutils (strip shrinks Ray by 7 MB) or "
         raise SystemExit(f"kit is {total / 2**20:.1f} MiB, over {MAX_KIT_BYTES / 2**20:.0f} MiB: "
-                         "build it with --no-x4plus")
+                         f"{hint}build it with --no-x4plus")
     return manifest
 
 
