@@ -16,6 +16,7 @@ import sys
 
 from pipelines.cluster import connect_or_start
 from pipelines.report import report_files
+from pipelines.storage import ListingError
 from pipelines.upscale import UpscaleJob, run
 from srcore.archs.registry import DEFAULT_MODEL
 from srcore.imageio import DEFAULT_MAX_PIXELS, FORMATS
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
             extensions=tuple("." + e.strip().lstrip(".").lower() for e in args.extensions.split(",") if e.strip()),
             limit=args.limit, sample=args.sample, seed=args.seed, report=args.report)
         result = run(job, progress=not args.no_progress, connect=lambda: connect_or_start(min_cpus=2))
-    except (ValueError, WeightsError, FileNotFoundError) as exc:
+    except (ValueError, WeightsError, FileNotFoundError, ListingError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     s = result.summary

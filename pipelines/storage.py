@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +51,14 @@ class FileEntry:
     version: str = ""  # the object's ETag where the store has one, else "mtime:<ns>": changes when it is rewritten
 
 
+class ListingError(OSError):
+    """A prefix that cannot be listed (permissions, or store errors beyond the client's retries)."""
+
+
+class OutsideOutputError(OSError):
+    """A write that would land outside the store's folder (a symlinked sub-folder)."""
+
+
 class Store:
     """A prefix of an object store, or a local folder, through fsspec (s3fs, gcsfs, local), keys kept raw.
 
@@ -84,12 +93,16 @@ class Store:
         Hidden names (``.x``: temporary uploads) are left out; ``hidden=True`` lists only them, None both.
         Paths under ``exclude`` are left out.
         """
-        if not self.fs.exists(self.root):
+        try:
+            exists = self.fs.exists(self.root)
+            if exists and self.fs.isfile(self.root):
+                found, base = {self.root: self.fs.info(self.root)}, posixpath.dirname(self.root)
+            elif exists:
+                found, base = self.fs.find(self.root, detail=True), self.root
+        except Exception as exc:
+            raise ListingError(f"{self.location}: cannot list ({type(exc).__name__}: {exc})") from exc
+        if not exists:
             raise FileNotFoundError(f"{self.location}: no such folder or prefix")
-        if self.fs.isfile(self.root):
-            found, base = {self.root: self.fs.info(self.root)}, posixpath.dirname(self.root)
-        else:
-            found, base = self.fs.find(self.root, detail=True), self.root
         excluded = tuple(e.rstrip("/") + "/" for e in exclude)
         entries = [
             _entry(path, base, info) for path, info in found.items()
@@ -110,23 +123,44 @@ class Store:
         return int(self.fs.size(path))
 
     def write_atomic(self, path: str, data: bytes) -> None:
-        """Write under a temporary name beside ``path``, then rename (locally) or copy it into place."""
+        """Write under a temporary name beside ``path``, then rename (locally) or copy it into place.
+
+        Local writes never follow a symlink out of the folder. On object stores the temporary is deleted after
+        the copy, with retries; a delete that still fails leaves it for the next run's planning to remove and
+        does not fail the write: the output is complete.
+        """
         if self.local:
             from srcore.atomic import atomic_path
 
+            self._check_inside(path)
             with atomic_path(Path(path)) as local_tmp:
                 local_tmp.write_bytes(data)
             return
         tmp = posixpath.join(posixpath.dirname(path), f".{posixpath.basename(path)}.{uuid.uuid4().hex}.tmp")
         try:
             self.fs.pipe_file(tmp, data)
-            self.fs.mv(tmp, path)
-        finally:
+            self.fs.copy(tmp, path)
+        except BaseException:
+            self._remove_quietly(tmp)
+            raise
+        self._remove_quietly(tmp)
+
+    def _remove_quietly(self, path: str, attempts: int = 3) -> None:
+        for attempt in range(attempts):
             try:
-                if self.fs.exists(tmp):
-                    self.fs.rm_file(tmp)
-            except OSError:
-                pass
+                self.fs.rm_file(path)
+                return
+            except FileNotFoundError:
+                return
+            except Exception:
+                time.sleep(0.2 * 2**attempt)
+
+    def _check_inside(self, path: str) -> None:
+        root = os.path.realpath(self.root)
+        real = os.path.realpath(os.path.dirname(path))  # resolves symlinks in the part that exists
+        if real != root and not real.startswith(root.rstrip(os.sep) + os.sep):
+            raise OutsideOutputError(f"{path}: refusing to write outside {self.location} (a symlink leads to "
+                                     f"{real})")
 
 
 def _entry(path: str, base: str, info: dict) -> FileEntry:
@@ -140,7 +174,9 @@ def _entry(path: str, base: str, info: dict) -> FileEntry:
     mtime_ns = int(float(mtime) * 1e9)
     etag = info.get("ETag") or info.get("etag") or info.get("md5Hash")
     version = str(etag).strip('"') if etag else f"mtime:{mtime_ns}"
-    relative = path[len(base):].lstrip("/") if path.startswith(base) else posixpath.basename(path)
+    # one separator off, no more: "in//a.png" below "in" is "/a.png", a different key from "a.png"
+    rest = path[len(base):] if path.startswith(base) else "/" + posixpath.basename(path)
+    relative = rest[1:] if rest.startswith("/") else rest
     return FileEntry(path, relative, int(info.get("size") or info.get("Size") or 0), mtime_ns, version)
 
 

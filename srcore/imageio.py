@@ -88,6 +88,7 @@ def decode(data: bytes, name: str = "<bytes>", max_pixels: int | None = DEFAULT_
         raise ImageDecodeError(f"{name}: {w}x{h} is {w * h / 1e6:.0f} megapixels, over the limit of "
                                f"{max_pixels / 1e6:.0f} (raise max_pixels / --max-input-pixels to allow it)")
     fmt, icc, text = im.format, im.info.get("icc_profile"), {}
+    _refuse_what_would_be_lost(im, name)
     try:
         exif = im.getexif()
         orientation = exif.get(ORIENTATION_TAG, 1)
@@ -97,16 +98,53 @@ def decode(data: bytes, name: str = "<bytes>", max_pixels: int | None = DEFAULT_
         else:
             source_mode = im.mode
             im.load()
-            if fmt == "PNG":  # keep the source's text chunks (titles, credits) alongside ours
-                text = {k: v for k, v in im.text.items() if isinstance(v, str)}
+            if fmt == "PNG":  # keep the source's text chunks (titles, credits) alongside ours, not its XMP:
+                # an output's only XMP packet is its own provenance (the AI notice, the resume record)
+                text = {k: v for k, v in im.text.items() if isinstance(v, str) and not _is_xmp(k, v)}
             pixels = _pil_to_pixels(ImageOps.exif_transpose(im))
     except ImageDecodeError:
         raise
     except Exception as exc:  # truncated data, broken chunks...
         raise ImageDecodeError(f"{name}: truncated or corrupt image data ({type(exc).__name__}: {exc})") from None
+    if pixels.shape[2] > 4:
+        raise ImageDecodeError(f"{name}: {pixels.shape[2]} channels per pixel; srcore upscales gray, gray + alpha, "
+                               "RGB and RGBA, and would lose the others")
     if ORIENTATION_TAG in exif:
         exif[ORIENTATION_TAG] = 1
     return Picture(pixels, source_mode, icc, exif.tobytes() if len(exif) else None, fmt, text)
+
+
+def _is_xmp(key: str, value: str) -> bool:
+    return key == "XML:com.adobe.xmp" or "<x:xmpmeta" in value
+
+
+def _refuse_what_would_be_lost(im: Image.Image, name: str) -> None:
+    """Frames beyond the first and channels beyond the mode's are refused with the reason, never dropped."""
+    frames = _full_frames(im)
+    if frames > 1:
+        kind = "multi-page TIFF" if im.format == "TIFF" else f"animated {im.format}"
+        raise ImageDecodeError(f"{name}: {kind} with {frames} frames; srcore upscales still images and would keep "
+                               "only the first (split the frames to upscale each one)")
+    if im.format == "TIFF":
+        samples = im.tag_v2.get(277, 1)  # SamplesPerPixel
+        if samples > len(im.getbands()):
+            raise ImageDecodeError(f"{name}: {samples} channels per pixel; srcore upscales gray, gray + alpha, "
+                                   "RGB and RGBA, and would lose the others")
+
+
+def _full_frames(im: Image.Image) -> int:
+    """Frames of an image, not counting a TIFF's reduced-resolution pages (thumbnails, overviews)."""
+    n = getattr(im, "n_frames", 1)
+    if n <= 1 or im.format != "TIFF":
+        return n
+    full = 0
+    try:
+        for i in range(n):
+            im.seek(i)
+            full += not (im.tag_v2.get(254, 0) & 1)  # NewSubfileType bit 0: reduced-resolution version
+    finally:
+        im.seek(0)
+    return full
 
 
 def _is_16bit_colour(data: bytes, im: Image.Image) -> bool:

@@ -172,3 +172,21 @@ def test_bad_inputs_fail_naming_the_file(upscaler):
     assert len(bomb) < 1_000_000
     with pytest.raises(ImageDecodeError, match=r"bomb\.png: 20000x20000 is 400 megapixels, over the limit of 100"):
         run(upscaler, bomb, "bomb.png", max_pixels=100_000_000)
+
+
+def test_frames_and_channels_that_would_be_lost_are_refused_but_thumbnails_are_not():
+    buf = io.BytesIO()
+    with tifffile.TiffWriter(buf) as tif:  # a full page and its reduced-resolution thumbnail: one image
+        tif.write(np.full((40, 40, 3), 90, np.uint8), photometric="rgb")
+        tif.write(np.zeros((10, 10, 3), np.uint8), photometric="rgb", subfiletype=1)
+    assert decode(buf.getvalue(), "scan.tif").pixels.shape == (40, 40, 3)
+    buf = io.BytesIO()
+    with tifffile.TiffWriter(buf) as tif:
+        for value in (10, 20):
+            tif.write(np.full((40, 40, 3), value, np.uint8), photometric="rgb")
+    with pytest.raises(ImageDecodeError, match="pages.tif: multi-page TIFF with 2 frames"):
+        decode(buf.getvalue(), "pages.tif")
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, np.zeros((8, 8, 4), np.uint8), photometric="rgb", extrasamples=("unspecified",))
+    with pytest.raises(ImageDecodeError, match="rgbx.tif: 4 channels per pixel"):
+        decode(buf.getvalue(), "rgbx.tif")

@@ -1,0 +1,140 @@
+"""Inputs that used to be lost or mishandled silently (issue 12, part 4 and 7): each is either upscaled
+correctly or a failed row that says why. A real local Ray and the loopback S3 server, as users run the job."""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import s3fs
+import tifffile
+from bucket_helpers import ROOT, get_object, list_objects, make_bucket, run_job, summary_of
+from PIL import Image, PngImagePlugin
+
+from pipelines.local_s3 import local_s3_server
+from pipelines.storage import OutsideOutputError, Store
+from srcore.imageio import decode, read_provenance
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def s3():
+    with local_s3_server() as env:
+        yield env
+
+
+def _png(pixels: np.ndarray, **save) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG", **save)
+    return buf.getvalue()
+
+
+def _frames(fmt: str) -> bytes:
+    frames = [Image.fromarray(np.full((16, 16, 3), 40 * i, np.uint8)) for i in range(3)]
+    buf = io.BytesIO()
+    frames[0].save(buf, format=fmt, save_all=True, append_images=frames[1:])
+    return buf.getvalue()
+
+
+def _tiff(pixels: np.ndarray, **kwargs) -> bytes:
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, pixels, **kwargs)
+    return buf.getvalue()
+
+
+def test_odd_inputs_are_upscaled_right_or_reported_never_lost(s3):
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)
+    their_xmp = PngImagePlugin.PngInfo()
+    their_xmp.add_itxt("XML:com.adobe.xmp", '<x:xmpmeta xmlns:x="adobe:ns:meta/">camera notes</x:xmpmeta>')
+    their_xmp.add_text("Title", "harbour at dawn")
+    files = {
+        "in/double.png": _png(pixels),
+        "in//double.png": _png(pixels[::-1].copy()),  # a different object: "//" is part of the key
+        "in/with_xmp.png": _png(pixels, pnginfo=their_xmp),
+        "in/five_channels.tif": _tiff(rng.integers(0, 256, (20, 24, 5), dtype=np.uint8), photometric="rgb",
+                                      extrasamples=("unspecified", "unspecified")),
+        "in/animated.gif": _frames("GIF"),
+        "in/animated.png": _frames("PNG"),
+    }
+    make_bucket("odd", "raw", files)
+    result = run_job("--input", "s3://odd/raw/in", "--output", "s3://odd/sr", "--max-failure-rate", "0.5")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    summary = summary_of(result)
+    assert (summary["images"], summary["ok"], summary["failed"]) == (6, 3, 3)
+
+    fs = s3fs.S3FileSystem(endpoint_url=os.environ["AWS_ENDPOINT_URL"], skip_instance_cache=True)
+    rows = {r["input"]: r for r in pq.read_table(summary["report"].removeprefix("s3://") + "/rows",
+                                                  filesystem=fs).to_pylist()}
+    # two keys that differ only by "//" get two outputs (hash-suffixed, deterministic), each its own input's
+    double = [rows["s3://odd/raw/in/double.png"], rows["s3://odd/raw/in//double.png"]]
+    assert all(r["status"] == "ok" for r in double)
+    assert len({r["output"] for r in double}) == 2
+    outputs = list_objects("odd", "sr")
+    assert len([k for k in outputs if k.startswith("double-")]) == 2
+    for row, source in zip(double, (pixels, pixels[::-1]), strict=True):
+        out = decode(get_object("odd", row["output"].removeprefix("s3://odd/")))
+        small = np.asarray(Image.fromarray(out.pixels).resize((24, 20), Image.BICUBIC)).astype(int)
+        assert np.abs(small - source).mean() < np.abs(small - source[::-1]).mean()  # not swapped or overwritten
+
+    # the source's XMP is dropped: the output's only packet is ours, so it is recognised as finished
+    data = get_object("odd", "sr/with_xmp.png")
+    assert data.count(b"<x:xmpmeta") == 1 and b"camera notes" not in data
+    assert read_provenance(data)["source"] == "s3://odd/raw/in/with_xmp.png"
+    assert decode(data).text["Title"] == "harbour at dawn"
+
+    errors = {k.rsplit("/", 1)[-1]: rows[k]["error"] for k in rows if rows[k]["status"] == "failed"}
+    assert "5 channels per pixel" in errors["five_channels.tif"]
+    assert "animated GIF with 3 frames" in errors["animated.gif"]
+    assert "animated PNG with 3 frames" in errors["animated.png"]
+    assert not any(k.startswith(("five_channels", "animated")) for k in outputs)
+
+    rerun = run_job("--input", "s3://odd/raw/in", "--output", "s3://odd/sr", "--max-failure-rate", "0.5")
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    again = summary_of(rerun)
+    assert (again["skipped"], again["ok"], again["failed"]) == (3, 0, 3)  # the XMP input is finished now
+
+
+def test_a_symlinked_sub_folder_never_takes_local_writes_outside_the_output(tmp_path):
+    out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    out.mkdir()
+    elsewhere.mkdir()
+    (out / "sub").symlink_to(elsewhere, target_is_directory=True)
+    store = Store(str(out))
+    with pytest.raises(OutsideOutputError, match="refusing to write outside"):
+        store.write_atomic(str(out / "sub" / "a.png"), b"x")
+    with pytest.raises(OutsideOutputError):
+        store.write_atomic(str(out / "sub" / "new" / "b.png"), b"x")  # not even a new folder in there
+    assert list(elsewhere.iterdir()) == []
+    store.write_atomic(str(out / "fine" / "c.png"), b"y")
+    assert (out / "fine" / "c.png").read_bytes() == b"y"
+
+    # end to end: the input's sub-folder maps onto the symlink, its row fails, the others are written
+    src = tmp_path / "in"
+    (src / "sub").mkdir(parents=True)
+    (src / "top.png").write_bytes(_png(np.zeros((12, 12, 3), np.uint8)))
+    (src / "sub" / "inner.png").write_bytes(_png(np.zeros((12, 12, 3), np.uint8)))
+    result = run_job("--input", str(src), "--output", str(out), "--max-failure-rate", "0.6")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (summary_of(result)["ok"], summary_of(result)["failed"]) == (1, 1)
+    assert (out / "top.png").exists() and list(elsewhere.iterdir()) == []
+
+
+def test_a_prefix_that_cannot_be_listed_exits_2_with_the_reason(tmp_path):
+    with socket.socket() as s:  # a loopback port with nothing behind it: every request is refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}", AWS_ACCESS_KEY_ID="x",
+               AWS_SECRET_ACCESS_KEY="x", AWS_MAX_ATTEMPTS="1", AWS_RETRY_MODE="standard")
+    result = subprocess.run([sys.executable, str(ROOT / "jobs" / "upscale_bucket.py"), "--no-progress",
+                             "--input", "s3://nowhere/in", "--output", str(tmp_path / "out")],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "s3://nowhere/in: cannot list" in result.stderr and "Traceback" not in result.stderr
