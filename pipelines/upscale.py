@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import socket
 import time
@@ -256,11 +257,24 @@ def _store(location: str) -> Store:
 # --------------------------------------------------------------------------- read and decode (CPU tasks)
 
 
+FAULT_ENV = "SRCORE_INJECT_WORKER_DEATH"
+
+
+def _inject_worker_death(stage: str, key: str) -> None:
+    """Test-only fault injection: ``SRCORE_INJECT_WORKER_DEATH=decode:marker,upscale:other`` ends the worker
+    process (as an out-of-memory kill would) whenever that stage handles an input whose key holds the marker."""
+    for spec in os.environ.get(FAULT_ENV, "").split(","):
+        want, _, marker = spec.partition(":")
+        if want == stage and marker and marker in key:
+            os._exit(137)
+
+
 def read_and_decode(batch: pa.Table, job: UpscaleJob) -> pa.Table:
     """Manifest rows -> rows with decoded pixels (status "todo"), or finished ones ("skipped", "failed")."""
     source, target = _store(job.input), _store(job.output)
     out = []
     for row in batch.to_pylist():
+        _inject_worker_death("decode", row["input"])
         row.update(node=_node(), status=row["status"] or "todo")
         try:
             if row["status"] == "exists":
@@ -356,6 +370,8 @@ class UpscaleWriter:
             groups.setdefault((tuple(r["shape"]), r["dtype"]), []).append(r)
         futures: list[tuple[dict, Future]] = []
         for group in groups.values():
+            for r in group:
+                _inject_worker_death("upscale", r["input"])
             pictures = [_picture(r) for r in group]
             t0 = time.perf_counter()
             try:
@@ -518,34 +534,60 @@ def run(job: UpscaleJob, progress: bool = True, connect=None) -> RunResult:
           f"{kind} actors: {min_actors}..{max_actors}; model {name}", flush=True)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = progress
+    # A block whose workers keep dying (out of memory, a native crash) is dropped instead of ending the run;
+    # its inputs are retried one at a time below, so one poison input costs only its own row.
+    ctx.max_errored_blocks = -1
     rows: list[pa.Table] = []
     if manifest.rows:
-        per_block = job.images_per_batch
-        blocks = [_table(manifest.rows[i : i + per_block], MANIFEST_SCHEMA)
-                  for i in range(0, len(manifest.rows), per_block)]
-        ds = ray.data.from_arrow(blocks)
-        # Task-only arguments (retries of a decode task whose worker died, e.g. out of memory) also keep Ray
-        # from fusing decoding into the actors: it stays on CPU tasks, the actors only upscale and write.
-        ds = ds.map_batches(read_and_decode, batch_format="pyarrow", batch_size=None, fn_kwargs={"job": job},
-                            num_cpus=1, max_retries=3)
-        # Two calls at once per actor: one batch's outputs encode and upload on the thread pool while the
-        # next batch is on the GPU (Upscaler is thread-safe). CPU actors run one: their threads are the model's.
-        concurrency = job.actor_concurrency or (2 if gpus > 0 else 1)
-        ds = ds.map_batches(
-            UpscaleWriter, batch_format="pyarrow", batch_size=job.images_per_batch, num_gpus=gpus,
-            num_cpus=job.cpus_per_actor, max_concurrency=concurrency,
-            compute=ActorPoolStrategy(min_size=min_actors, max_size=max_actors,
-                                      max_tasks_in_flight_per_actor=2 * concurrency,
-                                      enable_true_multi_threading=concurrency > 1),
-            fn_constructor_kwargs={"job": job, "model_ref": [ray.put(model)], "use_gpu": gpus > 0},
-        )
-        for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
-            rows.append(batch)
+        model_ref = [ray.put(model)]
+
+        def execute(manifest_rows: list[dict], per_block: int) -> None:
+            blocks = [_table(manifest_rows[i : i + per_block], MANIFEST_SCHEMA)
+                      for i in range(0, len(manifest_rows), per_block)]
+            ds = ray.data.from_arrow(blocks)
+            # Task-only arguments (retries of a decode task whose worker died) also keep Ray from fusing
+            # decoding into the actors: it stays on CPU tasks, the actors only upscale and write.
+            ds = ds.map_batches(read_and_decode, batch_format="pyarrow", batch_size=None, fn_kwargs={"job": job},
+                                num_cpus=1, max_retries=WORKER_RETRIES)
+            # Two calls at once per actor: one batch's outputs encode and upload on the thread pool while the
+            # next batch is on the GPU (Upscaler is thread-safe). CPU actors run one: their threads are the
+            # model's. A dead actor is restarted; its batch is retried WORKER_RETRIES times, then dropped.
+            concurrency = job.actor_concurrency or (2 if gpus > 0 else 1)
+            ds = ds.map_batches(
+                UpscaleWriter, batch_format="pyarrow", batch_size=per_block, num_gpus=gpus,
+                num_cpus=job.cpus_per_actor, max_concurrency=concurrency, max_task_retries=WORKER_RETRIES,
+                compute=ActorPoolStrategy(min_size=min_actors, max_size=max_actors,
+                                          max_tasks_in_flight_per_actor=2 * concurrency,
+                                          enable_true_multi_threading=concurrency > 1),
+                fn_constructor_kwargs={"job": job, "model_ref": model_ref, "use_gpu": gpus > 0},
+            )
+            for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+                rows.append(batch)
+
+        execute(manifest.rows, job.images_per_batch)
+        lost = _without_rows(manifest.rows, rows)
+        if lost:
+            print(f"[srcore] {len(lost)} inputs were in batches whose workers died; retrying each alone",
+                  flush=True)
+            execute(lost, 1)
+            rows.append(_table([dict(r, status="failed", error=f"{r['input']}: {WORKER_DIED}")
+                                for r in _without_rows(lost, rows)], OUTPUT_SCHEMA))
     table = pa.concat_tables([t.select(OUTPUT_SCHEMA.names).cast(OUTPUT_SCHEMA) for t in rows]) if rows \
         else OUTPUT_SCHEMA.empty_table()
     summary = summarize(table, job, manifest.listed, time.time() - start)
     write_report(table, summary, job.report_location)
     return RunResult(summary, table.drop_columns([n for n, _ in PREVIEW_FIELDS]), job.report_location)
+
+
+WORKER_RETRIES = 2  # retries of a batch whose worker (decode task or actor) died
+WORKER_DIED = (f"the worker processing this input died {WORKER_RETRIES + 1} times, with the input alone in its batch "
+               "(out of memory, or a crash in native code; the Ray logs say which)")
+
+
+def _without_rows(manifest_rows: list[dict], tables: list[pa.Table]) -> list[dict]:
+    """The manifest rows that no report row answers (their blocks were dropped)."""
+    answered = {i for t in tables for i in t.column("input").to_pylist()}
+    return [r for r in manifest_rows if r["input"] not in answered]
 
 
 def _default_max_actors(gpus: float, job: UpscaleJob) -> int:

@@ -1,5 +1,6 @@
-"""Inputs that used to be lost or mishandled silently (issue 12, part 4 and 7): each is either upscaled
-correctly or a failed row that says why. A real local Ray and the loopback S3 server, as users run the job."""
+"""Inputs that used to be lost, mishandled silently, or able to hang or sink a run: each is either upscaled
+correctly or a failed row that says why, and the run goes on. A real local Ray and the loopback S3 server, the
+job run as users run it."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 import s3fs
 import tifffile
-from bucket_helpers import ROOT, get_object, list_objects, make_bucket, run_job, summary_of
+from bucket_helpers import ROOT, get_object, good_images, list_objects, make_bucket, run_job, summary_of
 from PIL import Image, PngImagePlugin
 
 from pipelines.local_s3 import local_s3_server
@@ -138,3 +139,30 @@ def test_a_prefix_that_cannot_be_listed_exits_2_with_the_reason(tmp_path):
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 2, result.stderr[-3000:]
     assert "s3://nowhere/in: cannot list" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_inputs_that_kill_their_workers_become_failed_rows_and_the_run_goes_on(s3):
+    """One input kills every actor that upscales it, another every decode task that reads it (as an
+    out-of-memory kill would): each ends as one failed row, the inputs batched with them are retried alone and
+    finish, and the report lists every input."""
+    good = {k: v[0] for k, v in good_images(10, seed=3).items()}
+    poison = _png(np.full((24, 24, 3), 128, np.uint8))
+    make_bucket("poison", "in", {**good, "kills-actor.png": poison, "kills-decoder.png": poison})
+    env = dict(os.environ, SRCORE_INJECT_WORKER_DEATH="upscale:kills-actor,decode:kills-decoder")
+    result = subprocess.run([sys.executable, str(ROOT / "jobs" / "upscale_bucket.py"), "--no-progress",
+                             "--input", "s3://poison/in", "--output", "s3://poison/out", "--max-failure-rate", "0.5",
+                             "--images-per-batch", "4"],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    summary = summary_of(result)
+    assert (summary["images"], summary["ok"], summary["failed"]) == (12, 10, 2)
+    assert "retrying each alone" in result.stdout
+    fs = s3fs.S3FileSystem(endpoint_url=os.environ["AWS_ENDPOINT_URL"], skip_instance_cache=True)
+    rows = {r["input"]: r for r in pq.read_table(summary["report"].removeprefix("s3://") + "/rows",
+                                                  filesystem=fs).to_pylist()}
+    assert len(rows) == 12
+    for name in ("kills-actor.png", "kills-decoder.png"):
+        row = rows[f"s3://poison/in/{name}"]
+        assert row["status"] == "failed" and "died 3 times, with the input alone" in row["error"]
+    outputs = list_objects("poison", "out")
+    assert len(outputs) == 10 and not any(k.startswith("kills-") for k in outputs)
