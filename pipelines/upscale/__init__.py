@@ -1,0 +1,25 @@
+"""Upscale every image under a prefix with Ray Data: list, read and decode on CPU tasks, upscale, encode and
+write on an actor pool (GPUs when the cluster has them), and report on every input.
+
+    manifest (driver) -> read_and_decode (CPU tasks) -> UpscaleWriter (actor pool) -> report rows (driver)
+
+Only the decoded inputs travel through the object store: outputs are encoded and written inside the actor,
+on a thread pool that overlaps the next forward passes, and a small report row comes back per input.
+
+Reruns resume: each output carries its input's etag (or mtime), the model id and scale in its XMP, and is
+written atomically, so an output that exists with matching provenance is finished and skipped.
+
+Modules, in the order a run uses them: ``options`` (UpscaleJob), ``plan`` (listing, output keys, finished
+outputs), ``stages`` (decode tasks, the upscaling actor), ``quality`` (LR-consistency, crops), ``rows`` (Arrow
+schemas), ``run`` (the driver).
+"""
+
+from .options import REPORT_FOLDER, UpscaleJob, model_id
+from .plan import Manifest, output_is_finished, plan
+from .quality import lr_consistency, preview_pair
+from .rows import OUTPUT_SCHEMA, REPORT_SCHEMA
+from .run import RunResult, run
+from .stages import UpscaleWriter, read_and_decode
+
+__all__ = ["OUTPUT_SCHEMA", "REPORT_FOLDER", "REPORT_SCHEMA", "Manifest", "RunResult", "UpscaleJob", "UpscaleWriter",
+           "lr_consistency", "model_id", "output_is_finished", "plan", "preview_pair", "read_and_decode", "run"]

@@ -1,0 +1,118 @@
+"""The bucket job's options: one frozen dataclass, every field a command-line flag, checked on creation."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from srcore.archs.registry import DEFAULT_MODEL, VARIANTS
+from srcore.imageio import DEFAULT_MAX_PIXELS, FORMATS, IMAGE_SUFFIXES
+
+from ..storage import is_uri, join
+
+REPORT_FOLDER = "_reports"  # beside the outputs; never listed as output or input images
+
+
+@dataclass(frozen=True)
+class UpscaleJob:
+    """Everything one run of the bucket job needs; every field has a command-line flag of the same name.
+
+    Attributes:
+        input, output: URIs (``s3://bucket/prefix``, ``gs://...``) or local folders.
+        model: registered name (``srcore models``) or weights file; default: the bundled model.
+        outscale: final scale (default: the model's).
+        format: ``png``, ``jpg``, ``webp``, ``tiff``; default: the input's (PNG for formats srcore cannot write).
+        quality: JPEG/WebP quality; png_compression: zlib level (1, as OpenCV and Real-ESRGAN write, is about
+            twice as fast as 6 for files about 15% larger: encoding 16x outputs is often the pipeline's limit).
+        tile, tile_overlap, batch_size, precision: the engine's (``srcore.Upscaler``).
+        images_per_batch: images per actor call; similar sizes share forward passes.
+        num_gpus_per_actor: GPUs per upscaling actor; None: 1 when the cluster has GPUs, else CPU actors.
+        cpus_per_actor: CPUs per actor (CPU actors use them as torch threads).
+        min_actors, max_actors: the actor pool's autoscaling bounds (max default: one per GPU, or half the CPUs).
+        overwrite: redo inputs whose outputs are finished.
+        max_input_pixels: refuse larger inputs before decoding (decompression bombs).
+        extensions: input file suffixes.
+        limit: the first N inputs (sorted by key); sample: N inputs drawn at random (``seed``).
+        report: where the report goes (default ``<output>/_reports/<run id>``).
+        previews: before/after crops in report.html.
+        io_threads: encode-and-write threads per actor.
+        actor_concurrency: batches an actor works on at once (default: 2 on GPUs, so that writing one batch
+            overlaps upscaling the next; 1 on CPUs).
+    """
+
+    input: str
+    output: str
+    model: str = DEFAULT_MODEL
+    outscale: float | None = None
+    format: str | None = None
+    quality: int = 95
+    png_compression: int = 1
+    alpha: str = "bicubic"
+    tile: int | str | None = "auto"
+    tile_overlap: int | None = None
+    batch_size: int = 4
+    precision: str = "auto"
+    images_per_batch: int = 8
+    num_gpus_per_actor: float | None = None
+    cpus_per_actor: float = 1
+    min_actors: int = 1
+    max_actors: int | None = None
+    overwrite: bool = False
+    max_input_pixels: int | None = DEFAULT_MAX_PIXELS
+    extensions: tuple[str, ...] = IMAGE_SUFFIXES
+    limit: int | None = None
+    sample: int | None = None
+    seed: int = 0
+    report: str | None = None
+    previews: int = 6
+    io_threads: int = 4
+    actor_concurrency: int | None = None
+    run_id: str = field(default_factory=lambda: datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+                        + "-" + uuid.uuid4().hex[:6])
+
+    def __post_init__(self):
+        checks = [
+            (self.outscale is None or self.outscale > 0, "outscale", "must be > 0"),
+            (self.format is None or self.format.lower() in FORMATS, "format", f"must be one of {sorted(FORMATS)}"),
+            (1 <= self.quality <= 100, "quality", "must be in 1..100"),
+            (0 <= self.png_compression <= 9, "png-compression", "must be in 0..9"),
+            (self.alpha in ("bicubic", "network"), "alpha", "must be 'bicubic' or 'network'"),
+            (self.batch_size >= 1, "batch-size", "must be >= 1"),
+            (self.images_per_batch >= 1, "images-per-batch", "must be >= 1"),
+            (self.precision in ("auto", "fp32", "fp16", "bf16"), "precision", "must be auto, fp32, fp16 or bf16"),
+            (self.num_gpus_per_actor is None or self.num_gpus_per_actor >= 0, "num-gpus-per-actor", "must be >= 0"),
+            (self.cpus_per_actor > 0, "cpus-per-actor", "must be > 0"),
+            (self.min_actors >= 1, "min-actors", "must be >= 1"),
+            (self.max_actors is None or self.max_actors >= self.min_actors, "max-actors", "must be >= min-actors"),
+            (self.max_input_pixels is None or self.max_input_pixels > 0, "max-input-pixels", "must be > 0"),
+            (self.limit is None or self.limit >= 0, "limit", "must be >= 0"),
+            (self.sample is None or self.sample >= 0, "sample", "must be >= 0"),
+            (self.io_threads >= 1, "io-threads", "must be >= 1"),
+            (self.actor_concurrency is None or self.actor_concurrency >= 1, "actor-concurrency", "must be >= 1"),
+        ]
+        for ok, name, rule in checks:
+            if not ok:
+                raise ValueError(f"--{name} {rule}, got {getattr(self, name.replace('-', '_'))!r}")
+        if _inside(self.input, self.output) and _inside(self.output, self.input):
+            raise ValueError("--output must differ from --input (outputs would replace the originals)")
+
+    @property
+    def report_location(self) -> str:
+        return self.report or join(self.output, REPORT_FOLDER, self.run_id)
+
+
+def _inside(parent: str, child: str) -> bool:
+    p = parent.rstrip("/") if is_uri(parent) else str(Path(parent).resolve())
+    c = child.rstrip("/") if is_uri(child) else str(Path(child).resolve())
+    return c == p or c.startswith(p + "/")
+
+
+def model_id(model: str) -> str:
+    """A stable name for the model in outputs and reports: the registered name, or file name @ content hash."""
+    if model in VARIANTS and not Path(model).exists():
+        return model
+    digest = hashlib.sha256(Path(model).read_bytes()).hexdigest()[:12]
+    return f"{Path(model).name}@{digest}"

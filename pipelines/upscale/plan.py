@@ -1,0 +1,104 @@
+"""Planning on the driver: list inputs and outputs, assign output keys, and tell finished outputs."""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+
+from srcore.imageio import read_provenance
+
+from ..keys import output_format, plan_outputs
+from ..storage import Store
+from .options import UpscaleJob, _inside
+
+PROVENANCE_PROBE_BYTES = 1 << 16
+
+
+@dataclass
+class Manifest:
+    rows: list[dict]  # one per input to handle in this run
+    listed: int  # inputs found under the prefix
+
+
+def plan(job: UpscaleJob, model: str, scale: float | None = None) -> Manifest:
+    """List inputs and finished-looking outputs, pick the subset (limit/sample), assign output keys."""
+    source, target = _store(job.input), _store(job.output)
+    exclude = (target.root,) if _inside(job.input, job.output) else ()
+    entries = source.list(job.extensions, exclude=exclude)
+    listed = len(entries)
+    keys = plan_outputs([e.relative for e in entries], job.format)
+    if job.sample is not None and job.sample < len(entries):
+        entries = sorted(random.Random(job.seed).sample(entries, job.sample), key=lambda e: e.path)
+    if job.limit is not None:
+        entries = entries[: job.limit]
+    existing = _existing_outputs(target)
+    rows = []
+    for e in entries:
+        key = keys[e.relative]
+        out_path = f"{target.root}/{key}"
+        rows.append({
+            "input": source.uri(e.path), "output": target.uri(out_path), "output_key": out_path, "input_key": e.path,
+            "input_version": e.version, "input_bytes": e.size, "model": model, "scale": scale, "run": job.run_id,
+            "output_format": output_format(e.relative, job.format), "status": "exists" if out_path in existing else "",
+        })
+    # similar sizes next to each other, so actor batches hold images that share forward passes
+    rows.sort(key=lambda r: (r["input_bytes"], r["input"]))
+    todo = [i for i, r in enumerate(rows) if not r["status"]]
+    if job.previews:  # spread over the size range
+        for i in todo[:: max(1, len(todo) // job.previews)][: job.previews]:
+            rows[i]["preview"] = True
+    return Manifest(rows, listed)
+
+
+STALE_TEMPORARY_S = 6 * 3600  # a temporary upload this old belongs to a write that died (a killed run)
+
+
+def _existing_outputs(target: Store) -> set[str]:
+    """Paths under the output prefix (one listing), deleting the ``.name.<id>.tmp`` uploads of killed runs.
+
+    Recent temporaries are kept: they may belong to a run in progress.
+    """
+    try:
+        entries = target.list(extensions=None, hidden=None)
+    except FileNotFoundError:
+        return set()
+    cutoff_ns = (time.time() - STALE_TEMPORARY_S) * 1e9
+    existing = set()
+    for entry in entries:
+        if not entry.path.rsplit("/", 1)[-1].startswith("."):
+            existing.add(entry.path)
+        elif entry.path.endswith(".tmp") and 0 < entry.mtime_ns < cutoff_ns:
+            try:
+                target.delete(entry.path)
+            except OSError:
+                pass
+    return existing
+
+
+@lru_cache(maxsize=8)
+def _store(location: str) -> Store:
+    return Store(location)
+
+
+def output_is_finished(target: Store, row: dict) -> bool:
+    """Does the output carry this input's version, this model and scale (written by any earlier run)?
+
+    An output that cannot be read back counts as unfinished: it is made again.
+    """
+    want = {"sourceVersion": row["input_version"], "model": row["model"], "scale": f"{row['scale']:g}"}
+    path, probe = row["output_key"], PROVENANCE_PROBE_BYTES
+    try:
+        size = target.size(path)
+        found = read_provenance(target.read(path, 0, min(size, probe)))
+        if not found and size > probe:  # WebP and some TIFFs keep XMP at the end
+            found = read_provenance(target.read(path, max(0, size - probe), size))
+        if not found and size > 2 * probe:
+            found = read_provenance(target.read(path))
+    except OSError:
+        return False
+    if all(found.get(k) == v for k, v in want.items()):
+        row["output_bytes"] = size
+        return True
+    return False

@@ -1,0 +1,35 @@
+"""Arrow schemas of the rows that flow through the job: manifest, decoded, report."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+REPORT_SCHEMA = pa.schema([
+    ("input", pa.string()), ("output", pa.string()), ("status", pa.string()), ("error", pa.string()),
+    ("input_version", pa.string()), ("input_bytes", pa.int64()), ("input_width", pa.int32()),
+    ("input_height", pa.int32()), ("input_mode", pa.string()), ("input_format", pa.string()),
+    ("output_bytes", pa.int64()), ("output_width", pa.int32()), ("output_height", pa.int32()),
+    ("output_mode", pa.string()), ("output_format", pa.string()), ("model", pa.string()), ("scale", pa.float32()),
+    ("lr_psnr", pa.float32()), ("read_s", pa.float32()), ("decode_s", pa.float32()), ("upscale_s", pa.float32()),
+    ("encode_s", pa.float32()), ("write_s", pa.float32()),
+    ("check_s", pa.float32()), ("node", pa.string()), ("device", pa.string()),
+    ("run", pa.string()),
+])
+# what the driver plans: one row per input of this run
+MANIFEST_SCHEMA = pa.schema([
+    ("input", pa.string()), ("output", pa.string()), ("input_key", pa.string()), ("output_key", pa.string()),
+    ("input_version", pa.string()), ("input_bytes", pa.int64()), ("model", pa.string()), ("scale", pa.float32()),
+    ("run", pa.string()), ("output_format", pa.string()), ("status", pa.string()), ("preview", pa.bool_()),
+])
+PREVIEW_FIELDS = [("preview_before", pa.binary()), ("preview_after", pa.binary())]
+# what flows from the decode tasks to the actors: the report columns so far, and the decoded picture
+DECODED_SCHEMA = pa.schema(list(REPORT_SCHEMA) + [
+    ("output_key", pa.string()), ("preview", pa.bool_()), ("pixels", pa.large_binary()), ("dtype", pa.string()),
+    ("shape", pa.list_(pa.int32())), ("source_mode", pa.string()), ("icc_profile", pa.binary()),
+    ("exif", pa.binary()), ("text", pa.string()),
+])
+OUTPUT_SCHEMA = pa.schema(list(REPORT_SCHEMA) + PREVIEW_FIELDS)
+
+
+def _table(rows: list[dict], schema: pa.Schema) -> pa.Table:
+    return pa.Table.from_pylist([{k: r.get(k) for k in schema.names} for r in rows], schema=schema)

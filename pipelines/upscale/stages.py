@@ -1,0 +1,173 @@
+"""The workers' stages: read and decode on CPU tasks; upscale, encode and write on the actor pool."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+import traceback
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
+from functools import lru_cache
+
+import numpy as np
+import pyarrow as pa
+
+from srcore.imageio import ImageDecodeError, Picture, Provenance, decode, encode
+
+from .options import UpscaleJob
+from .plan import _store, output_is_finished
+from .quality import lr_consistency, preview_pair
+from .rows import DECODED_SCHEMA, OUTPUT_SCHEMA, _table
+
+FAULT_ENV = "SRCORE_INJECT_WORKER_DEATH"
+
+
+def _inject_worker_death(stage: str, key: str) -> None:
+    """Test-only fault injection: ``SRCORE_INJECT_WORKER_DEATH=decode:marker,upscale:other`` ends the worker
+    process (as an out-of-memory kill would) whenever that stage handles an input whose key holds the marker."""
+    for spec in os.environ.get(FAULT_ENV, "").split(","):
+        want, _, marker = spec.partition(":")
+        if want == stage and marker and marker in key:
+            os._exit(137)
+
+
+def read_and_decode(batch: pa.Table, job: UpscaleJob) -> pa.Table:
+    """Manifest rows -> rows with decoded pixels (status "todo"), or finished ones ("skipped", "failed")."""
+    source, target = _store(job.input), _store(job.output)
+    out = []
+    for row in batch.to_pylist():
+        _inject_worker_death("decode", row["input"])
+        row.update(node=_node(), status=row["status"] or "todo")
+        try:
+            if row["status"] == "exists":
+                if not job.overwrite and output_is_finished(target, row):
+                    row["status"] = "skipped"
+                    out.append(row)
+                    continue
+                row["status"] = "todo"
+            t0 = time.perf_counter()
+            data = source.read(row["input_key"])
+            t1 = time.perf_counter()
+            picture = decode(data, row["input"], job.max_input_pixels)
+            row.update(read_s=t1 - t0, decode_s=time.perf_counter() - t1, input_bytes=len(data),
+                       input_width=picture.size[0], input_height=picture.size[1], input_mode=picture.mode,
+                       input_format=picture.format, pixels=picture.pixels.tobytes(), dtype=picture.pixels.dtype.str,
+                       shape=list(picture.pixels.shape), source_mode=picture.source_mode,
+                       icc_profile=picture.icc_profile, exif=picture.exif, text=json.dumps(picture.text))
+        except ImageDecodeError as exc:
+            row.update(status="failed", error=str(exc))
+        except Exception as exc:  # the store refused the read, or an unforeseen error: recorded, the job goes on
+            row.update(status="failed", error=f"{row['input']}: cannot read ({type(exc).__name__}: {exc})")
+        out.append(row)
+    return _table(out, DECODED_SCHEMA)
+
+
+@lru_cache(maxsize=1)
+def _node() -> str:
+    try:
+        import ray
+
+        return ray.util.get_node_ip_address()
+    except Exception:
+        return socket.gethostname()
+
+
+class UpscaleWriter:
+    """Ray Data actor: upscale decoded rows, encode and write each output on a thread pool, return report rows.
+
+    The model arrives through the object store (one copy per node, whatever file or name it came from).
+    """
+
+    def __init__(self, job: UpscaleJob, model_ref: list, use_gpu: bool):
+        import ray
+        import torch
+
+        from srcore.inference import Upscaler
+
+        self.job = job
+        model = ray.get(model_ref[0])
+        if use_gpu and torch.cuda.is_available():
+            device = "cuda"
+        else:
+            device = "cpu"
+            torch.set_num_threads(max(1, int(job.cpus_per_actor)))
+        self.upscaler = Upscaler(model, device=device, precision=job.precision, tile=job.tile,
+                                 tile_overlap=job.tile_overlap, batch_size=job.batch_size)
+        self.device = torch.cuda.get_device_name() if device == "cuda" else f"cpu x{torch.get_num_threads()}"
+        self.target = _store(job.output)
+        self.pool = ThreadPoolExecutor(max_workers=job.io_threads, thread_name_prefix="srcore-write")
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        rows = batch.to_pylist()
+        done: list[dict] = [r for r in rows if r["status"] != "todo"]
+        todo = [r for r in rows if r["status"] == "todo"]
+        # equal shapes upscale together (forward passes shared); each group's writes overlap the next group
+        groups: dict[tuple, list[dict]] = {}
+        for r in todo:
+            groups.setdefault((tuple(r["shape"]), r["dtype"]), []).append(r)
+        futures: list[tuple[dict, Future]] = []
+        for group in groups.values():
+            for r in group:
+                _inject_worker_death("upscale", r["input"])
+            pictures = [_picture(r) for r in group]
+            t0 = time.perf_counter()
+            try:
+                upscaled = self.upscaler.upscale_many([p.pixels for p in pictures], self.job.alpha, self.job.outscale)
+            except Exception:  # one bad image must not fail the group: retry one by one
+                upscaled = [self._upscale_one(r, p) for r, p in zip(group, pictures, strict=True)]
+            seconds = (time.perf_counter() - t0) / len(group)
+            for r, picture, pixels in zip(group, pictures, upscaled, strict=True):
+                r.pop("pixels")
+                if pixels is None:
+                    done.append(r)
+                    continue
+                r.update(upscale_s=seconds, device=self.device, node=_node())
+                futures.append((r, self.pool.submit(self._finish, r, picture, pixels)))
+        for r, fut in futures:
+            fut.result()  # _finish records its own errors in the row
+            done.append(r)
+        return _table(done, OUTPUT_SCHEMA)
+
+    def _upscale_one(self, row: dict, picture: Picture) -> np.ndarray | None:
+        try:
+            return self.upscaler.upscale_pixels(picture.pixels, self.job.alpha, self.job.outscale)
+        except Exception as exc:
+            row.update(status="failed", error=f"{row['input']}: upscaling failed ({type(exc).__name__}: {exc})")
+            return None
+
+    def _finish(self, row: dict, source: Picture, pixels: np.ndarray) -> None:
+        """Encode and write one output, then its quality figures; fills the row's output fields, or its error."""
+        stage = "encode"
+        try:
+            t0 = time.perf_counter()
+            output = replace(source, pixels=pixels)
+            provenance = Provenance(row["model"], row["scale"], row["input"], row["input_version"], row["run"])
+            data = encode(output, row["output_format"], self.job.quality, provenance,
+                          png_compression=self.job.png_compression)
+            t1 = time.perf_counter()
+            stage = "write"
+            self.target.write_atomic(row["output_key"], data)
+            row.update(status="ok", encode_s=t1 - t0, write_s=time.perf_counter() - t1, output_bytes=len(data),
+                       output_width=output.size[0], output_height=output.size[1], output_mode=output.mode)
+        except Exception as exc:
+            row.update(status="failed", error=f"{row['output']}: cannot {stage} output ({type(exc).__name__}: {exc})")
+            if not isinstance(exc, (OSError, ValueError)):
+                row["error"] += "\n" + traceback.format_exc(limit=3)
+            return
+        # the output is written: a failing quality figure leaves it empty, never fails the row
+        t2 = time.perf_counter()
+        try:
+            row["lr_psnr"] = lr_consistency(source.pixels, pixels, row["scale"])
+            if row.get("preview"):
+                row["preview_before"], row["preview_after"] = preview_pair(source.pixels, pixels)
+        except Exception:
+            pass
+        row["check_s"] = time.perf_counter() - t2
+
+
+def _picture(row: dict) -> Picture:
+    pixels = np.frombuffer(row["pixels"], dtype=np.dtype(row["dtype"])).reshape(row["shape"])
+    return Picture(pixels, row["source_mode"], row["icc_profile"], row["exif"], row["input_format"],
+                   json.loads(row["text"] or "{}"))
