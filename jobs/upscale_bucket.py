@@ -5,7 +5,8 @@
 
 Joins the Ray cluster it was submitted to (RAY_ADDRESS), else starts a local Ray. Reruns skip finished outputs.
 The report (rows/*.parquet, summary.json, report.html) goes to <output>/_reports/<run id>/.
-Exit status: 0 done, 1 the failure rate exceeded --max-failure-rate, 2 bad arguments, model or input prefix.
+Exit status: 0 done, 1 the failure rate exceeded --max-failure-rate, 2 bad arguments, model or input prefix,
+3 another run is writing to the output prefix (its lease in <output>/_reports/lease.json).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import json
 import sys
 
 from pipelines.cluster import connect_or_start
+from pipelines.lease import LeaseHeld
 from pipelines.report import report_files
 from pipelines.storage import ListingError
 from pipelines.upscale import UpscaleJob, run
@@ -102,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, WeightsError, FileNotFoundError, ListingError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except LeaseHeld as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
     s = result.summary
     print(json.dumps(s, indent=2))
     files = report_files(result.report)

@@ -93,16 +93,14 @@ class Store:
         Hidden names (``.x``: temporary uploads) are left out; ``hidden=True`` lists only them, None both.
         Paths under ``exclude`` are left out.
         """
+        self.check_exists()
         try:
-            exists = self.fs.exists(self.root)
-            if exists and self.fs.isfile(self.root):
+            if self.fs.isfile(self.root):
                 found, base = {self.root: self.fs.info(self.root)}, posixpath.dirname(self.root)
-            elif exists:
+            else:
                 found, base = self.fs.find(self.root, detail=True), self.root
         except Exception as exc:
             raise ListingError(f"{self.location}: cannot list ({type(exc).__name__}: {exc})") from exc
-        if not exists:
-            raise FileNotFoundError(f"{self.location}: no such folder or prefix")
         excluded = tuple(e.rstrip("/") + "/" for e in exclude)
         entries = [
             _entry(path, base, info) for path, info in found.items()
@@ -112,6 +110,15 @@ class Store:
             and not path.startswith(excluded)
         ]
         return sorted(entries, key=lambda e: e.path)
+
+    def check_exists(self) -> None:
+        """FileNotFoundError when the prefix or folder is not there; ListingError when the store cannot say."""
+        try:
+            exists = self.fs.exists(self.root)
+        except Exception as exc:
+            raise ListingError(f"{self.location}: cannot list ({type(exc).__name__}: {exc})") from exc
+        if not exists:
+            raise FileNotFoundError(f"{self.location}: no such folder or prefix")
 
     def read(self, path: str, start: int | None = None, end: int | None = None) -> bytes:
         return self.fs.cat_file(path, start=start, end=end)
@@ -144,6 +151,61 @@ class Store:
             self._remove_quietly(tmp)
             raise
         self._remove_quietly(tmp)
+
+    def create_exclusive(self, path: str, data: bytes) -> str:
+        """Write ``path`` only if it does not exist (FileExistsError if it does); returns its version token.
+
+        S3 (and S3-protocol servers that honour ``If-None-Match: *``) and local folders decide atomically;
+        other stores check first and then write (best effort: two writers racing can both succeed there).
+        """
+        if self.local:
+            import tempfile
+
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self._check_inside(path)
+            fd, tmp = tempfile.mkstemp(prefix=f".{Path(path).name}.", suffix=".tmp", dir=Path(path).parent)
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                os.link(tmp, path)  # appears whole, and only if nothing is there (FileExistsError)
+            finally:
+                os.unlink(tmp)
+            return str(os.stat(path).st_mtime_ns)
+        if self.location.startswith("s3://"):
+            return str(self.fs.pipe_file(path, data, mode="create").get("ETag", ""))
+        if self.fs.exists(path):
+            raise FileExistsError(path)
+        self.fs.pipe_file(path, data)
+        return self.version(path)
+
+    def replace_if_version(self, path: str, data: bytes, version: str) -> str:
+        """Overwrite ``path`` only if it is still at ``version`` (else OSError); returns the new version.
+
+        S3 decides atomically (``If-Match``); local folders and other stores compare, then write (best effort).
+        """
+        if self.location.startswith("s3://"):
+            try:
+                return str(self.fs.pipe_file(path, data, IfMatch=version).get("ETag", ""))
+            except FileNotFoundError:
+                raise
+            except OSError as exc:
+                raise OSError(f"{path} changed since version {version}") from exc
+        if self.version(path) != version:
+            raise OSError(f"{path} changed since version {version}")
+        if self.local:
+            from srcore.atomic import atomic_path
+
+            with atomic_path(Path(path)) as tmp:
+                tmp.write_bytes(data)
+            return self.version(path)
+        self.fs.pipe_file(path, data)
+        return self.version(path)
+
+    def version(self, path: str) -> str:
+        """The ETag of ``path`` where the store has one, else its modification time in ns."""
+        if self.local:
+            return str(os.stat(path).st_mtime_ns)
+        return _entry(path, posixpath.dirname(path), self.fs.info(path)).version
 
     def _remove_quietly(self, path: str, attempts: int = 3) -> None:
         for attempt in range(attempts):

@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -166,3 +167,35 @@ def test_inputs_that_kill_their_workers_become_failed_rows_and_the_run_goes_on(s
         assert row["status"] == "failed" and "died 3 times, with the input alone" in row["error"]
     outputs = list_objects("poison", "out")
     assert len(outputs) == 10 and not any(k.startswith("kills-") for k in outputs)
+
+
+def test_one_run_at_a_time_per_output_and_temporaries_gone_after_a_rerun(s3):
+    make_bucket("shared", "in", {k: v[0] for k, v in good_images(24, seed=5).items()})
+    args = ["--input", "s3://shared/in", "--output", "s3://shared/out"]
+    first = subprocess.Popen([sys.executable, str(ROOT / "jobs" / "upscale_bucket.py"), "--no-progress", *args],
+                             cwd=ROOT, env=os.environ.copy(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    fs = s3fs.S3FileSystem(endpoint_url=os.environ["AWS_ENDPOINT_URL"], skip_instance_cache=True)
+    try:
+        for _ in range(600):
+            if fs.exists("shared/out/_reports/lease.json"):
+                break
+            assert first.poll() is None, first.communicate()
+            time.sleep(0.1)
+        second = run_job(*args)
+        assert second.returncode == 3, second.stdout[-2000:] + second.stderr[-2000:]
+        assert "is writing to this output" in second.stderr and "Traceback" not in second.stderr
+        out, err = first.communicate(timeout=600)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode == 0, out[-2000:] + err[-3000:]
+    assert summary_of(subprocess.CompletedProcess([], 0, out, err))["ok"] == 24
+    assert not fs.exists("shared/out/_reports/lease.json")  # released
+
+    # a killed writer's temporary upload: the next run holds the lease, so it knows the writer is gone
+    leftover = "shared/out/photos/.rgb_0.png.0123456789abcdef.tmp"
+    fs.pipe_file(leftover, b"half an upload")
+    rerun = run_job(*args)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "removed 1 temporary uploads" in rerun.stdout
+    assert not fs.exists(leftover) and summary_of(rerun)["skipped"] == 24

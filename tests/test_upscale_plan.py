@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import posixpath
+import time
 import unicodedata
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pytest
 
 from pipelines.keys import output_format, plan_outputs, safe_relative
+from pipelines.lease import Lease, LeaseHeld
 from pipelines.report import histogram_svg, render_html
 from pipelines.storage import Store
 from pipelines.upscale import OUTPUT_SCHEMA, UpscaleJob, lr_consistency, output_is_finished, plan, preview_pair
@@ -148,18 +152,27 @@ def test_an_output_is_finished_only_for_the_same_input_version_model_and_scale(t
     assert not output_is_finished(store, row | {"scale": 2.0})
 
 
-def test_planning_removes_temporaries_left_by_killed_runs_but_not_recent_ones(tmp_path):
-    import os
-    import time
-
+def test_planning_finds_temporaries_and_a_lease_makes_their_removal_safe(tmp_path):
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "a.png").write_bytes(b"x")
     out = tmp_path / "out"
     out.mkdir()
-    stale, fresh = out / ".a.png.0123abcd.tmp", out / ".b.png.4567ef01.tmp"
-    stale.write_bytes(b"partial")
-    fresh.write_bytes(b"partial")
-    old = time.time() - 7 * 3600
-    os.utime(stale, (old, old))
-    plan(UpscaleJob(input=str(tmp_path / "in"), output=str(out)), "m")
-    assert not stale.exists() and fresh.exists()
+    temporary = out / ".a.png.0123abcd.tmp"
+    temporary.write_bytes(b"partial")
+    manifest = plan(UpscaleJob(input=str(tmp_path / "in"), output=str(out)), "m")
+    assert manifest.temporaries == [str(temporary)] and temporary.exists()  # planning alone deletes nothing
+
+    store = Store(str(out))
+    lease_path = str(out / "_reports" / "lease.json")
+    with Lease(store, lease_path, "run-a") as lease:
+        holder = json.loads(Path(lease_path).read_text())
+        assert holder["run"] == "run-a" and holder["expires_unix"] > time.time()
+        with pytest.raises(LeaseHeld, match="run run-a .* is writing to this output"):
+            Lease(store, lease_path, "run-b").acquire()
+        assert lease.version
+    assert not Path(lease_path).exists()  # released
+
+    # a killed run's lease: no renewals, expired -> the next run takes it over
+    Path(lease_path).write_text(json.dumps({"run": "killed", "host": "h", "pid": 1, "expires_unix": time.time() - 1}))
+    with Lease(store, lease_path, "run-c"):
+        assert json.loads(Path(lease_path).read_text())["run"] == "run-c"

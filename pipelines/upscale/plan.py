@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import time
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -20,6 +19,7 @@ PROVENANCE_PROBE_BYTES = 1 << 16
 class Manifest:
     rows: list[dict]  # one per input to handle in this run
     listed: int  # inputs found under the prefix
+    temporaries: list[str]  # temporary uploads under the output prefix (writers that died, or ones at work)
 
 
 def plan(job: UpscaleJob, model: str, scale: float | None = None) -> Manifest:
@@ -33,7 +33,7 @@ def plan(job: UpscaleJob, model: str, scale: float | None = None) -> Manifest:
         entries = sorted(random.Random(job.seed).sample(entries, job.sample), key=lambda e: e.path)
     if job.limit is not None:
         entries = entries[: job.limit]
-    existing = _existing_outputs(target)
+    existing, temporaries = _existing_outputs(target)
     rows = []
     for e in entries:
         key = keys[e.relative]
@@ -49,32 +49,34 @@ def plan(job: UpscaleJob, model: str, scale: float | None = None) -> Manifest:
     if job.previews:  # spread over the size range
         for i in todo[:: max(1, len(todo) // job.previews)][: job.previews]:
             rows[i]["preview"] = True
-    return Manifest(rows, listed)
+    return Manifest(rows, listed, temporaries)
 
 
-STALE_TEMPORARY_S = 6 * 3600  # a temporary upload this old belongs to a write that died (a killed run)
-
-
-def _existing_outputs(target: Store) -> set[str]:
-    """Paths under the output prefix (one listing), deleting the ``.name.<id>.tmp`` uploads of killed runs.
-
-    Recent temporaries are kept: they may belong to a run in progress.
-    """
+def _existing_outputs(target: Store) -> tuple[set[str], list[str]]:
+    """Paths under the output prefix, and the ``.name.<id>.tmp`` uploads among them (one listing)."""
     try:
         entries = target.list(extensions=None, hidden=None)
     except FileNotFoundError:
-        return set()
-    cutoff_ns = (time.time() - STALE_TEMPORARY_S) * 1e9
-    existing = set()
+        return set(), []
+    existing, temporaries = set(), []
     for entry in entries:
         if not entry.path.rsplit("/", 1)[-1].startswith("."):
             existing.add(entry.path)
-        elif entry.path.endswith(".tmp") and 0 < entry.mtime_ns < cutoff_ns:
-            try:
-                target.delete(entry.path)
-            except OSError:
-                pass
-    return existing
+        elif entry.path.endswith(".tmp"):
+            temporaries.append(entry.path)
+    return existing, temporaries
+
+
+def remove_temporaries(target: Store, paths: list[str]) -> int:
+    """Delete temporary uploads; call only while holding the output's lease (their writers are gone then)."""
+    removed = 0
+    for path in paths:
+        try:
+            target.delete(path)
+            removed += 1
+        except OSError:
+            pass
+    return removed
 
 
 @lru_cache(maxsize=8)

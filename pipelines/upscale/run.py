@@ -7,8 +7,9 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from .options import UpscaleJob, model_id
-from .plan import plan
+from ..lease import Lease
+from .options import REPORT_FOLDER, UpscaleJob, model_id
+from .plan import _existing_outputs, _store, plan, remove_temporaries
 from .rows import MANIFEST_SCHEMA, OUTPUT_SCHEMA, PREVIEW_FIELDS, _table
 from .stages import UpscaleWriter, read_and_decode
 
@@ -36,62 +37,70 @@ def run(job: UpscaleJob, progress: bool = True, connect=None) -> RunResult:
     start = time.time()
     model = load_model(job.model)  # fails fast, before any listing, on a bad name or file
     name = model_id(job.model)
-    manifest = plan(job, name, job.outscale or model.descriptor.scale)
-    if connect is not None:
-        connect()
-    gpus = job.num_gpus_per_actor
-    if gpus is None:
-        gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
-    max_actors = job.max_actors or _default_max_actors(gpus, job)
-    min_actors = min(job.min_actors, max_actors)
-    kind = f"{gpus:g}-GPU" if gpus else "CPU"
-    print(f"[srcore] {manifest.listed} images under {job.input}; {len(manifest.rows)} in this run; "
-          f"{kind} actors: {min_actors}..{max_actors}; model {name}", flush=True)
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = progress
-    # A block whose workers keep dying (out of memory, a native crash) is dropped instead of ending the run;
-    # its inputs are retried one at a time below, so one poison input costs only its own row.
-    ctx.max_errored_blocks = -1
-    rows: list[pa.Table] = []
-    if manifest.rows:
-        model_ref = [ray.put(model)]
+    _store(job.input).check_exists()  # before the lease: a wrong input leaves nothing behind in the output
+    target = _store(job.output)
+    # one run at a time per output prefix; held from planning to the report (LeaseHeld: another run writes)
+    with Lease(target, f"{target.root}/{REPORT_FOLDER}/lease.json", job.run_id):
+        manifest = plan(job, name, job.outscale or model.descriptor.scale)
+        if manifest.temporaries:  # under the lease, no other writer is at work here: these writers are gone
+            print(f"[srcore] removed {remove_temporaries(target, manifest.temporaries)} temporary uploads left by "
+                  "killed writers", flush=True)
+        if connect is not None:
+            connect()
+        gpus = job.num_gpus_per_actor
+        if gpus is None:
+            gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
+        max_actors = job.max_actors or _default_max_actors(gpus, job)
+        min_actors = min(job.min_actors, max_actors)
+        kind = f"{gpus:g}-GPU" if gpus else "CPU"
+        print(f"[srcore] {manifest.listed} images under {job.input}; {len(manifest.rows)} in this run; "
+              f"{kind} actors: {min_actors}..{max_actors}; model {name}", flush=True)
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = progress
+        # A block whose workers keep dying (out of memory, a native crash) is dropped instead of ending the run;
+        # its inputs are retried one at a time below, so one poison input costs only its own row.
+        ctx.max_errored_blocks = -1
+        rows: list[pa.Table] = []
+        if manifest.rows:
+            model_ref = [ray.put(model)]
 
-        def execute(manifest_rows: list[dict], per_block: int) -> None:
-            blocks = [_table(manifest_rows[i : i + per_block], MANIFEST_SCHEMA)
-                      for i in range(0, len(manifest_rows), per_block)]
-            ds = ray.data.from_arrow(blocks)
-            # Task-only arguments (retries of a decode task whose worker died) also keep Ray from fusing
-            # decoding into the actors: it stays on CPU tasks, the actors only upscale and write.
-            ds = ds.map_batches(read_and_decode, batch_format="pyarrow", batch_size=None, fn_kwargs={"job": job},
-                                num_cpus=1, max_retries=WORKER_RETRIES)
-            # Two calls at once per actor: one batch's outputs encode and upload on the thread pool while the
-            # next batch is on the GPU (Upscaler is thread-safe). CPU actors run one: their threads are the
-            # model's. A dead actor is restarted; its batch is retried WORKER_RETRIES times, then dropped.
-            concurrency = job.actor_concurrency or (2 if gpus > 0 else 1)
-            ds = ds.map_batches(
-                UpscaleWriter, batch_format="pyarrow", batch_size=per_block, num_gpus=gpus,
-                num_cpus=job.cpus_per_actor, max_concurrency=concurrency, max_task_retries=WORKER_RETRIES,
-                compute=ActorPoolStrategy(min_size=min_actors, max_size=max_actors,
-                                          max_tasks_in_flight_per_actor=2 * concurrency,
-                                          enable_true_multi_threading=concurrency > 1),
-                fn_constructor_kwargs={"job": job, "model_ref": model_ref, "use_gpu": gpus > 0},
-            )
-            for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
-                rows.append(batch)
+            def execute(manifest_rows: list[dict], per_block: int) -> None:
+                blocks = [_table(manifest_rows[i : i + per_block], MANIFEST_SCHEMA)
+                          for i in range(0, len(manifest_rows), per_block)]
+                ds = ray.data.from_arrow(blocks)
+                # Task-only arguments (retries of a decode task whose worker died) also keep Ray from fusing
+                # decoding into the actors: it stays on CPU tasks, the actors only upscale and write.
+                ds = ds.map_batches(read_and_decode, batch_format="pyarrow", batch_size=None, fn_kwargs={"job": job},
+                                    num_cpus=1, max_retries=WORKER_RETRIES)
+                # Two calls at once per actor: one batch's outputs encode and upload on the thread pool while the
+                # next batch is on the GPU (Upscaler is thread-safe). CPU actors run one: their threads are the
+                # model's. A dead actor is restarted; its batch is retried WORKER_RETRIES times, then dropped.
+                concurrency = job.actor_concurrency or (2 if gpus > 0 else 1)
+                ds = ds.map_batches(
+                    UpscaleWriter, batch_format="pyarrow", batch_size=per_block, num_gpus=gpus,
+                    num_cpus=job.cpus_per_actor, max_concurrency=concurrency, max_task_retries=WORKER_RETRIES,
+                    compute=ActorPoolStrategy(min_size=min_actors, max_size=max_actors,
+                                              max_tasks_in_flight_per_actor=2 * concurrency,
+                                              enable_true_multi_threading=concurrency > 1),
+                    fn_constructor_kwargs={"job": job, "model_ref": model_ref, "use_gpu": gpus > 0},
+                )
+                for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+                    rows.append(batch)
 
-        execute(manifest.rows, job.images_per_batch)
-        lost = _without_rows(manifest.rows, rows)
-        if lost:
-            print(f"[srcore] {len(lost)} inputs were in batches whose workers died; retrying each alone",
-                  flush=True)
-            execute(lost, 1)
-            rows.append(_table([dict(r, status="failed", error=f"{r['input']}: {WORKER_DIED}")
-                                for r in _without_rows(lost, rows)], OUTPUT_SCHEMA))
-    table = pa.concat_tables([t.select(OUTPUT_SCHEMA.names).cast(OUTPUT_SCHEMA) for t in rows]) if rows \
-        else OUTPUT_SCHEMA.empty_table()
-    summary = summarize(table, job, manifest.listed, time.time() - start)
-    write_report(table, summary, job.report_location)
-    return RunResult(summary, table.drop_columns([n for n, _ in PREVIEW_FIELDS]), job.report_location)
+            execute(manifest.rows, job.images_per_batch)
+            lost = _without_rows(manifest.rows, rows)
+            if lost:
+                print(f"[srcore] {len(lost)} inputs were in batches whose workers died; retrying each alone",
+                      flush=True)
+                execute(lost, 1)
+                rows.append(_table([dict(r, status="failed", error=f"{r['input']}: {WORKER_DIED}")
+                                    for r in _without_rows(lost, rows)], OUTPUT_SCHEMA))
+        table = pa.concat_tables([t.select(OUTPUT_SCHEMA.names).cast(OUTPUT_SCHEMA) for t in rows]) if rows \
+            else OUTPUT_SCHEMA.empty_table()
+        remove_temporaries(target, _existing_outputs(target)[1])  # left by this run's actors that were killed
+        summary = summarize(table, job, manifest.listed, time.time() - start)
+        write_report(table, summary, job.report_location)
+        return RunResult(summary, table.drop_columns([n for n, _ in PREVIEW_FIELDS]), job.report_location)
 
 
 WORKER_RETRIES = 2  # retries of a batch whose worker (decode task or actor) died

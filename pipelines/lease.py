@@ -1,0 +1,107 @@
+"""One run at a time per output prefix: a lease object that a second run finds, and a killed run's expires.
+
+The lease is ``<output>/_reports/lease.json``: which run holds it, on which host, and until when. A run
+creates it with an exclusive write (S3's ``If-None-Match: *``, or ``O_EXCL`` locally), renews it every
+``ttl / 3`` seconds with a conditional write (``If-Match`` on its own ETag), and deletes it when done. A second
+run finds it held and stops with :class:`LeaseHeld`. A run that was killed stops renewing: once its lease
+has expired, the next run takes it over (again conditionally, so two runs cannot both take it).
+
+Holding the lease also tells a run that no other writer is at work under the prefix, so every temporary
+upload it finds there was left by a writer that is gone and can be deleted.
+
+Stores without conditional writes (other fsspec backends) get a best-effort lease: check, then write.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from .storage import Store
+
+LEASE_TTL_S = 300.0
+
+
+class LeaseHeld(RuntimeError):
+    """Another run holds the output prefix."""
+
+
+@dataclass
+class Lease:
+    store: Store
+    path: str
+    run_id: str
+    ttl_s: float = LEASE_TTL_S
+    version: str = ""
+    lost: bool = False
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def _body(self) -> bytes:
+        now = time.time()
+        return json.dumps({
+            "run": self.run_id, "host": socket.gethostname(), "pid": os.getpid(),
+            "renewed": datetime.fromtimestamp(now, timezone.utc).isoformat(timespec="seconds"),
+            "expires_unix": now + self.ttl_s, "ttl_s": self.ttl_s,
+        }).encode()
+
+    def acquire(self) -> Lease:
+        """Take the lease, or take over an expired one; LeaseHeld when a live run holds it."""
+        try:
+            self.version = self.store.create_exclusive(self.path, self._body())
+        except FileExistsError:
+            held_version = self.store.version(self.path)
+            holder = _read(self.store, self.path)
+            if holder.get("expires_unix", 0) > time.time():
+                until = datetime.fromtimestamp(holder["expires_unix"], timezone.utc).isoformat(timespec="seconds")
+                raise LeaseHeld(
+                    f"{self.store.uri(self.path)}: run {holder.get('run')} (host {holder.get('host')}, pid "
+                    f"{holder.get('pid')}) is writing to this output; its lease runs until {until} and is "
+                    f"renewed while it runs. Wait for it to finish, or write elsewhere.") from None
+            try:  # expired: its run was killed. Conditional, so of two runs taking it over one wins.
+                self.version = self.store.replace_if_version(self.path, self._body(), held_version)
+            except OSError:
+                raise LeaseHeld(f"{self.store.uri(self.path)}: another run took over the expired lease "
+                                "at the same moment") from None
+            print(f"[srcore] took over the expired lease of run {holder.get('run')} (host {holder.get('host')})",
+                  flush=True)
+        self._thread = threading.Thread(target=self._renew_loop, name="srcore-lease", daemon=True)
+        self._thread.start()
+        return self
+
+    def _renew_loop(self) -> None:
+        while not self._stop.wait(self.ttl_s / 3):
+            try:
+                self.version = self.store.replace_if_version(self.path, self._body(), self.version)
+            except Exception as exc:  # renewing failed: say so; the run goes on, its outputs are atomic
+                self.lost = True
+                print(f"[srcore] warning: could not renew the lease {self.store.uri(self.path)} ({exc}); "
+                      "another run may start writing here", flush=True)
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=5)
+        try:
+            if not self.lost and _read(self.store, self.path).get("run") == self.run_id:
+                self.store.delete(self.path)
+        except OSError:
+            pass  # it expires by itself
+
+    def __enter__(self) -> Lease:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _read(store: Store, path: str) -> dict:
+    try:
+        return json.loads(store.read(path))
+    except (OSError, ValueError):
+        return {}  # unreadable or half-written: treated as expired
