@@ -57,28 +57,43 @@ class Lease:
         except FileExistsError:
             held_version = self.store.version(self.path)
             holder = _read(self.store, self.path)
-            if holder.get("expires_unix", 0) > time.time():
+            if holder.get("run") == self.run_id:  # our own write, retried after its answer was lost
+                self.version = held_version
+            elif holder.get("expires_unix", 0) > time.time():
                 until = datetime.fromtimestamp(holder["expires_unix"], timezone.utc).isoformat(timespec="seconds")
                 raise LeaseHeld(
                     f"{self.store.uri(self.path)}: run {holder.get('run')} (host {holder.get('host')}, pid "
                     f"{holder.get('pid')}) is writing to this output; its lease runs until {until} and is "
                     f"renewed while it runs. Wait for it to finish, or write elsewhere.") from None
-            try:  # expired: its run was killed. Conditional, so of two runs taking it over one wins.
-                self.version = self.store.replace_if_version(self.path, self._body(), held_version)
-            except OSError:
-                raise LeaseHeld(f"{self.store.uri(self.path)}: another run took over the expired lease "
-                                "at the same moment") from None
-            print(f"[srcore] took over the expired lease of run {holder.get('run')} (host {holder.get('host')})",
-                  flush=True)
+            else:
+                self._take_over(holder, held_version)
         self._thread = threading.Thread(target=self._renew_loop, name="srcore-lease", daemon=True)
         self._thread.start()
         return self
+
+    def _take_over(self, holder: dict, held_version: str) -> None:
+        """An expired lease (its run was killed): replace it conditionally, so of two runs one wins."""
+        try:
+            self.version = self.store.replace_if_version(self.path, self._body(), held_version)
+        except OSError:
+            if _read(self.store, self.path).get("run") != self.run_id:  # not our own retried write
+                raise LeaseHeld(f"{self.store.uri(self.path)}: another run took over the expired lease "
+                                "at the same moment") from None
+            self.version = self.store.version(self.path)
+        print(f"[srcore] took over the expired lease of run {holder.get('run')} (host {holder.get('host')})",
+              flush=True)
 
     def _renew_loop(self) -> None:
         while not self._stop.wait(self.ttl_s / 3):
             try:
                 self.version = self.store.replace_if_version(self.path, self._body(), self.version)
             except Exception as exc:  # renewing failed: say so; the run goes on, its outputs are atomic
+                try:
+                    if _read(self.store, self.path).get("run") == self.run_id:  # our retried write went through
+                        self.version = self.store.version(self.path)
+                        continue
+                except OSError:
+                    pass
                 self.lost = True
                 print(f"[srcore] warning: could not renew the lease {self.store.uri(self.path)} ({exc}); "
                       "another run may start writing here", flush=True)

@@ -17,6 +17,7 @@ import pytest
 import s3fs
 import tifffile
 from bucket_helpers import ROOT, get_object, good_images, list_objects, make_bucket, run_job, summary_of
+from fault_proxy import fault_proxy
 from PIL import Image, PngImagePlugin
 
 from pipelines.local_s3 import local_s3_server
@@ -199,3 +200,29 @@ def test_one_run_at_a_time_per_output_and_temporaries_gone_after_a_rerun(s3):
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "removed 1 temporary uploads" in rerun.stdout
     assert not fs.exists(leftover) and summary_of(rerun)["skipped"] == 24
+
+
+def test_under_20_percent_injected_s3_faults_every_image_is_written_exactly_once(s3):
+    images = good_images(16, seed=7)
+    make_bucket("flaky", "in", {k: v[0] for k, v in images.items()})
+    with fault_proxy(os.environ["AWS_ENDPOINT_URL"], rate=0.2, seed=1) as (url, faults):
+        env = dict(os.environ, AWS_ENDPOINT_URL=url)
+        result = subprocess.run([sys.executable, str(ROOT / "jobs" / "upscale_bucket.py"), "--no-progress",
+                                 "--input", "s3://flaky/in", "--output", "s3://flaky/out"],
+                                cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    summary = summary_of(result)
+    assert (summary["ok"], summary["failed"], summary["skipped"]) == (16, 0, 0)
+    injected = sum(n for kind, n in faults.items() if kind != "pass")
+    assert injected >= 20 and all(faults[kind] for kind in ("500", "503", "drop-before", "drop-after")), faults
+    outputs = list_objects("flaky", "out")  # straight from the server, past the proxy
+    assert len(outputs) == 16
+    for key in outputs:
+        assert read_provenance(get_object("flaky", f"out/{key}"))["run"] == summary["run"]
+    keys = [o["Key"] for o in s3fs_listing("flaky", "out")]
+    assert not [k for k in keys if k.endswith(".tmp")] and "out/_reports/lease.json" not in keys
+
+
+def s3fs_listing(bucket: str, prefix: str) -> list[dict]:
+    fs = s3fs.S3FileSystem(endpoint_url=os.environ["AWS_ENDPOINT_URL"], skip_instance_cache=True)
+    return [{"Key": path.split("/", 1)[1]} for path in fs.find(f"{bucket}/{prefix}")]
