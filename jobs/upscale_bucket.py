@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 
 from pipelines.cluster import connect_or_start
@@ -80,12 +81,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--report", help="report location (default: <output>/_reports/<run id>)")
     p.add_argument("--max-failure-rate", type=float, default=0.01,
                    help="exit with status 1 when more than this fraction of the inputs failed (default %(default)s)")
+    p.add_argument("--break-lease", action="store_true",
+                   help="write even though another run's lease on the output looks live (when you know that run "
+                        "is dead; a killed run's lease otherwise expires within 5 minutes)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (logs)")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # `ray job stop` and kill send SIGTERM: unwind (releasing the output's lease) instead of vanishing
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         if not 0 <= args.max_failure_rate <= 1:
             raise ValueError(f"--max-failure-rate must be in 0..1, got {args.max_failure_rate}")
@@ -99,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
             max_actors=args.max_actors, overwrite=args.overwrite,
             max_input_pixels=args.max_input_pixels,
             extensions=tuple("." + e.strip().lstrip(".").lower() for e in args.extensions.split(",") if e.strip()),
-            limit=args.limit, sample=args.sample, seed=args.seed, report=args.report)
+            limit=args.limit, sample=args.sample, seed=args.seed, report=args.report, break_lease=args.break_lease)
         result = run(job, progress=not args.no_progress, connect=lambda: connect_or_start(min_cpus=2))
     except (ValueError, WeightsError, FileNotFoundError, ListingError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -4,7 +4,8 @@ The lease is ``<output>/_reports/lease.json``: which run holds it, on which host
 creates it with an exclusive write (S3's ``If-None-Match: *``, or ``O_EXCL`` locally), renews it every
 ``ttl / 3`` seconds with a conditional write (``If-Match`` on its own ETag), and deletes it when done. A second
 run finds it held and stops with :class:`LeaseHeld`. A run that was killed stops renewing: once its lease
-has expired, the next run takes it over (again conditionally, so two runs cannot both take it).
+has expired, the next run takes it over (again conditionally, so two runs cannot both take it). On the same
+host a holder whose process has ended is gone at once, so a killed local run can be rerun straight away.
 
 Holding the lease also tells a run that no other writer is at work under the prefix, so every temporary
 upload it finds there was left by a writer that is gone and can be deleted.
@@ -37,6 +38,7 @@ class Lease:
     path: str
     run_id: str
     ttl_s: float = LEASE_TTL_S
+    break_lease: bool = False  # take it even from a live-looking holder (an operator who knows it is dead)
     version: str = ""
     lost: bool = False
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -59,7 +61,7 @@ class Lease:
             holder = _read(self.store, self.path)
             if holder.get("run") == self.run_id:  # our own write, retried after its answer was lost
                 self.version = held_version
-            elif holder.get("expires_unix", 0) > time.time():
+            elif holder.get("expires_unix", 0) > time.time() and not self.break_lease and not _holder_gone(holder):
                 until = datetime.fromtimestamp(holder["expires_unix"], timezone.utc).isoformat(timespec="seconds")
                 raise LeaseHeld(
                     f"{self.store.uri(self.path)}: run {holder.get('run')} (host {holder.get('host')}, pid "
@@ -113,6 +115,19 @@ class Lease:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def _holder_gone(holder: dict) -> bool:
+    """A holder on this host whose process has ended (killed, crashed) is gone before its lease expires."""
+    if holder.get("host") != socket.gethostname() or not isinstance(holder.get("pid"), int):
+        return False
+    try:
+        os.kill(holder["pid"], 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # exists, owned by someone else
+        return False
+    return False
 
 
 def _read(store: Store, path: str) -> dict:

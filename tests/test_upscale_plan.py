@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import posixpath
+import socket
+import subprocess
+import sys
 import time
 import unicodedata
 from pathlib import Path
@@ -176,3 +179,16 @@ def test_planning_finds_temporaries_and_a_lease_makes_their_removal_safe(tmp_pat
     Path(lease_path).write_text(json.dumps({"run": "killed", "host": "h", "pid": 1, "expires_unix": time.time() - 1}))
     with Lease(store, lease_path, "run-c"):
         assert json.loads(Path(lease_path).read_text())["run"] == "run-c"
+    # on this host, a holder whose process has ended is gone at once, before its lease expires
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    Path(lease_path).write_text(json.dumps({"run": "crashed", "host": socket.gethostname(),
+                                            "pid": int(ended.stdout), "expires_unix": time.time() + 300}))
+    with Lease(store, lease_path, "run-d"):
+        assert json.loads(Path(lease_path).read_text())["run"] == "run-d"
+    # elsewhere, a live-looking holder keeps it unless the operator breaks the lease
+    Path(lease_path).write_text(json.dumps({"run": "remote", "host": "other-host", "pid": 7,
+                                            "expires_unix": time.time() + 300}))
+    with pytest.raises(LeaseHeld, match="run remote"):
+        Lease(store, lease_path, "run-e").acquire()
+    with Lease(store, lease_path, "run-e", break_lease=True):
+        assert json.loads(Path(lease_path).read_text())["run"] == "run-e"

@@ -41,6 +41,7 @@ class UpscaleJob:
         io_threads: encode-and-write threads per actor.
         actor_concurrency: batches an actor works on at once (default: 2 on GPUs, so that writing one batch
             overlaps upscaling the next; 1 on CPUs).
+        break_lease: take the output prefix's lease even from a run that looks alive (one you know is dead).
     """
 
     input: str
@@ -70,6 +71,7 @@ class UpscaleJob:
     previews: int = 6
     io_threads: int = 4
     actor_concurrency: int | None = None
+    break_lease: bool = False
     run_id: str = field(default_factory=lambda: datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
                         + "-" + uuid.uuid4().hex[:6])
 

@@ -40,7 +40,7 @@ def run(job: UpscaleJob, progress: bool = True, connect=None) -> RunResult:
     _store(job.input).check_exists()  # before the lease: a wrong input leaves nothing behind in the output
     target = _store(job.output)
     # one run at a time per output prefix; held from planning to the report (LeaseHeld: another run writes)
-    with Lease(target, f"{target.root}/{REPORT_FOLDER}/lease.json", job.run_id):
+    with Lease(target, f"{target.root}/{REPORT_FOLDER}/lease.json", job.run_id, break_lease=job.break_lease):
         manifest = plan(job, name, job.outscale or model.descriptor.scale)
         if manifest.temporaries:  # under the lease, no other writer is at work here: these writers are gone
             print(f"[srcore] removed {remove_temporaries(target, manifest.temporaries)} temporary uploads left by "
