@@ -226,3 +226,26 @@ def test_under_20_percent_injected_s3_faults_every_image_is_written_exactly_once
 def s3fs_listing(bucket: str, prefix: str) -> list[dict]:
     fs = s3fs.S3FileSystem(endpoint_url=os.environ["AWS_ENDPOINT_URL"], skip_instance_cache=True)
     return [{"Key": path.split("/", 1)[1]} for path in fs.find(f"{bucket}/{prefix}")]
+
+
+def test_a_rerun_trusts_the_latest_report_and_checks_only_what_it_cannot_vouch_for(tmp_path):
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    for i in range(4):
+        (src / f"p{i}.png").write_bytes(_png(np.full((12, 16, 3), 40 * i, np.uint8)))
+    first = run_job("--input", str(src), "--output", str(out))
+    assert first.returncode == 0 and summary_of(first)["ok"] == 4, first.stderr[-2000:]
+
+    again = run_job("--input", str(src), "--output", str(out))
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert (summary_of(again)["skipped"], summary_of(again)["ok"]) == (4, 0)
+    assert "4 finished by earlier runs" in again.stdout and "to decode and upscale" not in again.stdout  # no Ray
+
+    # an output replaced behind the job's back (another size): its report no longer vouches for it, so its
+    # provenance is read; a foreign file has none, and the input is upscaled again
+    (out / "p1.png").write_bytes(_png(np.zeros((3, 3, 3), np.uint8)))
+    third = run_job("--input", str(src), "--output", str(out))
+    assert third.returncode == 0, third.stderr[-2000:]
+    assert (summary_of(third)["skipped"], summary_of(third)["ok"]) == (3, 1)
+    assert "3 finished by earlier runs" in third.stdout and "1 to decode and upscale" in third.stdout
+    assert decode((out / "p1.png").read_bytes()).size == (64, 48)

@@ -6,11 +6,13 @@ import random
 from dataclasses import dataclass
 from functools import lru_cache
 
+import pyarrow.parquet as pq
+
 from srcore.imageio import read_provenance
 
 from ..keys import output_format, plan_outputs
 from ..storage import Store
-from .options import UpscaleJob, _inside
+from .options import REPORT_FOLDER, UpscaleJob, _inside
 
 PROVENANCE_PROBE_BYTES = 1 << 16
 
@@ -43,6 +45,8 @@ def plan(job: UpscaleJob, model: str, scale: float | None = None) -> Manifest:
             "input_version": e.version, "input_bytes": e.size, "model": model, "scale": scale, "run": job.run_id,
             "output_format": output_format(e.relative, job.format), "status": "exists" if out_path in existing else "",
         })
+    if not job.overwrite:
+        _skip_what_reports_vouch_for(target, rows, existing)
     # similar sizes next to each other, so actor batches hold images that share forward passes
     rows.sort(key=lambda r: (r["input_bytes"], r["input"]))
     todo = [i for i, r in enumerate(rows) if not r["status"]]
@@ -52,19 +56,58 @@ def plan(job: UpscaleJob, model: str, scale: float | None = None) -> Manifest:
     return Manifest(rows, listed, temporaries)
 
 
-def _existing_outputs(target: Store) -> tuple[set[str], list[str]]:
-    """Paths under the output prefix, and the ``.name.<id>.tmp`` uploads among them (one listing)."""
+def _existing_outputs(target: Store) -> tuple[dict[str, int], list[str]]:
+    """Paths under the output prefix with their sizes, and the ``.name.<id>.tmp`` uploads (one listing)."""
     try:
         entries = target.list(extensions=None, hidden=None)
     except FileNotFoundError:
-        return set(), []
-    existing, temporaries = set(), []
+        return {}, []
+    existing, temporaries = {}, []
     for entry in entries:
         if not entry.path.rsplit("/", 1)[-1].startswith("."):
-            existing.add(entry.path)
+            existing[entry.path] = entry.size
         elif entry.path.endswith(".tmp"):
             temporaries.append(entry.path)
     return existing, temporaries
+
+
+REPORTED_FINISHED = ("ok", "skipped")
+
+
+def _skip_what_reports_vouch_for(target: Store, rows: list[dict], existing: dict[str, int]) -> int:
+    """Mark ``skipped`` the rows whose output the latest report to mention it says was written (or found
+    finished) from this input version with this model and scale, and which is still there at that size.
+
+    One read of the earlier reports' rows replaces a provenance read per output: a rerun over a finished archive
+    starts no task for them. Outputs no report vouches for are checked by their provenance, as before. Only the
+    latest word on each output counts (reports are named by their run's start time), so an output that a later
+    run replaced with another model's is not taken for this one's.
+    """
+    prefix = f"{target.root}/{REPORT_FOLDER}/"
+    parts = sorted(p for p in existing if p.startswith(prefix) and "/rows/" in p and p.endswith(".parquet"))
+    candidates = [r for r in rows if r["status"] == "exists"]
+    if not parts or not candidates:
+        return 0
+    latest: dict[str, tuple] = {}
+    columns = ["input", "input_version", "model", "scale", "output", "status", "output_bytes"]
+    try:
+        for part in parts:
+            for r in pq.read_table(part, filesystem=target.fs, columns=columns).to_pylist():
+                if r["status"] in REPORTED_FINISHED and r["output_bytes"] is not None:
+                    latest[r["output"]] = (r["input"], r["input_version"], r["model"], f"{r['scale']:g}",
+                                           r["output_bytes"])
+    except Exception as exc:  # an unreadable report: every output is checked by its provenance instead
+        print(f"[srcore] warning: earlier reports unreadable ({type(exc).__name__}: {exc}); checking each "
+              "output's provenance instead", flush=True)
+        return 0
+    skipped = 0
+    for row in candidates:
+        word = latest.get(row["output"])
+        want = (row["input"], row["input_version"], row["model"], f"{row['scale']:g}")
+        if word and word[:4] == want and existing.get(row["output_key"]) == word[4]:
+            row.update(status="skipped", output_bytes=word[4])
+            skipped += 1
+    return skipped
 
 
 def remove_temporaries(target: Store, paths: list[str]) -> int:

@@ -13,6 +13,10 @@ from .plan import _existing_outputs, _store, plan, remove_temporaries
 from .rows import MANIFEST_SCHEMA, OUTPUT_SCHEMA, PREVIEW_FIELDS, _table
 from .stages import UpscaleWriter, read_and_decode
 
+WORKER_RETRIES = 2  # retries of a batch whose worker (decode task or actor) died
+WORKER_DIED = (f"the worker processing this input died {WORKER_RETRIES + 1} times, with the input alone in its batch "
+               "(out of memory, or a crash in native code; the Ray logs say which)")
+
 
 @dataclass
 class RunResult:
@@ -25,11 +29,9 @@ def run(job: UpscaleJob, progress: bool = True, connect=None) -> RunResult:
     """Run the job and write its report.
 
     ``connect``: called once the model loaded and the inputs are listed (so a bad name or prefix fails before
-    any Ray starts) to join or start Ray; None when this process is already connected (``ray.init``).
+    any Ray starts) to join or start Ray; None when this process is already connected (``ray.init``). A run
+    whose inputs are all finished (known from earlier reports) starts no Ray at all.
     """
-    import ray
-    from ray.data import ActorPoolStrategy
-
     from srcore.weights import load_model
 
     from ..report import summarize, write_report
@@ -45,67 +47,72 @@ def run(job: UpscaleJob, progress: bool = True, connect=None) -> RunResult:
         if manifest.temporaries:  # under the lease, no other writer is at work here: these writers are gone
             print(f"[srcore] removed {remove_temporaries(target, manifest.temporaries)} temporary uploads left by "
                   "killed writers", flush=True)
-        if connect is not None:
-            connect()
-        gpus = job.num_gpus_per_actor
-        if gpus is None:
-            gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
-        max_actors = job.max_actors or _default_max_actors(gpus, job)
-        min_actors = min(job.min_actors, max_actors)
-        kind = f"{gpus:g}-GPU" if gpus else "CPU"
-        print(f"[srcore] {manifest.listed} images under {job.input}; {len(manifest.rows)} in this run; "
-              f"{kind} actors: {min_actors}..{max_actors}; model {name}", flush=True)
-        ctx = ray.data.DataContext.get_current()
-        ctx.enable_progress_bars = progress
-        # A block whose workers keep dying (out of memory, a native crash) is dropped instead of ending the run;
-        # its inputs are retried one at a time below, so one poison input costs only its own row.
-        ctx.max_errored_blocks = -1
-        rows: list[pa.Table] = []
-        if manifest.rows:
-            model_ref = [ray.put(model)]
-
-            def execute(manifest_rows: list[dict], per_block: int) -> None:
-                blocks = [_table(manifest_rows[i : i + per_block], MANIFEST_SCHEMA)
-                          for i in range(0, len(manifest_rows), per_block)]
-                ds = ray.data.from_arrow(blocks)
-                # Task-only arguments (retries of a decode task whose worker died) also keep Ray from fusing
-                # decoding into the actors: it stays on CPU tasks, the actors only upscale and write.
-                ds = ds.map_batches(read_and_decode, batch_format="pyarrow", batch_size=None, fn_kwargs={"job": job},
-                                    num_cpus=1, max_retries=WORKER_RETRIES)
-                # Two calls at once per actor: one batch's outputs encode and upload on the thread pool while the
-                # next batch is on the GPU (Upscaler is thread-safe). CPU actors run one: their threads are the
-                # model's. A dead actor is restarted; its batch is retried WORKER_RETRIES times, then dropped.
-                concurrency = job.actor_concurrency or (2 if gpus > 0 else 1)
-                ds = ds.map_batches(
-                    UpscaleWriter, batch_format="pyarrow", batch_size=per_block, num_gpus=gpus,
-                    num_cpus=job.cpus_per_actor, max_concurrency=concurrency, max_task_retries=WORKER_RETRIES,
-                    compute=ActorPoolStrategy(min_size=min_actors, max_size=max_actors,
-                                              max_tasks_in_flight_per_actor=2 * concurrency,
-                                              enable_true_multi_threading=concurrency > 1),
-                    fn_constructor_kwargs={"job": job, "model_ref": model_ref, "use_gpu": gpus > 0},
-                )
-                for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
-                    rows.append(batch)
-
-            execute(manifest.rows, job.images_per_batch)
-            lost = _without_rows(manifest.rows, rows)
-            if lost:
-                print(f"[srcore] {len(lost)} inputs were in batches whose workers died; retrying each alone",
-                      flush=True)
-                execute(lost, 1)
-                rows.append(_table([dict(r, status="failed", error=f"{r['input']}: {WORKER_DIED}")
-                                    for r in _without_rows(lost, rows)], OUTPUT_SCHEMA))
-        table = pa.concat_tables([t.select(OUTPUT_SCHEMA.names).cast(OUTPUT_SCHEMA) for t in rows]) if rows \
-            else OUTPUT_SCHEMA.empty_table()
+        todo = [r for r in manifest.rows if r["status"] != "skipped"]
+        print(f"[srcore] {manifest.listed} images under {job.input}; {len(manifest.rows)} in this run, "
+              f"{len(manifest.rows) - len(todo)} finished by earlier runs; model {name}", flush=True)
+        rows = [_table([r for r in manifest.rows if r["status"] == "skipped"], OUTPUT_SCHEMA)]
+        if todo:
+            if connect is not None:
+                connect()
+            rows += _process(job, model, todo, progress)
+        table = pa.concat_tables([t.select(OUTPUT_SCHEMA.names).cast(OUTPUT_SCHEMA) for t in rows])
         remove_temporaries(target, _existing_outputs(target)[1])  # left by this run's actors that were killed
         summary = summarize(table, job, manifest.listed, time.time() - start)
         write_report(table, summary, job.report_location)
         return RunResult(summary, table.drop_columns([n for n, _ in PREVIEW_FIELDS]), job.report_location)
 
 
-WORKER_RETRIES = 2  # retries of a batch whose worker (decode task or actor) died
-WORKER_DIED = (f"the worker processing this input died {WORKER_RETRIES + 1} times, with the input alone in its batch "
-               "(out of memory, or a crash in native code; the Ray logs say which)")
+def _process(job: UpscaleJob, model, todo: list[dict], progress: bool) -> list[pa.Table]:
+    """Decode on CPU tasks, upscale and write on the actor pool; report rows for every input of ``todo``."""
+    import ray
+    from ray.data import ActorPoolStrategy
+
+    gpus = job.num_gpus_per_actor
+    if gpus is None:
+        gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
+    max_actors = job.max_actors or _default_max_actors(gpus, job)
+    min_actors = min(job.min_actors, max_actors)
+    print(f"[srcore] {len(todo)} to decode and upscale on {f'{gpus:g}-GPU' if gpus else 'CPU'} actors: "
+          f"{min_actors}..{max_actors}", flush=True)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = progress
+    # A block whose workers keep dying (out of memory, a native crash) is dropped instead of ending the run;
+    # its inputs are retried one at a time below, so one poison input costs only its own row.
+    ctx.max_errored_blocks = -1
+    model_ref = [ray.put(model)]
+    rows: list[pa.Table] = []
+
+    def execute(manifest_rows: list[dict], per_block: int) -> None:
+        blocks = [_table(manifest_rows[i : i + per_block], MANIFEST_SCHEMA)
+                  for i in range(0, len(manifest_rows), per_block)]
+        ds = ray.data.from_arrow(blocks)
+        # Task-only arguments (retries of a decode task whose worker died) also keep Ray from fusing
+        # decoding into the actors: it stays on CPU tasks, the actors only upscale and write.
+        ds = ds.map_batches(read_and_decode, batch_format="pyarrow", batch_size=None, fn_kwargs={"job": job},
+                            num_cpus=1, max_retries=WORKER_RETRIES)
+        # Two calls at once per actor: one batch's outputs encode and upload on the thread pool while the
+        # next batch is on the GPU (Upscaler is thread-safe). CPU actors run one: their threads are the
+        # model's. A dead actor is restarted; its batch is retried WORKER_RETRIES times, then dropped.
+        concurrency = job.actor_concurrency or (2 if gpus > 0 else 1)
+        ds = ds.map_batches(
+            UpscaleWriter, batch_format="pyarrow", batch_size=per_block, num_gpus=gpus,
+            num_cpus=job.cpus_per_actor, max_concurrency=concurrency, max_task_retries=WORKER_RETRIES,
+            compute=ActorPoolStrategy(min_size=min_actors, max_size=max_actors,
+                                      max_tasks_in_flight_per_actor=2 * concurrency,
+                                      enable_true_multi_threading=concurrency > 1),
+            fn_constructor_kwargs={"job": job, "model_ref": model_ref, "use_gpu": gpus > 0},
+        )
+        for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+            rows.append(batch)
+
+    execute(todo, job.images_per_batch)
+    lost = _without_rows(todo, rows)
+    if lost:
+        print(f"[srcore] {len(lost)} inputs were in batches whose workers died; retrying each alone", flush=True)
+        execute(lost, 1)
+        rows.append(_table([dict(r, status="failed", error=f"{r['input']}: {WORKER_DIED}")
+                            for r in _without_rows(lost, rows)], OUTPUT_SCHEMA))
+    return rows
 
 
 def _without_rows(manifest_rows: list[dict], tables: list[pa.Table]) -> list[dict]:
