@@ -4,7 +4,7 @@ For each count N, in a fresh process (peak RSS is a per-process high-water mark)
 - a local folder of N tiny PNGs (in sub-folders of 1,000) and, for the skip path, N finished outputs that
   carry matching provenance, as an earlier run leaves them;
 - ``plan``: listing inputs and outputs, output keys, manifest rows, on the driver: seconds, inputs/s and the
-  driver's peak RSS growth;
+  growth of the driver's resident memory (sampled every 20 ms);
 - ``skip`` runs (counts up to ``--skip-max``): the whole job on a local Ray over those inputs, every one
   already finished, so it measures what a rerun of a finished archive costs per input: first with no earlier
   report (each output's provenance is read, in decode tasks), then again, when the first run's report vouches
@@ -12,7 +12,7 @@ For each count N, in a fresh process (peak RSS is a per-process high-water mark)
 
 A linear fit of the plan figures is extrapolated to 10 million inputs.
 
-    python bench/scale.py --counts 10000,100000 --skip-max 10000
+    python bench/scale.py --counts 10000,100000 --skip-max 100000 --provenance-max 10000
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -38,6 +39,36 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def rss_mb() -> float:
+    """Resident memory now (Linux); the peak high-water mark elsewhere."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        return peak_rss_mb()
+
+
+class RssPeak:
+    """The highest resident memory seen while inside (sampled every 20 ms), above what it was on entry."""
+
+    def __enter__(self):
+        self.start = self.peak = rss_mb()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self):
+        while not self._stop.wait(0.02):
+            self.peak = max(self.peak, rss_mb())
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, rss_mb())
+        self.growth = round(self.peak - self.start, 1)
+
+
 def tiny_png() -> bytes:
     from PIL import Image
 
@@ -46,8 +77,9 @@ def tiny_png() -> bytes:
     return buf.getvalue()
 
 
-def make_archive(root: Path, n: int, finished: bool) -> tuple[Path, Path]:
-    """N inputs and, if ``finished``, N outputs with the provenance a completed run writes."""
+def make_archive(root: Path, n: int, finished: bool, report: bool = False) -> tuple[Path, Path]:
+    """N inputs and, if ``finished``, N outputs with the provenance a completed run writes (and, if ``report``,
+    the rows of that run's report)."""
     from pipelines.storage import Store
     from pipelines.upscale import UpscaleJob, model_id
     from srcore.archs.registry import DEFAULT_MODEL
@@ -64,68 +96,87 @@ def make_archive(root: Path, n: int, finished: bool) -> tuple[Path, Path]:
         job = UpscaleJob(input=str(source), output=str(target))
         model = model_id(DEFAULT_MODEL)
         big = decode(data).pixels.repeat(4, axis=0).repeat(4, axis=1)
+        rows = []
         for entry in Store(str(source)).list():
             out = target / entry.relative
             out.parent.mkdir(parents=True, exist_ok=True)
             provenance = Provenance(model, 4, str(entry.path), entry.version, "earlier-run")
-            out.write_bytes(encode(Picture(big, "RGB"), "png", provenance=provenance))
+            data = encode(Picture(big, "RGB"), "png", provenance=provenance)
+            out.write_bytes(data)
+            rows.append({"input": entry.path, "input_version": entry.version, "model": model, "scale": 4.0,
+                         "output": str(out), "status": "ok", "output_bytes": len(data)})
+        if report:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            from pipelines.upscale import OUTPUT_SCHEMA
+
+            part = target / "_reports" / "20000101T000000Z-earlier" / "rows" / "part-00000.parquet"
+            part.parent.mkdir(parents=True)
+            pq.write_table(pa.Table.from_pylist([{k: r.get(k) for k in OUTPUT_SCHEMA.names} for r in rows],
+                                                schema=OUTPUT_SCHEMA), part)
         del job
     return source, target
 
 
-def measure(n: int, skip: bool) -> dict:
+def measure(n: int, skip: bool, provenance_pass: bool, tmp: str) -> dict:
+    """In a fresh process, over the archive the parent made in ``tmp``: only the driver's own memory counts."""
     from pipelines.upscale import UpscaleJob, model_id, plan
     from srcore.archs.registry import DEFAULT_MODEL
 
-    with tempfile.TemporaryDirectory() as tmp:
-        t0 = time.perf_counter()
-        source, target = make_archive(Path(tmp), n, finished=skip)
-        made = time.perf_counter() - t0
-        job = UpscaleJob(input=str(source), output=str(target), previews=0)
-        rss0 = peak_rss_mb()
+    source, target = Path(tmp, "in"), Path(tmp, "out")
+    job = UpscaleJob(input=str(source), output=str(target), previews=0)
+    with RssPeak() as memory:
         t0 = time.perf_counter()
         manifest = plan(job, model_id(DEFAULT_MODEL), 4.0)
         plan_s = time.perf_counter() - t0
-        row = {"inputs": n, "make_s": round(made, 1), "plan_s": round(plan_s, 2),
-               "plan_inputs_per_s": round(n / plan_s), "plan_rss_growth_MB": round(peak_rss_mb() - rss0, 1)}
-        assert len(manifest.rows) == n
-        del manifest
-        if skip:
-            import ray
+    row = {"inputs": n, "plan_s": round(plan_s, 2), "plan_inputs_per_s": round(n / plan_s),
+           "plan_rss_growth_MB": memory.growth}
+    assert len(manifest.rows) == n
+    del manifest
+    if skip:
+        import ray
 
-            from pipelines.upscale import run
+        from pipelines.upscale import run
 
-            ray.init(address="local", num_cpus=max(2, os.cpu_count() or 1), include_dashboard=False,
-                     log_to_driver=False)
-            # first with no earlier report (each output's provenance is read), then with the report it wrote
-            for label in ("provenance", "report"):
-                rss0 = peak_rss_mb()
+        ray.init(address="local", num_cpus=max(2, os.cpu_count() or 1), include_dashboard=False,
+                 log_to_driver=False)
+        # first with no earlier report (each output's provenance is read), then with the report it wrote
+        for label in ("provenance", "report") if provenance_pass else ("report",):
+            with RssPeak() as memory:
                 t0 = time.perf_counter()
                 result = run(UpscaleJob(input=str(source), output=str(target), previews=0), progress=False)
                 seconds = time.perf_counter() - t0
-                assert result.summary["skipped"] == n, result.summary
-                row.update({f"skip_{label}_s": round(seconds, 2), f"skip_{label}_inputs_per_s": round(n / seconds),
-                            f"skip_{label}_rss_growth_MB": round(peak_rss_mb() - rss0, 1)})
-            ray.shutdown()
-        row["driver_peak_rss_MB"] = round(peak_rss_mb(), 1)
-        return row
+            assert result.summary["skipped"] == n, result.summary
+            row.update({f"skip_{label}_s": round(seconds, 2), f"skip_{label}_inputs_per_s": round(n / seconds),
+                        f"skip_{label}_rss_growth_MB": memory.growth})
+            del result
+        ray.shutdown()
+    row["driver_peak_rss_MB"] = round(peak_rss_mb(), 1)
+    return row
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--counts", default="10000,100000", help="comma-separated input counts")
-    p.add_argument("--skip-max", type=int, default=10000, help="largest count for the skip-only rerun")
+    p.add_argument("--skip-max", type=int, default=100000, help="largest count for the skip-only reruns")
+    p.add_argument("--provenance-max", type=int, default=10000,
+                   help="largest count for the rerun with no earlier report (larger ones get the report made "
+                        "up front, as an earlier run leaves it)")
     p.add_argument("--json-out")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
-        n, skip = json.loads(args.child)
-        print(json.dumps(measure(n, skip)))
+        print(json.dumps(measure(*json.loads(args.child))))
         return
     rows = []
     for n in (int(c) for c in args.counts.split(",")):
-        out = subprocess.run([sys.executable, __file__, "--child", json.dumps([n, n <= args.skip_max])],
-                             capture_output=True, text=True, cwd=ROOT)
+        skip, provenance_pass = n <= args.skip_max, n <= args.provenance_max
+        with tempfile.TemporaryDirectory() as tmp:
+            make_archive(Path(tmp), n, finished=skip, report=skip and not provenance_pass)
+            child = json.dumps([n, skip, provenance_pass, tmp])
+            out = subprocess.run([sys.executable, __file__, "--child", child],
+                                 capture_output=True, text=True, cwd=ROOT)
         if out.returncode:
             raise SystemExit(out.stderr[-3000:])
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
