@@ -133,9 +133,12 @@ def _refuse_what_would_be_lost(im: Image.Image, name: str) -> None:
 
 
 def _full_frames(im: Image.Image) -> int:
-    """Frames of an image, not counting a TIFF's reduced-resolution pages (thumbnails, overviews)."""
+    """Frames of an animation or pages of a TIFF (not counting its reduced-resolution pages: thumbnails,
+    overviews). A camera JPEG's extra MPO images (previews, depth maps) are not frames: its first is the photo."""
     n = getattr(im, "n_frames", 1)
-    if n <= 1 or im.format != "TIFF":
+    if n <= 1 or im.format not in ("GIF", "PNG", "WEBP", "TIFF"):
+        return 1
+    if im.format != "TIFF":
         return n
     full = 0
     try:

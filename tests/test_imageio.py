@@ -190,3 +190,9 @@ def test_frames_and_channels_that_would_be_lost_are_refused_but_thumbnails_are_n
     tifffile.imwrite(buf, np.zeros((8, 8, 4), np.uint8), photometric="rgb", extrasamples=("unspecified",))
     with pytest.raises(ImageDecodeError, match="rgbx.tif: 4 channels per pixel"):
         decode(buf.getvalue(), "rgbx.tif")
+    # a camera JPEG with a preview as its second MPO image is one photo, not an animation
+    photo, preview = (Image.fromarray(np.full((16, 16, 3), v, np.uint8)) for v in (200, 50))
+    buf = io.BytesIO()
+    photo.save(buf, format="MPO", save_all=True, append_images=[preview])
+    assert Image.open(io.BytesIO(buf.getvalue())).n_frames == 2
+    assert decode(buf.getvalue(), "camera.jpg").pixels.mean() == pytest.approx(200, abs=2)
