@@ -117,6 +117,18 @@ class Lease:
         self.release()
 
 
+def held_elsewhere(store: Store, paths, own: str, name: str = "lease.json") -> list[str]:
+    """Folders (with a trailing "/") under this store whose own live lease is not ``own``: a run writing to a
+    nested output prefix. Its temporary uploads are its own business, even under ours."""
+    roots = []
+    for path in paths:
+        if path != own and path.endswith(f"/_reports/{name}"):
+            holder = _read(store, path)
+            if holder.get("expires_unix", 0) > time.time() and not _holder_gone(holder):
+                roots.append(path[: -len(f"_reports/{name}")])
+    return roots
+
+
 def _holder_gone(holder: dict) -> bool:
     """A holder on this host whose process has ended (killed, crashed) is gone before its lease expires."""
     if holder.get("host") != socket.gethostname() or not isinstance(holder.get("pid"), int):

@@ -20,6 +20,7 @@ from pipelines.lease import Lease, LeaseHeld
 from pipelines.report import histogram_svg, render_html
 from pipelines.storage import Store
 from pipelines.upscale import OUTPUT_SCHEMA, UpscaleJob, lr_consistency, output_is_finished, plan, preview_pair
+from pipelines.upscale.run import _remove_dead_writers_temporaries
 from srcore.imageio import Picture, Provenance, encode, read_provenance
 
 
@@ -192,3 +193,14 @@ def test_planning_finds_temporaries_and_a_lease_makes_their_removal_safe(tmp_pat
         Lease(store, lease_path, "run-e").acquire()
     with Lease(store, lease_path, "run-e", break_lease=True):
         assert json.loads(Path(lease_path).read_text())["run"] == "run-e"
+
+    # a run with a live lease on a nested output prefix keeps its temporaries; the dead writer's go
+    nested = out / "sub" / "_reports" / "lease.json"
+    nested.parent.mkdir(parents=True)
+    nested.write_text(json.dumps({"run": "nested", "host": "other-host", "pid": 7, "expires_unix": time.time() + 300}))
+    theirs = out / "sub" / ".x.png.feed.tmp"
+    theirs.write_bytes(b"in flight")
+    manifest = plan(UpscaleJob(input=str(tmp_path / "in"), output=str(out)), "m")
+    with Lease(store, lease_path, "run-f"):
+        removed = _remove_dead_writers_temporaries(store, lease_path, manifest.temporaries, manifest.others)
+    assert removed == 1 and not temporary.exists() and theirs.exists()

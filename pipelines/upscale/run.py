@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from ..lease import Lease
+from ..lease import Lease, held_elsewhere
 from .options import REPORT_FOLDER, UpscaleJob, model_id
 from .plan import _existing_outputs, _store, plan, remove_temporaries
 from .rows import MANIFEST_SCHEMA, OUTPUT_SCHEMA, PREVIEW_FIELDS, _table
@@ -42,11 +42,12 @@ def run(job: UpscaleJob, progress: bool = True, connect=None) -> RunResult:
     _store(job.input).check_exists()  # before the lease: a wrong input leaves nothing behind in the output
     target = _store(job.output)
     # one run at a time per output prefix; held from planning to the report (LeaseHeld: another run writes)
-    with Lease(target, f"{target.root}/{REPORT_FOLDER}/lease.json", job.run_id, break_lease=job.break_lease):
+    lease_path = f"{target.root}/{REPORT_FOLDER}/lease.json"
+    with Lease(target, lease_path, job.run_id, break_lease=job.break_lease):
         manifest = plan(job, name, job.outscale or model.descriptor.scale)
-        if manifest.temporaries:  # under the lease, no other writer is at work here: these writers are gone
-            print(f"[srcore] removed {remove_temporaries(target, manifest.temporaries)} temporary uploads left by "
-                  "killed writers", flush=True)
+        removed = _remove_dead_writers_temporaries(target, lease_path, manifest.temporaries, manifest.others)
+        if removed:
+            print(f"[srcore] removed {removed} temporary uploads left by killed writers", flush=True)
         todo = [r for r in manifest.rows if r["status"] != "skipped"]
         print(f"[srcore] {manifest.listed} images under {job.input}; {len(manifest.rows)} in this run, "
               f"{len(manifest.rows) - len(todo)} finished by earlier runs; model {name}", flush=True)
@@ -56,10 +57,18 @@ def run(job: UpscaleJob, progress: bool = True, connect=None) -> RunResult:
                 connect()
             rows += _process(job, model, todo, progress)
         table = pa.concat_tables([t.select(OUTPUT_SCHEMA.names).cast(OUTPUT_SCHEMA) for t in rows])
-        remove_temporaries(target, _existing_outputs(target)[1])  # left by this run's actors that were killed
+        existing, temporaries = _existing_outputs(target)  # left by this run's actors that were killed
+        _remove_dead_writers_temporaries(target, lease_path, temporaries, existing)
         summary = summarize(table, job, manifest.listed, time.time() - start)
         write_report(table, summary, job.report_location)
         return RunResult(summary, table.drop_columns([n for n, _ in PREVIEW_FIELDS]), job.report_location)
+
+
+def _remove_dead_writers_temporaries(target, lease_path: str, temporaries: list[str], listed) -> int:
+    """Under our lease no other writer is at work in the prefix, except runs holding a lease on a nested
+    prefix of their own: every other temporary upload was left by a writer that is gone."""
+    nested = tuple(held_elsewhere(target, listed, lease_path))
+    return remove_temporaries(target, [t for t in temporaries if not t.startswith(nested)])
 
 
 def _process(job: UpscaleJob, model, todo: list[dict], progress: bool) -> list[pa.Table]:
