@@ -108,6 +108,22 @@ def test_lr_consistency_is_high_for_a_faithful_upscale_and_low_for_a_wrong_one()
     assert lr_consistency(lr.astype(np.uint16) * 257, faithful.astype(np.uint16) * 257, 4) > 30
 
 
+def test_lr_consistency_of_a_large_input_is_estimated_on_crops_close_to_the_whole_image():
+    import cv2
+
+    from srcore.resize import imresize_np
+
+    rng = np.random.default_rng(1)
+    lr = cv2.resize(rng.integers(0, 256, (90, 100, 3), dtype=np.uint8), (800, 600), interpolation=cv2.INTER_CUBIC)
+    faithful = imresize_np(lr, 4.0)
+    shifted = np.roll(faithful, 3, axis=1)
+    for sr in (faithful, shifted):
+        whole = lr_consistency(lr, sr, 4, max_pixels=10**9)
+        crops = lr_consistency(lr, sr, 4, max_pixels=4 * 256 * 256)  # 2 x 2 crops of 256 of the 480,000 pixels
+        assert abs(whole - crops) < 1.0, (whole, crops)
+    assert lr_consistency(lr, shifted, 4, max_pixels=4 * 256 * 256) < lr_consistency(lr, faithful, 4) - 10
+
+
 def test_report_html_has_summary_failures_histograms_and_crops():
     lr = np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8)
     before, after = preview_pair(lr, np.repeat(np.repeat(lr, 4, 0), 4, 1))
