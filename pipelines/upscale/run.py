@@ -56,9 +56,9 @@ def run(job: UpscaleJob, progress: bool = True, connect=None) -> RunResult:
             if connect is not None:
                 connect()
             rows += _process(job, model, todo, progress)
+            existing, temporaries = _existing_outputs(target)  # left by this run's actors that were killed
+            _remove_dead_writers_temporaries(target, lease_path, temporaries, existing)
         table = pa.concat_tables([t.select(OUTPUT_SCHEMA.names).cast(OUTPUT_SCHEMA) for t in rows])
-        existing, temporaries = _existing_outputs(target)  # left by this run's actors that were killed
-        _remove_dead_writers_temporaries(target, lease_path, temporaries, existing)
         summary = summarize(table, job, manifest.listed, time.time() - start)
         write_report(table, summary, job.report_location)
         return RunResult(summary, table.drop_columns([n for n, _ in PREVIEW_FIELDS]), job.report_location)
