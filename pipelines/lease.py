@@ -1,7 +1,7 @@
 """One run at a time per output prefix: a lease object that a second run finds, and a killed run's expires.
 
 The lease is ``<output>/_reports/lease.json``: which run holds it, on which host, and until when. A run
-creates it with an exclusive write (S3's ``If-None-Match: *``, or ``O_EXCL`` locally), renews it every
+creates it with an exclusive write (S3's ``If-None-Match: *``, or a hard link locally), renews it every
 ``ttl / 3`` seconds with a conditional write (``If-Match`` on its own ETag), and deletes it when done. A second
 run finds it held and stops with :class:`LeaseHeld`. A run that was killed stops renewing: once its lease
 has expired, the next run takes it over (again conditionally, so two runs cannot both take it). On the same

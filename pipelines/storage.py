@@ -161,8 +161,8 @@ class Store:
         if self.local:
             import tempfile
 
+            self._check_inside(path)  # before making folders: none is made through a symlink either
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-            self._check_inside(path)
             fd, tmp = tempfile.mkstemp(prefix=f".{Path(path).name}.", suffix=".tmp", dir=Path(path).parent)
             try:
                 with os.fdopen(fd, "wb") as f:

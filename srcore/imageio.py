@@ -88,8 +88,8 @@ def decode(data: bytes, name: str = "<bytes>", max_pixels: int | None = DEFAULT_
         raise ImageDecodeError(f"{name}: {w}x{h} is {w * h / 1e6:.0f} megapixels, over the limit of "
                                f"{max_pixels / 1e6:.0f} (raise max_pixels / --max-input-pixels to allow it)")
     fmt, icc, text = im.format, im.info.get("icc_profile"), {}
-    _refuse_what_would_be_lost(im, name)
     try:
+        _refuse_what_would_be_lost(im, name)  # inside: counting a broken file's frames is a decode error too
         exif = im.getexif()
         orientation = exif.get(ORIENTATION_TAG, 1)
         if _is_16bit_colour(data, im):
@@ -107,8 +107,7 @@ def decode(data: bytes, name: str = "<bytes>", max_pixels: int | None = DEFAULT_
     except Exception as exc:  # truncated data, broken chunks...
         raise ImageDecodeError(f"{name}: truncated or corrupt image data ({type(exc).__name__}: {exc})") from None
     if pixels.shape[2] > 4:
-        raise ImageDecodeError(f"{name}: {pixels.shape[2]} channels per pixel; srcore upscales gray, gray + alpha, "
-                               "RGB and RGBA, and would lose the others")
+        raise _too_many_channels(name, pixels.shape[2])
     if ORIENTATION_TAG in exif:
         exif[ORIENTATION_TAG] = 1
     return Picture(pixels, source_mode, icc, exif.tobytes() if len(exif) else None, fmt, text)
@@ -128,8 +127,12 @@ def _refuse_what_would_be_lost(im: Image.Image, name: str) -> None:
     if im.format == "TIFF":
         samples = im.tag_v2.get(277, 1)  # SamplesPerPixel
         if samples > len(im.getbands()):
-            raise ImageDecodeError(f"{name}: {samples} channels per pixel; srcore upscales gray, gray + alpha, "
-                                   "RGB and RGBA, and would lose the others")
+            raise _too_many_channels(name, samples)
+
+
+def _too_many_channels(name: str, channels: int) -> ImageDecodeError:
+    return ImageDecodeError(f"{name}: {channels} channels per pixel; srcore upscales gray, gray + alpha, RGB and "
+                            "RGBA, and would lose the others")
 
 
 def _full_frames(im: Image.Image) -> int:

@@ -218,5 +218,5 @@ def test_planning_finds_temporaries_and_a_lease_makes_their_removal_safe(tmp_pat
     theirs.write_bytes(b"in flight")
     manifest = plan(UpscaleJob(input=str(tmp_path / "in"), output=str(out)), "m")
     with Lease(store, lease_path, "run-f"):
-        removed = _remove_dead_writers_temporaries(store, lease_path, manifest.temporaries, manifest.others)
+        removed = _remove_dead_writers_temporaries(store, lease_path, manifest.temporaries, manifest.outputs)
     assert removed == 1 and not temporary.exists() and theirs.exists()

@@ -22,7 +22,7 @@ class Manifest:
     rows: list[dict]  # one per input to handle in this run
     listed: int  # inputs found under the prefix
     temporaries: list[str]  # temporary uploads under the output prefix (writers that died, or ones at work)
-    others: list[str] = ()  # the output prefix's other paths (reports, leases, outputs)
+    outputs: dict[str, int]  # every other path under the output prefix (outputs, reports, leases): its size
 
 
 def plan(job: UpscaleJob, model: str, scale: float | None = None) -> Manifest:
@@ -54,7 +54,7 @@ def plan(job: UpscaleJob, model: str, scale: float | None = None) -> Manifest:
     if job.previews:  # spread over the size range
         for i in todo[:: max(1, len(todo) // job.previews)][: job.previews]:
             rows[i]["preview"] = True
-    return Manifest(rows, listed, temporaries, list(existing))
+    return Manifest(rows, listed, temporaries, existing)
 
 
 def _existing_outputs(target: Store) -> tuple[dict[str, int], list[str]]:

@@ -45,7 +45,7 @@ def run(job: UpscaleJob, progress: bool = True, connect=None) -> RunResult:
     lease_path = f"{target.root}/{REPORT_FOLDER}/lease.json"
     with Lease(target, lease_path, job.run_id, break_lease=job.break_lease):
         manifest = plan(job, name, job.outscale or model.descriptor.scale)
-        removed = _remove_dead_writers_temporaries(target, lease_path, manifest.temporaries, manifest.others)
+        removed = _remove_dead_writers_temporaries(target, lease_path, manifest.temporaries, manifest.outputs)
         if removed:
             print(f"[srcore] removed {removed} temporary uploads left by killed writers", flush=True)
         todo = [r for r in manifest.rows if r["status"] != "skipped"]
