@@ -1,40 +1,66 @@
 """The inference engine: ``Upscaler`` runs a model over images of any size in overlapping, feathered tiles.
 
-Tiles are cut with overlap, batched through the network on the device, and blended on the host with
-separable linear ramps, so device memory grows with the tile, not with the image, and no seam shows.
-Output rows are finished and converted to the output dtype as soon as no later tile touches them, so
-host memory holds one band of float accumulators, not a float copy of the whole output.
+Everything between integer pixels in and integer pixels out happens on the model's device: a band of input
+rows is uploaded as integers (pinned, non-blocking on CUDA), normalised, cut into tiles, run in the model's
+precision and channels_last, blended with separable linear ramps, and quantised to the output dtype; only
+finished integer rows come back. So device and host memory grow with the tile row, not with the image, and
+on a GPU the host never touches a float. On CUDA the download of one band overlaps the next band's compute.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+import threading
 import warnings
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 import torch
 from torch import nn
+
+from .archs.descriptor import ModelDescriptor
+from .modes import assemble, check_alpha, max_value, network_inputs, resize_to  # noqa: F401  (resize_to: API)
 
 Precision = str  # "auto" | "fp32" | "fp16" | "bf16"
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
-def resolve_precision(precision: Precision, device: torch.device) -> torch.dtype:
-    """auto: bf16 (or fp16 on GPUs without bf16) on CUDA, fp32 elsewhere. fp16 on CPU falls back to fp32:
-    CPU half-precision convolutions are slow or missing, the failure Real-ESRGAN users hit."""
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), where bf16 is 1.6-1.8x fp32 (docs/engine.md)."""
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except AttributeError:  # older torch: read the flags
+        try:
+            flags = open("/proc/cpuinfo").read()
+        except OSError:
+            return False
+        return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: Precision, device: torch.device,
+                      descriptor: ModelDescriptor | None = None) -> torch.dtype:
+    """auto: bf16 on CUDA (fp16 on GPUs without bf16) and on CPUs with native bf16, fp32 on other CPUs; never a
+    half type the model's descriptor rules out. fp16 on CPU falls back to fp32: CPU half-precision convolutions
+    are slow or missing, the failure Real-ESRGAN users hit."""
+    half_ok = descriptor is None or descriptor.supports_half
+    bf16_ok = descriptor is None or descriptor.supports_bfloat16
     if precision == "auto":
         if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float32
+            if bf16_ok and torch.cuda.is_bf16_supported():
+                return torch.bfloat16
+            return torch.float16 if half_ok else torch.float32
+        return torch.bfloat16 if device.type == "cpu" and bf16_ok and cpu_has_native_bf16() else torch.float32
     if precision not in DTYPES:
         raise ValueError(f"precision must be auto, fp32, fp16 or bf16, got {precision!r}")
     if precision == "fp16" and device.type == "cpu":
         warnings.warn("fp16 is not supported on CPU; using fp32", stacklevel=3)
+        return torch.float32
+    if (precision == "fp16" and not half_ok) or (precision == "bf16" and not bf16_ok):
+        arch = descriptor.arch if descriptor else "this model"
+        warnings.warn(f"{arch} does not support {precision}; using fp32", stacklevel=3)
         return torch.float32
     return DTYPES[precision]
 
@@ -114,111 +140,132 @@ def _round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
 
+def pad_index(padded: int, length: int) -> np.ndarray | None:
+    """Source indices of an axis padded at its end from ``length`` to ``padded``: reflected (as np.pad's
+    "reflect"), or the edge repeated where the axis is too short to reflect; None when nothing is padded."""
+    if padded == length:
+        return None
+    idx = np.arange(padded)
+    idx = np.where(idx < length, idx, 2 * (length - 1) - idx)
+    return np.clip(idx, 0, length - 1)
+
+
 class Upscaler:
-    """Upscale images with a model, tiled, batched, in mixed precision. Stateless per call and thread-safe.
+    """Upscale images with a model: tiled, on the model's device end to end, in mixed precision.
+    Stateless per call and thread-safe.
 
     Args:
         model: an srcore network (has ``.descriptor``); copied, so the caller's model is untouched.
         device: ``"cuda"``, ``"cpu"``, ... (default: CUDA when available).
-        precision: ``"auto"`` (bf16/fp16 on CUDA, fp32 on CPU), ``"fp32"``, ``"fp16"`` or ``"bf16"``.
+        precision: ``"auto"`` (bf16 on CUDA and on CPUs with native bf16, else fp32; see
+            :func:`resolve_precision`), ``"fp32"``, ``"fp16"`` or ``"bf16"``.
         tile: input tile size in pixels; ``"auto"``: max(512, 3 x overlap); ``None``: whole images (memory then
             grows with the image).
         tile_overlap: input pixels shared by neighbouring tiles (default: the model descriptor's
             ``tile_overlap``, enough context for outputs within 1/255 of untiled ones). Each tile's outer
             half of it is context only; a ``feather`` band (overlap / 8) at the middle is blended.
-        batch_size: tiles (or whole small images) per forward pass.
+        batch_size: tiles (or whole small images) per forward pass; ``"auto"``: 1 on CPU (batching costs there:
+            2.1 vs 4.3 MP/s for 4 small images on 2 cores), on CUDA as many as half the free memory holds.
         compile: wrap the model in ``torch.compile``.
+
+    On CUDA an out-of-memory error retries the image with half the batch, then half the tile, instead of
+    failing it (with a warning saying so).
     """
 
     def __init__(self, model: nn.Module, device: str | torch.device | None = None, precision: Precision = "auto",
-                 tile: int | str | None = "auto", tile_overlap: int | None = None, batch_size: int = 4,
+                 tile: int | str | None = "auto", tile_overlap: int | None = None, batch_size: int | str = "auto",
                  compile: bool = False):
         self.descriptor = model.descriptor
         if self.descriptor.kind != "generator":
             raise ValueError(f"{type(model).__name__} is a {self.descriptor.kind}, not an upscaling model")
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.dtype = resolve_precision(precision, self.device)
+        self.dtype = resolve_precision(precision, self.device, self.descriptor)
         m = self.descriptor.size_multiple
         tile_overlap = self.descriptor.tile_overlap if tile_overlap is None else tile_overlap
-        if tile_overlap < 0 or batch_size < 1:
-            raise ValueError("tile_overlap must be >= 0 and batch_size >= 1")
+        if batch_size != "auto" and (not isinstance(batch_size, int) or batch_size < 1):
+            raise ValueError(f"batch_size must be 'auto' or an integer >= 1, got {batch_size!r}")
+        if tile_overlap < 0:
+            raise ValueError(f"tile_overlap must be >= 0, got {tile_overlap}")
         if tile == "auto":
             tile = max(512, 3 * tile_overlap)
         if tile is not None:
             tile = _round_up(int(tile), m)
             if tile <= tile_overlap + m:
                 raise ValueError(f"tile ({tile}) must be larger than tile_overlap ({tile_overlap})")
-        self.tile, self.overlap, self.batch_size = tile, tile_overlap, batch_size
+        self.tile, self.overlap = tile, tile_overlap
+        self.batch_size: int | str = batch_size
         self.feather = max(1, tile_overlap // 8)
-        model = copy.deepcopy(model).eval().requires_grad_(False).to(self.device, self.dtype)
-        if self.device.type == "cuda":
-            model = model.to(memory_format=torch.channels_last)
-        self.model = torch.compile(model) if compile else model
+        self._auto_batch: dict[tuple, int] = {}
+        self._auto = precision == "auto"
+        self._compile = compile
+        self._lock = threading.Lock()
+        # "auto" keeps an fp32 source: 16-bit and float pixels run in fp32 (bf16 would keep 8 of their bits)
+        self._source = copy.deepcopy(model).cpu() if self._auto and self.dtype != torch.float32 else None
+        self._models: dict[torch.dtype, nn.Module] = {self.dtype: self._prepared(model, self.dtype)}
+
+    def _prepared(self, model: nn.Module, dtype: torch.dtype) -> nn.Module:
+        model = copy.deepcopy(model).eval().requires_grad_(False).to(self.device, dtype)
+        model = model.to(memory_format=torch.channels_last)  # +5% (CPU fp32) to 1.6x (CPU bf16), and on CUDA
+        return torch.compile(model) if self._compile else model
+
+    @property
+    def model(self) -> nn.Module:
+        """The network as it runs 8-bit pixels (device, precision, channels_last)."""
+        return self._models[self.dtype]
+
+    def compute_dtype(self, pixel_dtype: np.dtype) -> torch.dtype:
+        """The precision pixels of ``pixel_dtype`` run in: the resolved one, except that ``"auto"`` runs
+        16-bit and float pixels in fp32, whose extra bits bf16 and fp16 would lose."""
+        if self._auto and np.dtype(pixel_dtype) != np.uint8:
+            return torch.float32
+        return self.dtype
+
+    def _model_for(self, dtype: torch.dtype) -> nn.Module:
+        if dtype not in self._models:
+            with self._lock:
+                if dtype not in self._models:
+                    self._models[dtype] = self._prepared(self._source, dtype)
+        return self._models[dtype]
 
     @property
     def scale(self) -> int:
         return self.descriptor.scale
 
-    def forward(self, batch: torch.Tensor) -> torch.Tensor:
-        """(N, C, h, w) float32 host tensor in [0, 1] -> (N, C, h*s, w*s) float32 host tensor in [0, 1]."""
-        x = batch.to(self.device, self.dtype, non_blocking=True)
-        if self.device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode():
-            return self.model(x).float().clamp_(0, 1).cpu()
+    @property
+    def precision(self) -> str:
+        return {v: k for k, v in DTYPES.items()}[self.dtype]
+
+    def _network(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, h, w) on the device in the compute dtype -> (N, C, h*s, w*s), same dtype and device."""
+        with torch.no_grad():  # not inference_mode: its tensors refuse the in-place blending that follows
+            return self._model_for(x.dtype)(x.contiguous(memory_format=torch.channels_last))
 
     # ----------------------------------------------------------------- pixels of any mode
 
     def upscale_pixels(self, pixels: np.ndarray, alpha: str = "bicubic", outscale: float | None = None) -> np.ndarray:
         """(H, W, C) uint8/uint16 with C = 1 gray, 2 gray + alpha, 3 RGB, 4 RGBA -> same C and dtype, upscaled.
 
-        Gray goes through the RGB model and comes back gray (BT.601 luma). Alpha is upscaled by ``"bicubic"``
-        or by the ``"network"``. ``outscale``: final size = input size x outscale (the network's scale, then
-        a Lanczos or area resize), e.g. 3.5 with a x4 model.
+        Modes are :mod:`srcore.modes`'s: gray goes through an RGB model and comes back gray (BT.601 luma), a
+        Y-channel model sees the luma and the chroma is upscaled by bicubic, alpha is upscaled by
+        ``"bicubic"`` or by the ``"network"``. ``outscale``: final size = input size x outscale (the
+        network's scale, then a Lanczos or area resize), e.g. 3.5 with a x4 model.
         """
         return self.upscale_many([pixels], alpha, outscale)[0]
 
     def upscale_many(self, images: list[np.ndarray], alpha: str = "bicubic",
                      outscale: float | None = None) -> list[np.ndarray]:
         """:meth:`upscale_pixels` for several images at once: small images of equal size share forward passes."""
-        if alpha not in ("bicubic", "network"):
-            raise ValueError(f"alpha must be 'bicubic' or 'network', got {alpha!r}")
-        if self.descriptor.in_channels != 3:
-            raise ValueError("upscale_pixels needs an RGB model")
-        jobs: list[np.ndarray] = []  # RGB arrays for the network: each image's colour, then maybe its alpha
-        for pixels in images:
-            c = pixels.shape[2]
-            colour = pixels[..., : 3 if c >= 3 else 1]
-            jobs.append(np.repeat(colour, 3, axis=2) if colour.shape[2] == 1 else colour)
-            if c in (2, 4) and alpha == "network":
-                jobs.append(np.repeat(pixels[..., c - 1 :], 3, axis=2))
-        results = iter(self.upscale_arrays(jobs))
-        return [self._finish(pixels, next(results), results, alpha, outscale) for pixels in images]
-
-    def _finish(self, pixels: np.ndarray, out: np.ndarray, results: Iterator[np.ndarray], alpha: str,
-                outscale: float | None) -> np.ndarray:
-        """Back to the input's mode: gray from the RGB output, the alpha plane re-attached, the final resize."""
-        c = pixels.shape[2]
-        if c <= 2:
-            out = _luma(out)
-        if c in (2, 4):
-            if alpha == "network":
-                up_alpha = next(results).mean(axis=2, dtype=np.float32)
-                up_alpha = np.clip(np.rint(up_alpha), 0, _max_value(pixels.dtype)).astype(pixels.dtype)
-            else:
-                h, w = out.shape[:2]
-                up_alpha = cv2.resize(np.ascontiguousarray(pixels[..., c - 1]), (w, h), interpolation=cv2.INTER_CUBIC)
-            out = np.concatenate([out, up_alpha[..., None]], axis=2)
-        if outscale is not None and outscale != self.scale:
-            out = resize_to(out, (round(pixels.shape[1] * outscale), round(pixels.shape[0] * outscale)))
-        return out
+        check_alpha(alpha)
+        jobs = [network_inputs(pixels, self.descriptor, alpha) for pixels in images]
+        results = iter(self.upscale_arrays([a for j in jobs for a in j]))
+        return [assemble(pixels, results, self.descriptor, alpha, outscale) for pixels in images]
 
     # ----------------------------------------------------------------- arrays
 
     def upscale_array(self, image: np.ndarray) -> np.ndarray:
         """(H, W, C) uint8, uint16 or float (in [0, 1]) -> (H*s, W*s, C) of the same dtype.
 
-        C must equal the model's input channels; callers (``upscale_image``) convert modes first.
+        C must equal the model's input channels; :meth:`upscale_pixels` converts modes first.
         """
         return self.upscale_arrays([image])[0]
 
@@ -232,12 +279,11 @@ class Upscaler:
             if self.tile is None or (h <= self.tile and w <= self.tile):
                 whole[image.shape + (image.dtype.str,)].append(i)
             else:
-                results[i] = self._upscale_tiled(image)
+                results[i] = self._retrying_oom(self._upscale_tiled, image)
         for indices in whole.values():
-            for start in range(0, len(indices), self.batch_size):
-                chunk = indices[start : start + self.batch_size]
-                for i, out in zip(chunk, self._upscale_whole([images[i] for i in chunk]), strict=True):
-                    results[i] = out
+            group = [images[i] for i in indices]
+            for i, out in zip(indices, self._retrying_oom(self._upscale_group, group), strict=True):
+                results[i] = out
         return results  # type: ignore[return-value]
 
     def _check(self, image: np.ndarray) -> None:
@@ -246,105 +292,184 @@ class Upscaler:
         if image.dtype not in (np.uint8, np.uint16, np.float32, np.float64):
             raise ValueError(f"unsupported pixel dtype {image.dtype}")
 
-    def _padded(self, image: np.ndarray) -> np.ndarray:
-        """Reflect-pad (H, W, C) at the bottom and right to the model's size multiple (no copy when aligned)."""
+    def _retrying_oom(self, fn, arg):
+        """``fn(arg)``; on a CUDA out-of-memory error, again with half the batch, then half the tile."""
+        while True:
+            try:
+                return fn(arg)
+            except torch.cuda.OutOfMemoryError:
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                if not self._shrink(arg):
+                    raise
+
+    def _shrink(self, arg) -> bool:
+        """Smaller batches, else smaller tiles (never below 2 x overlap); False when nothing is left to shrink."""
+        if self.batch_size == "auto" and any(n > 1 for n in self._auto_batch.values()):
+            self._auto_batch = {k: max(1, n // 2) for k, n in self._auto_batch.items()}
+            change = "batch halved"
+        elif isinstance(self.batch_size, int) and self.batch_size > 1:
+            self.batch_size //= 2
+            change = f"batch size {self.batch_size}"
+        else:
+            m = self.descriptor.size_multiple
+            side = self.tile or max(max(im.shape[:2]) for im in (arg if isinstance(arg, list) else [arg]))
+            smaller = _round_up(side // 2, m)
+            if smaller <= 2 * self.overlap + m:
+                return False
+            self.tile = smaller
+            change = f"tile {smaller}"
+        warnings.warn(f"out of device memory: retrying with {change}", stacklevel=4)
+        return True
+
+    def _tiles_per_pass(self, c: int, h: int, w: int) -> int:
+        """Tiles of (c, h, w) per forward pass: ``batch_size``, or with ``"auto"`` 1 on CPU and, on CUDA, as many
+        as half the free device memory holds, from one tile's measured peak (at most 16)."""
+        if self.batch_size != "auto":
+            return int(self.batch_size)
+        if self.device.type != "cuda":
+            return 1
+        key = (c, h, w)
+        if key not in self._auto_batch:
+            torch.cuda.synchronize(self.device)
+            free, _ = torch.cuda.mem_get_info(self.device)
+            base = torch.cuda.memory_allocated(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._network(torch.zeros((1, c, h, w), dtype=self.dtype, device=self.device))  # 8-bit's precision
+            per_tile = max(1, torch.cuda.max_memory_allocated(self.device) - base)
+            self._auto_batch[key] = int(max(1, min(16, free // 2 // per_tile)))
+        return self._auto_batch[key]
+
+    # ----------------------------------------------------------------- host <-> device
+
+    def _upload(self, pixels: np.ndarray) -> torch.Tensor:
+        """(h, w, C) host pixels -> (1, C, h, w) on the device in the compute dtype, in [0, 1].
+
+        Integers travel as integers (a quarter of float32's bytes for 8-bit) and are normalised on the device;
+        uint16 travels as int16 bits (torch's uint16 has few kernels) and is unwrapped there.
+        """
+        top = max_value(pixels.dtype)
+        if not pixels.flags.writeable:  # torch wants writable memory (decoders hand out read-only arrays)
+            pixels = pixels.copy()
+        if pixels.dtype == np.uint16:
+            host = torch.from_numpy(np.ascontiguousarray(pixels).view(np.int16))
+        elif pixels.dtype == np.uint8:
+            host = torch.from_numpy(np.ascontiguousarray(pixels))
+        else:
+            host = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32))
+        if self.device.type == "cuda":
+            x = host.pin_memory().to(self.device, non_blocking=True)
+        else:
+            x = host.to(self.device)
+        if pixels.dtype == np.uint16:
+            x = x.to(torch.int32).bitwise_and_(0xFFFF)
+        x = x.permute(2, 0, 1)[None].float()
+        if top != 1.0:
+            x = x.div_(top)
+        return x.to(self.compute_dtype(pixels.dtype))
+
+    def _quantised(self, y: torch.Tensor, dtype: np.dtype) -> torch.Tensor:
+        """(N, C, H, W) device floats in [0, 1] -> (N, H, W, C) device tensor ready to become ``dtype`` pixels."""
+        top = max_value(dtype)
+        y = y.permute(0, 2, 3, 1).float()  # contiguous already when y is channels_last
+        if top == 1.0:
+            return y.clamp_(0, 1).contiguous()
+        return y.mul_(top).round_().clamp_(0, top).to(torch.uint8 if top == 255.0 else torch.int32).contiguous()
+
+    def _download(self, q: torch.Tensor, dtype: np.dtype, asynchronous: bool = False):
+        """A quantised device tensor -> host numpy of ``dtype``; with ``asynchronous`` (CUDA), a function that
+        waits for the copy and returns it, so the caller can queue more work first."""
+        if self.device.type != "cuda":
+            return _as_numpy(q, dtype)
+        host = torch.empty(q.shape, dtype=q.dtype, pin_memory=True)
+        host.copy_(q, non_blocking=True)
+        done = torch.cuda.Event()
+        done.record()
+        if not asynchronous:
+            done.synchronize()
+            return _as_numpy(host, dtype)
+        return lambda: (done.synchronize(), _as_numpy(host, dtype))[1]
+
+    # ----------------------------------------------------------------- whole images and tiles
+
+    def _padded_size(self, h: int, w: int) -> tuple[int, int]:
         m = self.descriptor.size_multiple
+        return _round_up(h, m), _round_up(w, m)
+
+    def _rows(self, image: np.ndarray, y0: int, y1: int) -> np.ndarray:
+        """Rows [y0, y1) of ``image`` padded (reflect) to the model's size multiple: a view when nothing is padded."""
         h, w = image.shape[:2]
-        ph, pw = _round_up(h, m) - h, _round_up(w, m) - w
-        if not ph and not pw:
-            return image
-        mode = "reflect" if ph < h and pw < w else "edge"
-        return np.pad(image, ((0, ph), (0, pw), (0, 0)), mode=mode)
+        ph, pw = self._padded_size(h, w)
+        rows, cols = pad_index(ph, h), pad_index(pw, w)
+        if y1 <= h and cols is None:
+            return image[y0:y1]
+        band = image[y0:y1] if y1 <= h else image[rows[y0:y1]]
+        return band if cols is None else band[:, cols]
 
-    @staticmethod
-    def _tensor(pixels: np.ndarray) -> torch.Tensor:
-        """(h, w, C) pixels of any supported dtype -> (C, h, w) float32 in [0, 1]."""
-        x = torch.from_numpy(np.array(pixels, dtype=np.float32, order="C")).permute(2, 0, 1)
-        top = _max_value(pixels.dtype)
-        return x / top if top != 1.0 else x
-
-    def _upscale_whole(self, images: list[np.ndarray]) -> list[np.ndarray]:
-        h, w = images[0].shape[:2]
-        s = self.scale
-        batch = torch.stack([self._tensor(self._padded(im)) for im in images])
-        out = self.forward(batch)[..., : h * s, : w * s]
-        return [_from_float(o.permute(1, 2, 0).numpy(), im.dtype) for o, im in zip(out, images, strict=True)]
+    def _upscale_group(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        """Whole images of one shape and dtype, ``_tiles_per_pass`` at a time."""
+        h, w, c = images[0].shape
+        s, dtype = self.scale, images[0].dtype
+        ph, pw = self._padded_size(h, w)
+        per_pass = self._tiles_per_pass(c, ph, pw)
+        out: list[np.ndarray] = []
+        for start in range(0, len(images), per_pass):
+            x = torch.cat([self._upload(self._rows(im, 0, ph)) for im in images[start : start + per_pass]])
+            y = self._network(x)[..., : h * s, : w * s]
+            out.extend(self._download(self._quantised(y, dtype), dtype))
+        return out
 
     def _upscale_tiled(self, image: np.ndarray) -> np.ndarray:
         h, w, c = image.shape
         s = self.scale
         out = np.empty((h * s, w * s, c), image.dtype)
         for row0, band in self.bands(image):
-            rows = min(band.shape[0], h * s - row0)
-            _store(band[:rows, : w * s], out[row0 : row0 + rows])
+            out[row0 : row0 + band.shape[0]] = band
         return out
 
     def bands(self, image: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
-        """Finished output bands (first row, (rows, W'*s, C) float32 in [0, 1]) of a tiled upscale, top to bottom.
-
-        Each band is a view into a reused buffer: consume it before asking for the next.
-        """
-        src = self._padded(image)
-        h, w, c = src.shape
-        s = self.scale
-        grid = TileGrid.plan(h, w, self.tile, self.overlap, s, self.descriptor.size_multiple, self.feather)
+        """Finished output rows of a tiled upscale, top to bottom: (first row, (rows, W*s, C) of the image's
+        dtype). Only one tile row of input and of float accumulators lives on the device at a time."""
+        h, w, c = image.shape
+        s, dtype = self.scale, image.dtype
+        ph, pw = self._padded_size(h, w)
+        grid = TileGrid.plan(ph, pw, self.tile, self.overlap, s, self.descriptor.size_multiple, self.feather)
         th, tw = grid.tile_h * s, grid.tile_w * s
-        # the band buffer starts at the current tile row's first output row and is one tile row high
-        acc = np.zeros((th, w * s, c), np.float32)
+        dev = self.device
+        wx = torch.from_numpy(np.stack(grid.wx)).to(dev)  # (tiles across, tw)
+        norm_x = torch.from_numpy(grid.norm_x).to(dev)
+        per_pass = self._tiles_per_pass(c, grid.tile_h, grid.tile_w)
+        acc = torch.zeros((c, th, pw * s), dtype=torch.float32, device=dev)  # from the tile row's first output row
+        pending = None
         for r, y in enumerate(grid.ys):
-            wy = grid.wy[r][:, None, None]
-            for i in range(0, len(grid.xs), self.batch_size):
-                xs = grid.xs[i : i + self.batch_size]
-                batch = torch.stack([self._tensor(src[y : y + grid.tile_h, x0 : x0 + grid.tile_w]) for x0 in xs])
-                outputs = self.forward(batch).permute(0, 2, 3, 1).numpy()
+            band_in = self._upload(self._rows(image, y, y + grid.tile_h))
+            wy = torch.from_numpy(grid.wy[r]).to(dev).view(1, 1, th, 1)
+            for i in range(0, len(grid.xs), per_pass):
+                xs = grid.xs[i : i + per_pass]
+                tiles = torch.cat([band_in[..., x0 : x0 + grid.tile_w] for x0 in xs])
+                out = self._network(tiles).float()
+                out *= wy
+                out *= wx[i : i + len(xs)].view(len(xs), 1, 1, tw)
                 for k, x0 in enumerate(xs):
-                    tile_out = outputs[k]
-                    tile_out *= wy
-                    tile_out *= grid.wx[i + k][None, :, None]
-                    acc[:, x0 * s : x0 * s + tw] += tile_out
+                    acc[:, :, x0 * s : x0 * s + tw] += out[k]
             n = (grid.ys[r + 1] - y) * s if r + 1 < len(grid.ys) else th  # rows no later tile reaches
-            band = acc[:n]
-            band /= grid.norm_y[y * s : y * s + n, None, None]
-            band /= grid.norm_x[None, :, None]
-            yield y * s, band
-            acc[: th - n] = acc[n:].copy()
-            acc[th - n :] = 0
+            rows = min(n, h * s - y * s)
+            band = acc[:, :rows, : w * s] / (norm_x[: w * s] * torch.from_numpy(grid.norm_y[y * s : y * s + rows])
+                                              .to(dev)[:, None])
+            ready = self._download(self._quantised(band[None], dtype), dtype, asynchronous=True)
+            if pending is not None:
+                yield pending[0], pending[1]()[0]
+            pending = (y * s, ready if callable(ready) else (lambda a=ready: a))
+            acc = torch.cat([acc[:, n:], torch.zeros((c, n, pw * s), dtype=torch.float32, device=dev)], dim=1)
+            if rows < n:
+                break
+        if pending is not None:
+            yield pending[0], pending[1]()[0]
 
 
-def _luma(rgb: np.ndarray) -> np.ndarray:
-    """(H, W, 3) -> (H, W, 1) BT.601 luma, same dtype."""
-    y = rgb.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
-    return np.clip(np.rint(y), 0, _max_value(rgb.dtype)).astype(rgb.dtype)[..., None]
-
-
-def resize_to(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """High-quality resize of (H, W, C) to (width, height): Lanczos when enlarging, area when shrinking."""
-    w, h = size
-    if w < 1 or h < 1:
-        raise ValueError(f"outscale gives an empty image ({w}x{h})")
-    shrink = w < pixels.shape[1]
-    out = cv2.resize(pixels, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LANCZOS4)
-    return out[..., None] if out.ndim == 2 else out
-
-
-def _max_value(dtype: np.dtype) -> float:
-    return {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(np.dtype(dtype), 1.0)
-
-
-def _store(band: np.ndarray, target: np.ndarray) -> None:
-    """Write float [0, 1] pixels into an integer or float array, in place (``band`` is scratch)."""
-    top = _max_value(target.dtype)
-    if top != 1.0:
-        band *= top
-        np.rint(band, out=band)
-        np.clip(band, 0, top, out=band)
-    target[...] = band
-
-
-def _from_float(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    out = np.empty(x.shape, dtype)
-    _store(np.array(x, dtype=np.float32), out)
-    return out
+def _as_numpy(q: torch.Tensor, dtype: np.dtype) -> np.ndarray:
+    arr = q.cpu().numpy()
+    return arr if arr.dtype == dtype else arr.astype(dtype)
 
 
 def interpolate_models(model_a: nn.Module, model_b: nn.Module, alpha: float) -> nn.Module:

@@ -28,6 +28,9 @@ class ModelDescriptor:
         min_size: smallest input height/width the network accepts (VGG discriminators need an exact size).
         tile_overlap: input pixels neighbouring tiles should share so tiled outputs match untiled ones
             (within 1/255 for the released weights); about twice the context the trained network uses.
+        supports_half, supports_bfloat16: whether fp16 / bf16 inference gives sound outputs (as spandrel's
+            descriptor says; SwinIR's attention overflows in fp16). ``precision="auto"`` never picks one that
+            is ruled out.
     """
 
     arch: str
@@ -41,6 +44,8 @@ class ModelDescriptor:
     kind: Literal["generator", "discriminator"] = "generator"
     min_size: int = 1
     tile_overlap: int = 32
+    supports_half: bool = True
+    supports_bfloat16: bool = True
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

@@ -27,6 +27,8 @@ class SpandrelModel(nn.Module):
             arch=self.arch_name, scale=int(spandrel_descriptor.scale),
             in_channels=int(spandrel_descriptor.input_channels), out_channels=int(spandrel_descriptor.output_channels),
             size_multiple=max(1, int(req.multiple_of)), min_size=max(1, int(req.minimum)),
+            supports_half=bool(spandrel_descriptor.supports_half),
+            supports_bfloat16=bool(spandrel_descriptor.supports_bfloat16),
             # INTERNAL: the network tiles itself; srcore's tiles would fight it
             tileable=spandrel_descriptor.tiling != ModelTiling.INTERNAL, tile_overlap=64,
         )

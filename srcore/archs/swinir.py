@@ -295,7 +295,8 @@ class SwinIR(nn.Module):
         c = self.hparams["in_chans"]
         # the network pads itself, but telling callers lets tiles be cut at the multiple and skip the padding
         return ModelDescriptor(arch=self.arch_name, scale=self.upscale, in_channels=c, out_channels=c,
-                               size_multiple=self.window_size, tile_overlap=8 * self.window_size)
+                               size_multiple=self.window_size, tile_overlap=8 * self.window_size,
+                               supports_half=False)  # attention logits overflow fp16 (spandrel says the same)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         size = (x.shape[2], x.shape[3])
