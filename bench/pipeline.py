@@ -50,13 +50,11 @@ def model_only(job, files: dict[str, bytes], device: str) -> float:
     import torch
 
     from srcore.imageio import decode
-    from srcore.inference import Upscaler
     from srcore.weights import load_model
 
     if device == "cpu":
         torch.set_num_threads(max(1, int(job.cpus_per_actor)))
-    upscaler = Upscaler(load_model(job.model), device=device, precision=job.precision, tile=job.tile,
-                        batch_size=job.batch_size)
+    upscaler = job.engine.build(load_model(job.model), device)
     pictures = [decode(data, name).pixels for name, data in files.items()]
     upscaler.upscale_pixels(pictures[0])  # warm-up (cuDNN autotuning, allocator)
     if device == "cuda":

@@ -22,14 +22,8 @@ from pipelines.report import report_files
 from pipelines.storage import ListingError
 from pipelines.upscale import UpscaleJob, run
 from srcore.archs.registry import DEFAULT_MODEL
-from srcore.imageio import DEFAULT_MAX_PIXELS, FORMATS
+from srcore.upscale import EngineOptions, OutputOptions, add_flags, from_flags
 from srcore.weights import WeightsError
-
-
-def _tile(value: str) -> int | str | None:
-    if value in ("auto", "none"):
-        return None if value == "none" else "auto"
-    return int(value)
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -48,18 +42,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--input", required=True, help="s3://bucket/prefix, gs://..., or a local folder")
     p.add_argument("--output", required=True, help="where outputs go, same relative keys (and the report)")
     p.add_argument("--model", default=DEFAULT_MODEL, help="registered name or weights file (default: %(default)s)")
-    p.add_argument("--outscale", type=float, help="final scale (default: the model's)")
-    p.add_argument("--format", choices=sorted(FORMATS), help="output format (default: the input's, PNG for others)")
-    p.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality")
-    p.add_argument("--png-compression", type=int, default=1,
-                   help="PNG zlib level 0-9 (default %(default)s: fastest; 6+ for ~15%% smaller files)")
-    p.add_argument("--alpha", choices=["bicubic", "network"], default="bicubic", help="how alpha is upscaled")
-    p.add_argument("--tile", type=_tile, default="auto", help="input tile size, 'auto' or 'none'")
-    p.add_argument("--tile-overlap", type=int, help="tile overlap (default: the model's)")
-    p.add_argument("--batch-size", type=int, default=4, help="tiles or small images per forward pass")
+    add_flags(p, OutputOptions)  # the same flags, defaults and checks as `srcore upscale`
+    add_flags(p, EngineOptions)
     p.add_argument("--images-per-batch", type=int, default=8, help="images per actor call")
-    p.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"], default="auto",
-                   help="auto: bf16/fp16 on GPUs, fp32 on CPUs")
     p.add_argument("--num-gpus-per-actor", type=float,
                    help="GPUs per actor (default: 1 when the cluster has GPUs, else CPU actors; on an "
                         "autoscaling cluster whose GPU nodes start at zero, pass 1)")
@@ -71,8 +56,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--min-actors", type=int, default=1, help="actors the pool keeps")
     p.add_argument("--max-actors", type=int, help="default: one per GPU, or half the CPUs")
     p.add_argument("--overwrite", action="store_true", help="redo inputs whose outputs are already finished")
-    p.add_argument("--max-input-pixels", type=int, default=DEFAULT_MAX_PIXELS,
-                   help="refuse larger inputs before decoding (decompression bombs); default %(default)s")
     p.add_argument("--extensions", default=",".join(UpscaleJob.__dataclass_fields__["extensions"].default),
                    help="input file suffixes, comma-separated")
     p.add_argument("--limit", type=int, help="only the first N inputs (sorted by key)")
@@ -96,14 +79,11 @@ def main(argv: list[str] | None = None) -> int:
         if not 0 <= args.max_failure_rate <= 1:
             raise ValueError(f"--max-failure-rate must be in 0..1, got {args.max_failure_rate}")
         job = UpscaleJob(
-            input=args.input, output=args.output, model=args.model, outscale=args.outscale, format=args.format,
-            quality=args.quality, png_compression=args.png_compression, alpha=args.alpha, tile=args.tile,
-            tile_overlap=args.tile_overlap,
-            batch_size=args.batch_size, images_per_batch=args.images_per_batch, precision=args.precision,
+            input=args.input, output=args.output, model=args.model, engine=from_flags(EngineOptions, args),
+            output_options=from_flags(OutputOptions, args), images_per_batch=args.images_per_batch,
             num_gpus_per_actor=args.num_gpus_per_actor, cpus_per_actor=args.cpus_per_actor,
             actor_concurrency=args.actor_concurrency, io_threads=args.io_threads, min_actors=args.min_actors,
             max_actors=args.max_actors, overwrite=args.overwrite,
-            max_input_pixels=args.max_input_pixels,
             extensions=tuple("." + e.strip().lstrip(".").lower() for e in args.extensions.split(",") if e.strip()),
             limit=args.limit, sample=args.sample, seed=args.seed, report=args.report, break_lease=args.break_lease)
         result = run(job, progress=not args.no_progress, connect=lambda: connect_or_start(min_cpus=2))

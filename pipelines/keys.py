@@ -12,7 +12,8 @@ import posixpath
 import unicodedata
 from collections import defaultdict
 
-from srcore.imageio import EXTENSIONS, FORMATS, IMAGE_SUFFIXES
+from srcore.imageio import EXTENSIONS, IMAGE_SUFFIXES
+from srcore.upscale import output_format
 
 _MAX_SEGMENT_BYTES = 255  # the usual file-name limit of local filesystems
 
@@ -38,16 +39,6 @@ def _shorten(segment: str) -> str:
     digest = hashlib.sha1(segment.encode()).hexdigest()[:10]
     keep = _MAX_SEGMENT_BYTES - len(ext.encode()) - len(digest) - 1
     return stem.encode()[:keep].decode(errors="ignore") + "-" + digest + ext
-
-
-def output_format(relative: str, fmt: str | None) -> str:
-    """The output format (``PNG``...) for an input key: ``fmt`` if given, else the input's when srcore can
-    write it, else PNG."""
-    if fmt:
-        if fmt.lower() not in FORMATS:
-            raise ValueError(f"--format must be one of {sorted(FORMATS)}, got {fmt!r}")
-        return FORMATS[fmt.lower()]
-    return FORMATS.get(posixpath.splitext(relative)[1][1:].lower(), "PNG")  # bmp, gif: PNG
 
 
 def plan_outputs(relatives: list[str], fmt: str | None) -> dict[str, str]:

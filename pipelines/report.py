@@ -33,7 +33,7 @@ def summarize(rows: pa.Table, job, listed: int, wall_s: float) -> dict:
     return {
         "run": job.run_id, "input": job.input, "output": job.output, "report": job.report_location,
         "model": rows.column("model")[0].as_py() if total else None,
-        "scale": rows.column("scale")[0].as_py() if total else job.outscale,
+        "scale": rows.column("scale")[0].as_py() if total else job.output_options.outscale,
         "images_listed": listed, "images": total, **counts,
         "failure_rate": counts["failed"] / total if total else 0.0,
         "input_megapixels": round(in_mp, 3), "output_megapixels": round(out_mp, 3),

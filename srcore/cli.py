@@ -10,10 +10,9 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .archs.registry import DEFAULT_MODEL, VARIANTS, describe, list_models
-from .imageio import DEFAULT_MAX_PIXELS, FORMATS, IMAGE_SUFFIXES
-from .inference import Upscaler
-from .upscale import OutputOptions, upscale_file
-from .weights import WeightsError, load_model
+from .imageio import IMAGE_SUFFIXES
+from .upscale import EngineOptions, OutputOptions, add_flags, from_flags, new_run_id, upscale_file
+from .weights import WeightsError, load_model, model_id
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -40,28 +39,21 @@ def expand_inputs(items: list[str]) -> list[tuple[Path, str]]:
     return found
 
 
-def tile_option(tile: int | None) -> int | str | None:
-    """--tile: unset = the engine's model-aware "auto", 0 = whole image, else the size."""
-    return "auto" if tile is None else (None if tile == 0 else tile)
-
-
 def cmd_upscale(args: argparse.Namespace) -> int:
     try:
-        options = OutputOptions(args.format, args.quality, args.alpha, args.outscale, args.max_input_pixels)
-        model = load_model(args.model)
-        upscaler = Upscaler(model, device=args.device, precision=args.precision,
-                            tile=tile_option(args.tile), tile_overlap=args.tile_overlap,
-                            batch_size=args.batch_size)
+        options = from_flags(OutputOptions, args)
+        upscaler = from_flags(EngineOptions, args).build(load_model(args.model), args.device)
+        name = model_id(args.model)
     except (WeightsError, KeyError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    model_id = args.model if args.model in VARIANTS else Path(args.model).name
+    run = new_run_id()
     inputs = expand_inputs(args.inputs)
     failures, megapixels, start = 0, 0.0, time.perf_counter()
     with tqdm(inputs, desc="upscaling", unit="img") as bar:
         for path, stem in bar:
             try:
-                _, result = upscale_file(upscaler, path, args.output, model_id, options, stem)
+                _, result = upscale_file(upscaler, path, args.output, name, options, stem, run)
                 w, h = result.output.size
                 megapixels += w * h / 1e6
                 bar.set_postfix(MP=f"{megapixels:.1f}")
@@ -71,7 +63,8 @@ def cmd_upscale(args: argparse.Namespace) -> int:
                 tqdm.write(f"failed: {message}", file=sys.stderr)
     elapsed = time.perf_counter() - start
     print(f"{len(inputs) - failures} of {len(inputs)} images upscaled, {megapixels:.1f} output MP in {elapsed:.1f} s "
-          f"({megapixels / max(elapsed, 1e-9):.2f} MP/s), {failures} failed -> {args.output}")
+          f"({megapixels / max(elapsed, 1e-9):.2f} MP/s), {failures} failed -> {args.output} "
+          f"(model {name}, {upscaler.device.type} {upscaler.precision}, run {run})")
     return 1 if failures else 0
 
 
@@ -79,23 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="srcore", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("models", help="list registered models").set_defaults(func=cmd_models)
-    up = sub.add_parser("upscale", help="upscale image files, folders or globs",
-                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    up = sub.add_parser("upscale", help="upscale image files, folders or globs")
     up.add_argument("inputs", nargs="+", help="image files, folders or globs")
     up.add_argument("-o", "--output", required=True, help="output folder")
     up.add_argument("--model", default=DEFAULT_MODEL, help="weights file (.pth/.safetensors) or registered name")
-    up.add_argument("--outscale", type=float, default=None, help="final scale (default: the model's)")
-    up.add_argument("--tile", type=int, default=None,
-                    help="tile size in input pixels; 0 = whole image (default: max(512, 3 x the model's overlap))")
-    up.add_argument("--tile-overlap", type=int, default=None, help="tile overlap (default: the model's)")
-    up.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass")
-    up.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
     up.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda if available)")
-    up.add_argument("--format", default=None, choices=sorted(FORMATS), help="output format (default: input's)")
-    up.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality")
-    up.add_argument("--alpha", default="bicubic", choices=["bicubic", "network"], help="alpha channel upscaling")
-    up.add_argument("--max-input-pixels", type=int, default=DEFAULT_MAX_PIXELS,
-                    help="refuse larger inputs before decoding (decompression bombs); default %(default)s")
+    add_flags(up, OutputOptions)  # the same flags, defaults and checks as the bucket job's
+    add_flags(up, EngineOptions)
     up.set_defaults(func=cmd_upscale)
     return parser
 

@@ -19,7 +19,8 @@ from tqdm import tqdm
 
 from .atomic import atomic_path
 from .imageio import IMAGE_SUFFIXES
-from .metrics import lr_consistency_psnr_np, psnr_np, ssim_np
+from .inference import Upscaler
+from .metrics import lr_consistency, psnr_np, ssim_np
 from .resize import imresize_np
 
 # (H, W[, C]) uint8 LR -> (H*s, W*s[, C]) uint8 SR
@@ -50,31 +51,16 @@ def bicubic_upscaler(scale: int) -> UpscaleFn:
     return lambda lr: imresize_np(lr, float(scale))
 
 
-def model_upscaler(model: torch.nn.Module, device: str | torch.device = "cpu") -> UpscaleFn:
-    """Wrap a network: uint8 in, uint8 out. Gray inputs go through RGB models and come back gray;
-    Y-channel models (SRCNN) see the luma and the chroma is upscaled by bicubic."""
-    desc = model.descriptor
-    model = model.to(device).eval()
-
-    def run(x: np.ndarray) -> np.ndarray:
-        t = torch.from_numpy(x.astype(np.float32) / 255.0)
-        t = t[None, None] if t.ndim == 2 else t.permute(2, 0, 1)[None]
-        with torch.inference_mode():
-            y = model(t.to(device)).clamp_(0, 1).cpu()
-        y = y[0, 0] if y.shape[1] == 1 else y[0].permute(1, 2, 0)
-        return (y.numpy() * 255.0).round().astype(np.uint8)
+def model_upscaler(model: torch.nn.Module, device: str | torch.device = "cpu", precision: str = "fp32",
+                   tile: int | str | None = "auto") -> UpscaleFn:
+    """Wrap a network in the one engine (:class:`srcore.Upscaler`): uint8 in, uint8 out, any size (padded to
+    the model's size multiple). Modes are the engine's: gray through RGB models comes back gray, Y-channel
+    models (SRCNN) see the luma and the chroma is upscaled by bicubic. fp32 by default, as papers score."""
+    upscaler = Upscaler(model, device=device, precision=precision, tile=tile)
 
     def upscale(lr: np.ndarray) -> np.ndarray:
-        gray = lr.ndim == 2
-        if desc.in_channels == 1:
-            if gray:
-                return run(lr)
-            ycbcr = np.asarray(Image.fromarray(lr).convert("YCbCr"))
-            up = imresize_np(ycbcr, float(desc.scale))
-            up[..., 0] = run(ycbcr[..., 0])
-            return np.asarray(Image.fromarray(up, "YCbCr").convert("RGB"))
-        sr = run(np.repeat(lr[..., None], 3, axis=2) if gray else lr)
-        return np.asarray(Image.fromarray(sr).convert("L")) if gray else sr
+        sr = upscaler.upscale_pixels(lr[..., None] if lr.ndim == 2 else lr)
+        return sr[..., 0] if lr.ndim == 2 else sr
 
     return upscale
 
@@ -115,7 +101,7 @@ def score_image(upscale: UpscaleFn, hr: np.ndarray, scale: int) -> tuple[float, 
     sr = upscale(lr)
     if sr.shape != hr.shape:
         raise ValueError(f"upscaler returned {sr.shape} for LR {lr.shape}, expected {hr.shape}")
-    return psnr_np(sr, hr, scale), ssim_np(sr, hr, scale), lr_consistency_psnr_np(sr, lr, scale)
+    return psnr_np(sr, hr, scale), ssim_np(sr, hr, scale), lr_consistency(lr, sr, scale)
 
 
 def evaluate_set(upscale: UpscaleFn, folder: Path, scale: int, name: str | None = None,

@@ -1,47 +1,157 @@
-"""Whole-file upscaling: bytes or paths in, encoded bytes or files out. Used by the CLI and the bucket pipeline."""
+"""Whole-file upscaling, one path for every caller: the options (engine and output), the format rule, the
+model id, and ``render``. The ``srcore upscale`` CLI and the bucket job take their flags from these
+dataclasses (:func:`add_flags`), so the two cannot drift apart.
+"""
 
 from __future__ import annotations
 
+import argparse
 import os
-from dataclasses import dataclass, replace
+import posixpath
+import uuid
+from dataclasses import MISSING, dataclass, field, fields, replace
+from datetime import datetime, timezone
 from pathlib import Path
 
 from .atomic import atomic_path
 from .imageio import DEFAULT_MAX_PIXELS, EXTENSIONS, FORMATS, Picture, Provenance, decode, encode
 from .inference import Upscaler
+from .modes import ALPHA_MODES
+
+
+def parse_tile(value: str | int | None) -> int | str | None:
+    """``--tile``: ``auto`` (the engine's model-aware default), ``none`` or ``0`` (whole images), or a size."""
+    if value is None or value in ("none", "0", 0):
+        return None
+    if value == "auto":
+        return "auto"
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be 'auto', 'none' or a size in pixels, got {value!r}") from None
+
+
+def parse_batch(value: str | int) -> int | str:
+    """``--batch-size``: ``auto`` or a count."""
+    if value == "auto":
+        return "auto"
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be 'auto' or a count, got {value!r}") from None
+
+
+def _flag(default, help: str, parse=None, choices=None):
+    return field(default=default, metadata={"help": help, "parse": parse, "choices": choices})
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """How the network runs (:class:`srcore.Upscaler`'s settings). Every field is a flag of the same name."""
+
+    precision: str = _flag("auto", "auto: bf16 on GPUs and on CPUs with native bf16 (16-bit images: fp32), "
+                           "else fp32", choices=("auto", "fp32", "fp16", "bf16"))
+    tile: int | str | None = _flag("auto", "input tile size, 'auto' (max(512, 3 x the model's overlap)) or 'none' "
+                                   "(whole images; 0 means the same)", parse=parse_tile)
+    tile_overlap: int | None = _flag(None, "tile overlap (default: the model's)", parse=int)
+    batch_size: int | str = _flag("auto", "tiles or small images per forward pass; auto: 1 on CPU, from free "
+                                  "memory on GPUs", parse=parse_batch)
+
+    def __post_init__(self):
+        _check([(self.precision in ("auto", "fp32", "fp16", "bf16"), "precision", "must be auto, fp32, fp16 or bf16"),
+                (self.tile in ("auto", None) or (isinstance(self.tile, int) and self.tile > 0), "tile",
+                 "must be 'auto', None or > 0"),
+                (self.tile_overlap is None or self.tile_overlap >= 0, "tile-overlap", "must be >= 0"),
+                (self.batch_size == "auto" or (isinstance(self.batch_size, int) and self.batch_size >= 1),
+                 "batch-size", "must be 'auto' or >= 1")], self)
+
+    def build(self, model, device: str | None = None) -> Upscaler:
+        return Upscaler(model, device=device, precision=self.precision, tile=self.tile,
+                        tile_overlap=self.tile_overlap, batch_size=self.batch_size)
 
 
 @dataclass(frozen=True)
 class OutputOptions:
-    """How outputs are made and written.
+    """How outputs are made and written. Every field is a flag of the same name.
 
     Attributes:
-        format: ``png``, ``jpg``, ``webp``, ``tiff``, or None to keep the input's format (PNG for others).
+        format: ``png``, ``jpg``, ``webp``, ``tiff``, or None to keep the input's (PNG for others).
         quality: JPEG/WebP quality, 1-100.
+        png_compression: zlib level; 1 (as OpenCV and Real-ESRGAN write) is about twice as fast as 6 for files
+            about 15% larger: encoding 16x outputs is often the pipeline's limit.
         alpha: ``"bicubic"`` or ``"network"`` upscaling of the alpha channel.
         outscale: final scale (None: the model's).
-        max_pixels: inputs above this many pixels are refused before decoding (decompression bombs).
+        max_input_pixels: inputs above this many pixels are refused before decoding (decompression bombs).
     """
 
-    format: str | None = None
-    quality: int = 95
-    alpha: str = "bicubic"
-    outscale: float | None = None
-    max_pixels: int | None = DEFAULT_MAX_PIXELS
+    format: str | None = _flag(None, "output format (default: the input's, PNG for formats srcore cannot write)",
+                               choices=tuple(sorted(FORMATS)))
+    quality: int = _flag(95, "JPEG/WebP quality", parse=int)
+    png_compression: int = _flag(1, "PNG zlib level 0-9 (1: fastest; 6+ for ~15%% smaller files)", parse=int)
+    alpha: str = _flag("bicubic", "how alpha is upscaled", choices=ALPHA_MODES)
+    outscale: float | None = _flag(None, "final scale (default: the model's)", parse=float)
+    max_input_pixels: int | None = _flag(DEFAULT_MAX_PIXELS, "refuse larger inputs before decoding "
+                                         "(decompression bombs)", parse=int)
 
     def __post_init__(self):
-        if self.format is not None and self.format.lower() not in FORMATS:
-            raise ValueError(f"format must be one of {sorted(FORMATS)}, got {self.format!r}")
-        if not 1 <= self.quality <= 100:
-            raise ValueError(f"quality must be in 1..100, got {self.quality}")
-        if self.outscale is not None and self.outscale <= 0:
-            raise ValueError(f"outscale must be > 0, got {self.outscale}")
+        _check([(self.format is None or self.format.lower() in FORMATS, "format", f"must be one of {sorted(FORMATS)}"),
+                (1 <= self.quality <= 100, "quality", "must be in 1..100"),
+                (0 <= self.png_compression <= 9, "png-compression", "must be in 0..9"),
+                (self.alpha in ALPHA_MODES, "alpha", "must be 'bicubic' or 'network'"),
+                (self.outscale is None or self.outscale > 0, "outscale", "must be > 0"),
+                (self.max_input_pixels is None or self.max_input_pixels > 0, "max-input-pixels", "must be > 0")],
+               self)
 
 
-def output_format(options: OutputOptions, picture: Picture) -> str:
-    if options.format:
-        return FORMATS[options.format.lower()]
-    return picture.format if picture.format in EXTENSIONS else "PNG"
+def _check(rules: list[tuple[bool, str, str]], options) -> None:
+    for ok, name, rule in rules:
+        if not ok:
+            raise ValueError(f"--{name} {rule}, got {getattr(options, name.replace('-', '_'))!r}")
+
+
+def add_flags(parser: argparse.ArgumentParser, options: type) -> None:
+    """One ``--flag`` per field of an options dataclass, with its default, help, parser and choices."""
+    for f in fields(options):
+        meta = f.metadata
+        default = f.default if f.default is not MISSING else None
+        help_text = meta["help"] + ("" if default is None or "default" in meta["help"] else " (default: %(default)s)")
+        parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=default, type=meta.get("parse"),
+                            choices=meta.get("choices"), help=help_text)
+
+
+def from_flags(options: type, args: argparse.Namespace):
+    """The options dataclass from parsed :func:`add_flags` flags."""
+    return options(**{f.name: getattr(args, f.name) for f in fields(options)})
+
+
+def output_format(name: str, fmt: str | None) -> str:
+    """The output format (``PNG``...) for an input file or key: ``fmt`` if given, else the input's by its
+    extension when srcore can write it, else PNG (bmp, gif)."""
+    if fmt:
+        if fmt.lower() not in FORMATS:
+            raise ValueError(f"--format must be one of {sorted(FORMATS)}, got {fmt!r}")
+        return FORMATS[fmt.lower()]
+    return FORMATS.get(posixpath.splitext(name)[1][1:].lower(), "PNG")
+
+
+def new_run_id() -> str:
+    """A run's id: its UTC start time and a random suffix, e.g. ``20261123T154033Z-3fa2c1``."""
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+
+
+def render(upscaler: Upscaler, source: Picture, fmt: str, options: OutputOptions,
+           provenance: Provenance) -> tuple[bytes, Picture]:
+    """Upscale decoded pixels and encode them: (the output file's bytes, the output picture)."""
+    pixels = upscaler.upscale_pixels(source.pixels, options.alpha, options.outscale)
+    return encode_output(source, pixels, fmt, options, provenance)
+
+
+def encode_output(source: Picture, pixels, fmt: str, options: OutputOptions,
+                  provenance: Provenance) -> tuple[bytes, Picture]:
+    """Encode upscaled pixels with the source's metadata (ICC, EXIF, text) and the provenance."""
+    output = replace(source, pixels=pixels)
+    data = encode(output, fmt, options.quality, provenance, png_compression=options.png_compression)
+    return data, output
 
 
 @dataclass
@@ -56,22 +166,32 @@ class UpscaleResult:
         return EXTENSIONS[self.format]
 
 
+def local_version(path: str | os.PathLike) -> str:
+    """A local file's version as the bucket job records it: ``mtime:<ns>`` (changes when it is rewritten)."""
+    return f"mtime:{int(float(os.stat(path).st_mtime) * 1e9)}"
+
+
 def upscale_bytes(upscaler: Upscaler, data: bytes, name: str, model_id: str,
-                  options: OutputOptions = OutputOptions()) -> UpscaleResult:
+                  options: OutputOptions = OutputOptions(), provenance: Provenance | None = None) -> UpscaleResult:
     """Decode, upscale and encode one image; errors name ``name``."""
-    source = decode(data, name, options.max_pixels)
-    pixels = upscaler.upscale_pixels(source.pixels, options.alpha, options.outscale)
-    output = replace(source, pixels=pixels)
-    fmt = output_format(options, source)
-    provenance = Provenance(model_id, options.outscale or upscaler.scale)
-    return UpscaleResult(encode(output, fmt, options.quality, provenance), fmt, source, output)
+    source = decode(data, name, options.max_input_pixels)
+    fmt = output_format(name, options.format)
+    provenance = provenance or Provenance(model_id, options.outscale or upscaler.scale)
+    out, output = render(upscaler, source, fmt, options, provenance)
+    return UpscaleResult(out, fmt, source, output)
 
 
 def upscale_file(upscaler: Upscaler, src: str | os.PathLike, out_dir: str | os.PathLike, model_id: str,
-                 options: OutputOptions = OutputOptions(), stem: str | None = None) -> tuple[Path, UpscaleResult]:
-    """Upscale ``src`` into ``out_dir/<stem><ext>``, written atomically (temporary name, then rename)."""
+                 options: OutputOptions = OutputOptions(), stem: str | None = None,
+                 run: str | None = None) -> tuple[Path, UpscaleResult]:
+    """Upscale ``src`` into ``out_dir/<stem><ext>``, written atomically (temporary name, then rename).
+
+    The output's provenance names the source file and its version, as the bucket job's do.
+    """
     src = Path(src)
-    result = upscale_bytes(upscaler, src.read_bytes(), str(src), model_id, options)
+    provenance = Provenance(model_id, options.outscale or upscaler.scale, src.resolve().as_posix(),
+                            local_version(src), run)
+    result = upscale_bytes(upscaler, src.read_bytes(), str(src), model_id, options, provenance)
     target = Path(out_dir) / f"{stem or src.stem}{result.extension}"
     with atomic_path(target) as tmp:
         tmp.write_bytes(result.data)

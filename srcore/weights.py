@@ -5,6 +5,7 @@ No pickle code ever runs: ``.pth`` files are read with ``torch.load(weights_only
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Callable
@@ -177,3 +178,13 @@ def save_model(model: nn.Module, path: str | os.PathLike, *, name: str | None = 
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(info)})
     return path
+
+
+def model_id(model: str | os.PathLike) -> str:
+    """A stable name for a model in outputs and reports: the registered name, or file name @ content hash."""
+    from .archs.registry import VARIANTS
+
+    if str(model) in VARIANTS and not Path(model).exists():
+        return str(model)
+    digest = hashlib.sha256(Path(model).read_bytes()).hexdigest()[:12]
+    return f"{Path(model).name}@{digest}"

@@ -171,7 +171,7 @@ def test_bad_inputs_fail_naming_the_file(upscaler):
     bomb = png_bytes(Image.new("L", (20000, 20000)), optimize=True)
     assert len(bomb) < 1_000_000
     with pytest.raises(ImageDecodeError, match=r"bomb\.png: 20000x20000 is 400 megapixels, over the limit of 100"):
-        run(upscaler, bomb, "bomb.png", max_pixels=100_000_000)
+        run(upscaler, bomb, "bomb.png", max_input_pixels=100_000_000)
 
 
 def test_frames_and_channels_that_would_be_lost_are_refused_but_thumbnails_are_not():

@@ -9,19 +9,22 @@ import subprocess
 import sys
 import time
 import unicodedata
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pytest
 
-from pipelines.keys import output_format, plan_outputs, safe_relative
+from pipelines.keys import plan_outputs, safe_relative
 from pipelines.lease import Lease, LeaseHeld
 from pipelines.report import histogram_svg, render_html
 from pipelines.storage import Store
-from pipelines.upscale import OUTPUT_SCHEMA, UpscaleJob, lr_consistency, output_is_finished, plan, preview_pair
+from pipelines.upscale import OUTPUT_SCHEMA, UpscaleJob, output_is_finished, plan, preview_pair
 from pipelines.upscale.run import _remove_dead_writers_temporaries
 from srcore.imageio import Picture, Provenance, encode, read_provenance
+from srcore.metrics import lr_consistency
+from srcore.upscale import EngineOptions, OutputOptions, output_format
 
 
 @pytest.mark.parametrize("key", ["../../etc/passwd.png", "/abs/x.png", "a//b.png", "a/./b.png", "..",
@@ -87,12 +90,19 @@ def test_local_store_lists_with_versions_and_writes_atomically(tmp_path):
         Store(str(tmp_path / "missing")).list()
 
 
-@pytest.mark.parametrize("field, value, flag", [("batch_size", 0, "--batch-size"), ("outscale", -1, "--outscale"),
-                                                ("format", "bmp", "--format"), ("max_actors", 0, "--max-actors"),
-                                                ("precision", "fp8", "--precision")])
+@pytest.mark.parametrize("field, value, flag", [
+    ("batch_size", 0, "--batch-size"), ("outscale", -1, "--outscale"), ("format", "bmp", "--format"),
+    ("max_actors", 0, "--max-actors"), ("precision", "fp8", "--precision"),
+    ("png_compression", 10, "--png-compression"),
+])
 def test_bad_job_settings_name_the_flag(tmp_path, field, value, flag):
     with pytest.raises(ValueError, match=flag):
-        UpscaleJob(input=str(tmp_path), output=str(tmp_path / "out"), **{field: value})
+        if field in {f.name for f in fields(EngineOptions)}:
+            EngineOptions(**{field: value})
+        elif field in {f.name for f in fields(OutputOptions)}:
+            OutputOptions(**{field: value})
+        else:
+            UpscaleJob(input=str(tmp_path), output=str(tmp_path / "out"), **{field: value})
     with pytest.raises(ValueError, match="must differ"):
         UpscaleJob(input=str(tmp_path), output=str(tmp_path) + "/")
 

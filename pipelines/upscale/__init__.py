@@ -10,16 +10,16 @@ Reruns resume: each output carries its input's etag (or mtime), the model id and
 written atomically, so an output that exists with matching provenance is finished and skipped.
 
 Modules, in the order a run uses them: ``options`` (UpscaleJob), ``plan`` (listing, output keys, finished
-outputs), ``stages`` (decode tasks, the upscaling actor), ``quality`` (LR-consistency, crops), ``rows`` (Arrow
+outputs), ``stages`` (decode tasks, the upscaling actor), ``quality`` (preview crops), ``rows`` (Arrow
 schemas), ``run`` (the driver).
 """
 
-from .options import REPORT_FOLDER, UpscaleJob, model_id
+from .options import REPORT_FOLDER, UpscaleJob
 from .plan import Manifest, output_is_finished, plan
-from .quality import lr_consistency, preview_pair
+from .quality import preview_pair
 from .rows import OUTPUT_SCHEMA, REPORT_SCHEMA
 from .run import RunResult, run
 from .stages import UpscaleWriter, read_and_decode
 
 __all__ = ["OUTPUT_SCHEMA", "REPORT_FOLDER", "REPORT_SCHEMA", "Manifest", "RunResult", "UpscaleJob", "UpscaleWriter",
-           "lr_consistency", "model_id", "output_is_finished", "plan", "preview_pair", "read_and_decode", "run"]
+           "output_is_finished", "plan", "preview_pair", "read_and_decode", "run"]

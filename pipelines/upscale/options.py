@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
-import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
-from srcore.archs.registry import DEFAULT_MODEL, VARIANTS
-from srcore.imageio import DEFAULT_MAX_PIXELS, FORMATS, IMAGE_SUFFIXES
+from srcore.archs.registry import DEFAULT_MODEL
+from srcore.imageio import IMAGE_SUFFIXES
+from srcore.upscale import EngineOptions, OutputOptions, new_run_id
 
 from ..storage import is_uri, join
 
@@ -23,17 +21,13 @@ class UpscaleJob:
     Attributes:
         input, output: URIs (``s3://bucket/prefix``, ``gs://...``) or local folders.
         model: registered name (``srcore models``) or weights file; default: the bundled model.
-        outscale: final scale (default: the model's).
-        format: ``png``, ``jpg``, ``webp``, ``tiff``; default: the input's (PNG for formats srcore cannot write).
-        quality: JPEG/WebP quality; png_compression: zlib level (1, as OpenCV and Real-ESRGAN write, is about
-            twice as fast as 6 for files about 15% larger: encoding 16x outputs is often the pipeline's limit).
-        tile, tile_overlap, batch_size, precision: the engine's (``srcore.Upscaler``).
+        engine: how the network runs, and output_options: how outputs are made: the same dataclasses (and
+            flags) as ``srcore upscale``'s, so a folder upscaled by either gives the same bytes.
         images_per_batch: images per actor call; similar sizes share forward passes.
         num_gpus_per_actor: GPUs per upscaling actor; None: 1 when the cluster has GPUs, else CPU actors.
         cpus_per_actor: CPUs per actor (CPU actors use them as torch threads).
         min_actors, max_actors: the actor pool's autoscaling bounds (max default: one per GPU, or half the CPUs).
         overwrite: redo inputs whose outputs are finished.
-        max_input_pixels: refuse larger inputs before decoding (decompression bombs).
         extensions: input file suffixes.
         limit: the first N inputs (sorted by key); sample: N inputs drawn at random (``seed``).
         report: where the report goes (default ``<output>/_reports/<run id>``).
@@ -47,22 +41,14 @@ class UpscaleJob:
     input: str
     output: str
     model: str = DEFAULT_MODEL
-    outscale: float | None = None
-    format: str | None = None
-    quality: int = 95
-    png_compression: int = 1
-    alpha: str = "bicubic"
-    tile: int | str | None = "auto"
-    tile_overlap: int | None = None
-    batch_size: int = 4
-    precision: str = "auto"
+    engine: EngineOptions = field(default_factory=EngineOptions)
+    output_options: OutputOptions = field(default_factory=OutputOptions)
     images_per_batch: int = 8
     num_gpus_per_actor: float | None = None
     cpus_per_actor: float = 1
     min_actors: int = 1
     max_actors: int | None = None
     overwrite: bool = False
-    max_input_pixels: int | None = DEFAULT_MAX_PIXELS
     extensions: tuple[str, ...] = IMAGE_SUFFIXES
     limit: int | None = None
     sample: int | None = None
@@ -72,24 +58,15 @@ class UpscaleJob:
     io_threads: int = 4
     actor_concurrency: int | None = None
     break_lease: bool = False
-    run_id: str = field(default_factory=lambda: datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-                        + "-" + uuid.uuid4().hex[:6])
+    run_id: str = field(default_factory=new_run_id)
 
     def __post_init__(self):
         checks = [
-            (self.outscale is None or self.outscale > 0, "outscale", "must be > 0"),
-            (self.format is None or self.format.lower() in FORMATS, "format", f"must be one of {sorted(FORMATS)}"),
-            (1 <= self.quality <= 100, "quality", "must be in 1..100"),
-            (0 <= self.png_compression <= 9, "png-compression", "must be in 0..9"),
-            (self.alpha in ("bicubic", "network"), "alpha", "must be 'bicubic' or 'network'"),
-            (self.batch_size >= 1, "batch-size", "must be >= 1"),
             (self.images_per_batch >= 1, "images-per-batch", "must be >= 1"),
-            (self.precision in ("auto", "fp32", "fp16", "bf16"), "precision", "must be auto, fp32, fp16 or bf16"),
             (self.num_gpus_per_actor is None or self.num_gpus_per_actor >= 0, "num-gpus-per-actor", "must be >= 0"),
             (self.cpus_per_actor > 0, "cpus-per-actor", "must be > 0"),
             (self.min_actors >= 1, "min-actors", "must be >= 1"),
             (self.max_actors is None or self.max_actors >= self.min_actors, "max-actors", "must be >= min-actors"),
-            (self.max_input_pixels is None or self.max_input_pixels > 0, "max-input-pixels", "must be > 0"),
             (self.limit is None or self.limit >= 0, "limit", "must be >= 0"),
             (self.sample is None or self.sample >= 0, "sample", "must be >= 0"),
             (self.io_threads >= 1, "io-threads", "must be >= 1"),
@@ -110,11 +87,3 @@ def _inside(parent: str, child: str) -> bool:
     p = parent.rstrip("/") if is_uri(parent) else str(Path(parent).resolve())
     c = child.rstrip("/") if is_uri(child) else str(Path(child).resolve())
     return c == p or c.startswith(p + "/")
-
-
-def model_id(model: str) -> str:
-    """A stable name for the model in outputs and reports: the registered name, or file name @ content hash."""
-    if model in VARIANTS and not Path(model).exists():
-        return model
-    digest = hashlib.sha256(Path(model).read_bytes()).hexdigest()[:12]
-    return f"{Path(model).name}@{digest}"

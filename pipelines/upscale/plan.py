@@ -9,8 +9,9 @@ from functools import lru_cache
 import pyarrow.parquet as pq
 
 from srcore.imageio import read_provenance
+from srcore.upscale import output_format
 
-from ..keys import output_format, plan_outputs
+from ..keys import plan_outputs
 from ..storage import Store
 from .options import REPORT_FOLDER, UpscaleJob, _inside
 
@@ -31,7 +32,7 @@ def plan(job: UpscaleJob, model: str, scale: float | None = None) -> Manifest:
     exclude = (target.root,) if _inside(job.input, job.output) else ()
     entries = source.list(job.extensions, exclude=exclude)
     listed = len(entries)
-    keys = plan_outputs([e.relative for e in entries], job.format)
+    keys = plan_outputs([e.relative for e in entries], job.output_options.format)
     if job.sample is not None and job.sample < len(entries):
         entries = sorted(random.Random(job.seed).sample(entries, job.sample), key=lambda e: e.path)
     if job.limit is not None:
@@ -44,7 +45,8 @@ def plan(job: UpscaleJob, model: str, scale: float | None = None) -> Manifest:
         rows.append({
             "input": source.uri(e.path), "output": target.uri(out_path), "output_key": out_path, "input_key": e.path,
             "input_version": e.version, "input_bytes": e.size, "model": model, "scale": scale, "run": job.run_id,
-            "output_format": output_format(e.relative, job.format), "status": "exists" if out_path in existing else "",
+            "output_format": output_format(e.relative, job.output_options.format),
+            "status": "exists" if out_path in existing else "",
         })
     if not job.overwrite:
         _skip_what_reports_vouch_for(target, rows, existing)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from ..lease import Lease, held_elsewhere
-from .options import REPORT_FOLDER, UpscaleJob, model_id
+from .options import REPORT_FOLDER, UpscaleJob
 from .plan import _existing_outputs, _store, plan, remove_temporaries
 from .rows import MANIFEST_SCHEMA, OUTPUT_SCHEMA, PREVIEW_FIELDS, _table
 from .stages import UpscaleWriter, read_and_decode
@@ -32,7 +32,7 @@ def run(job: UpscaleJob, progress: bool = True, connect=None) -> RunResult:
     any Ray starts) to join or start Ray; None when this process is already connected (``ray.init``). A run
     whose inputs are all finished (known from earlier reports) starts no Ray at all.
     """
-    from srcore.weights import load_model
+    from srcore.weights import load_model, model_id
 
     from ..report import summarize, write_report
 
@@ -44,7 +44,7 @@ def run(job: UpscaleJob, progress: bool = True, connect=None) -> RunResult:
     # one run at a time per output prefix; held from planning to the report (LeaseHeld: another run writes)
     lease_path = f"{target.root}/{REPORT_FOLDER}/lease.json"
     with Lease(target, lease_path, job.run_id, break_lease=job.break_lease):
-        manifest = plan(job, name, job.outscale or model.descriptor.scale)
+        manifest = plan(job, name, job.output_options.outscale or model.descriptor.scale)
         removed = _remove_dead_writers_temporaries(target, lease_path, manifest.temporaries, manifest.outputs)
         if removed:
             print(f"[srcore] removed {removed} temporary uploads left by killed writers", flush=True)

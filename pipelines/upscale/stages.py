@@ -8,17 +8,18 @@ import socket
 import time
 import traceback
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import replace
 from functools import lru_cache
 
 import numpy as np
 import pyarrow as pa
 
-from srcore.imageio import ImageDecodeError, Picture, Provenance, decode, encode
+from srcore.imageio import ImageDecodeError, Picture, Provenance, decode
+from srcore.metrics import lr_consistency
+from srcore.upscale import encode_output
 
 from .options import UpscaleJob
 from .plan import _store, output_is_finished
-from .quality import lr_consistency, preview_pair
+from .quality import preview_pair
 from .rows import DECODED_SCHEMA, OUTPUT_SCHEMA, _table
 
 FAULT_ENV = "SRCORE_INJECT_WORKER_DEATH"
@@ -50,7 +51,7 @@ def read_and_decode(batch: pa.Table, job: UpscaleJob) -> pa.Table:
             t0 = time.perf_counter()
             data = source.read(row["input_key"])
             t1 = time.perf_counter()
-            picture = decode(data, row["input"], job.max_input_pixels)
+            picture = decode(data, row["input"], job.output_options.max_input_pixels)
             row.update(read_s=t1 - t0, decode_s=time.perf_counter() - t1, input_bytes=len(data),
                        input_width=picture.size[0], input_height=picture.size[1], input_mode=picture.mode,
                        input_format=picture.format, pixels=picture.pixels.tobytes(), dtype=picture.pixels.dtype.str,
@@ -84,8 +85,6 @@ class UpscaleWriter:
         import ray
         import torch
 
-        from srcore.inference import Upscaler
-
         self.job = job
         model = ray.get(model_ref[0])
         if use_gpu and torch.cuda.is_available():
@@ -93,9 +92,10 @@ class UpscaleWriter:
         else:
             device = "cpu"
             torch.set_num_threads(max(1, int(job.cpus_per_actor)))
-        self.upscaler = Upscaler(model, device=device, precision=job.precision, tile=job.tile,
-                                 tile_overlap=job.tile_overlap, batch_size=job.batch_size)
-        self.device = torch.cuda.get_device_name() if device == "cuda" else f"cpu x{torch.get_num_threads()}"
+        self.upscaler = job.engine.build(model, device)
+        self.options = job.output_options
+        where = torch.cuda.get_device_name() if device == "cuda" else f"cpu x{torch.get_num_threads()}"
+        self.device = f"{where} {self.upscaler.precision}"
         self.target = _store(job.output)
         self.pool = ThreadPoolExecutor(max_workers=job.io_threads, thread_name_prefix="srcore-write")
 
@@ -114,7 +114,8 @@ class UpscaleWriter:
             pictures = [_picture(r) for r in group]
             t0 = time.perf_counter()
             try:
-                upscaled = self.upscaler.upscale_many([p.pixels for p in pictures], self.job.alpha, self.job.outscale)
+                upscaled = self.upscaler.upscale_many([p.pixels for p in pictures], self.options.alpha,
+                                                     self.options.outscale)
             except Exception:  # one bad image must not fail the group: retry one by one
                 upscaled = [self._upscale_one(r, p) for r, p in zip(group, pictures, strict=True)]
             seconds = (time.perf_counter() - t0) / len(group)
@@ -132,7 +133,7 @@ class UpscaleWriter:
 
     def _upscale_one(self, row: dict, picture: Picture) -> np.ndarray | None:
         try:
-            return self.upscaler.upscale_pixels(picture.pixels, self.job.alpha, self.job.outscale)
+            return self.upscaler.upscale_pixels(picture.pixels, self.options.alpha, self.options.outscale)
         except Exception as exc:
             row.update(status="failed", error=f"{row['input']}: upscaling failed ({type(exc).__name__}: {exc})")
             return None
@@ -142,10 +143,8 @@ class UpscaleWriter:
         stage = "encode"
         try:
             t0 = time.perf_counter()
-            output = replace(source, pixels=pixels)
             provenance = Provenance(row["model"], row["scale"], row["input"], row["input_version"], row["run"])
-            data = encode(output, row["output_format"], self.job.quality, provenance,
-                          png_compression=self.job.png_compression)
+            data, output = encode_output(source, pixels, row["output_format"], self.options, provenance)
             t1 = time.perf_counter()
             stage = "write"
             self.target.write_atomic(row["output_key"], data)
