@@ -270,19 +270,30 @@ class Upscaler:
         return self.upscale_arrays([image])[0]
 
     def upscale_arrays(self, images: list[np.ndarray]) -> list[np.ndarray]:
-        """Upscale several images; small ones of equal size share forward passes."""
+        """Upscale several images; small ones of equal size share forward passes. On a CUDA out-of-memory error
+        the call is repeated with half the batch, then half the tile, until it fits."""
+        for image in images:
+            self._check(image)
+        while True:
+            try:
+                return self._upscale_all(images)
+            except torch.cuda.OutOfMemoryError:
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                if not self._shrink(images):
+                    raise
+
+    def _upscale_all(self, images: list[np.ndarray]) -> list[np.ndarray]:
         results: list[np.ndarray | None] = [None] * len(images)
         whole: dict[tuple, list[int]] = defaultdict(list)
         for i, image in enumerate(images):
-            self._check(image)
             h, w = image.shape[:2]
             if self.tile is None or (h <= self.tile and w <= self.tile):
                 whole[image.shape + (image.dtype.str,)].append(i)
             else:
-                results[i] = self._retrying_oom(self._upscale_tiled, image)
+                results[i] = self._upscale_tiled(image)
         for indices in whole.values():
-            group = [images[i] for i in indices]
-            for i, out in zip(indices, self._retrying_oom(self._upscale_group, group), strict=True):
+            for i, out in zip(indices, self._upscale_group([images[i] for i in indices]), strict=True):
                 results[i] = out
         return results  # type: ignore[return-value]
 
@@ -292,18 +303,7 @@ class Upscaler:
         if image.dtype not in (np.uint8, np.uint16, np.float32, np.float64):
             raise ValueError(f"unsupported pixel dtype {image.dtype}")
 
-    def _retrying_oom(self, fn, arg):
-        """``fn(arg)``; on a CUDA out-of-memory error, again with half the batch, then half the tile."""
-        while True:
-            try:
-                return fn(arg)
-            except torch.cuda.OutOfMemoryError:
-                if self.device.type == "cuda":
-                    torch.cuda.empty_cache()
-                if not self._shrink(arg):
-                    raise
-
-    def _shrink(self, arg) -> bool:
+    def _shrink(self, images: list[np.ndarray]) -> bool:
         """Smaller batches, else smaller tiles (never below 2 x overlap); False when nothing is left to shrink."""
         if self.batch_size == "auto" and any(n > 1 for n in self._auto_batch.values()):
             self._auto_batch = {k: max(1, n // 2) for k, n in self._auto_batch.items()}
@@ -313,13 +313,13 @@ class Upscaler:
             change = f"batch size {self.batch_size}"
         else:
             m = self.descriptor.size_multiple
-            side = self.tile or max(max(im.shape[:2]) for im in (arg if isinstance(arg, list) else [arg]))
+            side = self.tile or max(max(im.shape[:2]) for im in images)
             smaller = _round_up(side // 2, m)
             if smaller <= 2 * self.overlap + m:
                 return False
             self.tile = smaller
             change = f"tile {smaller}"
-        warnings.warn(f"out of device memory: retrying with {change}", stacklevel=4)
+        warnings.warn(f"out of device memory: retrying with {change}", stacklevel=3)
         return True
 
     def _tiles_per_pass(self, c: int, h: int, w: int) -> int:

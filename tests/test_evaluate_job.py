@@ -45,3 +45,20 @@ def test_errors_name_the_problem(tmp_path):
     (tmp_path / "S" / "HR").mkdir(parents=True)
     result = evaluate("--model", str(weights), "--scale", "2", "--sets", "S", "--data-root", str(tmp_path))
     assert result.returncode == 2 and "x4 model, but --scale is 2" in result.stderr
+
+
+def test_x2_rrdbnet_on_set14_is_padded_by_the_engine(tmp_path):
+    """RRDBNet x2 reads inputs in multiples of 2; Set14's LR images (e.g. 125x180) are not. Evaluation runs
+    through the Upscaler, which pads and crops, so every image is scored at its full size."""
+    from conftest import shared_path
+
+    set14 = shared_path("datasets/Set14/HR")
+    torch.manual_seed(0)
+    model = srcore.create_model("realesrgan-x2plus", num_feat=8, num_block=1, num_grow_ch=4)
+    assert model.descriptor.size_multiple == 2
+    weights = srcore.save_model(model, tmp_path / "rrdb-x2.safetensors")
+    result = evaluate("--model", str(weights), "--scale", "2", "--sets", str(set14), "--out", str(tmp_path / "o"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    (entry,) = json.loads((tmp_path / "o" / "results.json").read_text())["sets"]
+    assert entry["count"] == len(list(set14.glob("*.png")))
+    assert all(np.isfinite(i["psnr"]) and np.isfinite(i["lr_psnr"]) for i in entry["images"])
