@@ -52,6 +52,7 @@ def steps(mode: str, weights: Path, fixtures: Path) -> list[Step]:
                  "--weights-dir", str(weights), "--fixtures-dir", str(fixtures)], 300, "bf16 vs fp32 on CPU"),
             Step("engine", "inference.py", ["--device", "cpu", "--models", f"srcore-compact-x4,{anime_spec}",
                  "--sizes", "32,64", "--images", "2", "--min-seconds", "0.05", "--no-isolate"], 300, "toy sizes"),
+            Step("encoders", "encoders.py", ["--size", "256", "--rounds", "1"], 120, "PNG and JPEG encoders"),
             Step("pipeline", "pipeline.py", ["--store", "local", "--images", "8", "--size", "32"], 300, "8 images"),
             Step("train", "train.py", ["--workers", "1", "--generators", "srcore-compact-x4", "--stages", "psnr",
                  "--patch", "32", "--batch", "2", "--iterations", "6"], 300, "6 iterations"),
@@ -64,6 +65,8 @@ def steps(mode: str, weights: Path, fixtures: Path) -> list[Step]:
              f"{X4PLUS},{anime_spec},srcore-compact-x4,fresh:swinir-s-x4", "--sizes", "256,512,1024",
              "--precisions", "bf16,fp16,fp32", "--images", "16", "--min-seconds", "0.6"], 200,
              "Upscaler vs plain fp16 loop, 4 models x 3 sizes x 3 precisions"),
+        Step("encoders", "encoders.py", ["--size", "4096"], 40,
+             "PNG and JPEG encoders on a 16 MP output: CPU (Pillow, OpenCV, torchvision) and CUDA nvjpeg"),
         Step("pipeline", "pipeline.py", ["--store", "local", "--images", "512", "--size", "256"], 120,
              "bucket job on local folders, GPU actor pool"),
         Step("train", "train.py", ["--gpu", "--workers", "1", "--generators", "realesrgan-x4plus,srcore-compact-x4",
@@ -154,6 +157,7 @@ def render(env: dict, results: list[dict], out: Path, mode: str, command: str) -
         if key in env:
             lines.append(f"| {key} | {env[key]} |")
     lines += _correctness(_load(out, "correctness")) + _engine(_load(out, "engine"))
+    lines += _encoders(_load(out, "encoders"))
     lines += _pipeline(_load(out, "pipeline")) + _train(_load(out, "train"))
     lines += ["", "## Steps", "", "| step | status | seconds |", "|---|---|---|"]
     lines += [f"| {r['step']} | {r['status']} | {r['seconds']} |" for r in results]
@@ -212,6 +216,14 @@ def _engine(data) -> list[str]:
 def _headline(rows: list[dict], model: str) -> dict | None:
     mine = [r for r in rows if r["model"] == model and r["kind"] == "upscaler" and "speedup_vs_plain" in r]
     return max(mine, key=lambda r: r["output_MP_per_s"]) if mine else None
+
+
+def _encoders(data) -> list[str]:
+    if not data:
+        return []
+    lines = ["", f"## Encoders (`bench/encoders.py`, {data['size']}x{data['size']} RGB)", "",
+             "| encoder | MP/s | ms | MB |", "|---|---|---|---|"]
+    return lines + [f"| {r['encoder']} | {r['MP_per_s']} | {r['ms']} | {r['MB']} |" for r in data["rows"]]
 
 
 def _pipeline(f) -> list[str]:

@@ -136,6 +136,21 @@ class TileGrid:
         return cls(ys, xs, tile_h, tile_w, wy, wx, norm_y, norm_x)
 
 
+def _resolve_runtime(runtime: str, device: torch.device) -> str:
+    from .openvino_runtime import openvino_available
+
+    if runtime not in ("auto", "torch", "openvino"):
+        raise ValueError(f"runtime must be auto, torch or openvino, got {runtime!r}")
+    if runtime == "openvino":
+        if device.type != "cpu":
+            raise ValueError(f"the OpenVINO runtime runs on CPUs, not {device.type}")
+        if not openvino_available():
+            raise ValueError("runtime 'openvino' needs the openvino package: pip install 'srcore[openvino]'")
+    if runtime == "auto":
+        return "openvino" if device.type == "cpu" and openvino_available() else "torch"
+    return runtime
+
+
 def _round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
@@ -166,7 +181,10 @@ class Upscaler:
             half of it is context only; a ``feather`` band (overlap / 8) at the middle is blended.
         batch_size: tiles (or whole small images) per forward pass; ``"auto"``: 1 on CPU (batching costs there:
             2.1 vs 4.3 MP/s for 4 small images on 2 cores), on CUDA as many as half the free memory holds.
-        compile: wrap the model in ``torch.compile``.
+        compile: wrap the model in ``torch.compile`` (PyTorch runtime).
+        runtime: ``"auto"``: OpenVINO on CPUs where the ``openvino`` extra is installed (1.1-1.7x eager
+            PyTorch, see docs/engine.md), else PyTorch; ``"torch"``; ``"openvino"`` (CPU only). A model
+            OpenVINO cannot convert runs on PyTorch, with a warning.
 
     On CUDA an out-of-memory error retries the image with half the batch, then half the tile, instead of
     failing it (with a warning saying so).
@@ -174,7 +192,7 @@ class Upscaler:
 
     def __init__(self, model: nn.Module, device: str | torch.device | None = None, precision: Precision = "auto",
                  tile: int | str | None = "auto", tile_overlap: int | None = None, batch_size: int | str = "auto",
-                 compile: bool = False):
+                 compile: bool = False, runtime: str = "auto"):
         self.descriptor = model.descriptor
         if self.descriptor.kind != "generator":
             raise ValueError(f"{type(model).__name__} is a {self.descriptor.kind}, not an upscaling model")
@@ -196,21 +214,33 @@ class Upscaler:
         self.batch_size: int | str = batch_size
         self.feather = max(1, tile_overlap // 8)
         self._auto_batch: dict[tuple, int] = {}
+        self.runtime = _resolve_runtime(runtime, self.device)
+        self._threads = torch.get_num_threads()
         self._auto = precision == "auto"
         self._compile = compile
         self._lock = threading.Lock()
         # "auto" keeps an fp32 source: 16-bit and float pixels run in fp32 (bf16 would keep 8 of their bits)
-        self._source = copy.deepcopy(model).cpu() if self._auto and self.dtype != torch.float32 else None
+        keep = self._auto and self.dtype != torch.float32
+        self._source = copy.deepcopy(model).cpu() if keep else None
         self._models: dict[torch.dtype, nn.Module] = {self.dtype: self._prepared(model, self.dtype)}
 
-    def _prepared(self, model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    def _prepared(self, model: nn.Module, dtype: torch.dtype):
+        if self.runtime == "openvino":
+            from .openvino_runtime import OpenVINONetwork
+
+            try:
+                return OpenVINONetwork(model, dtype, self._threads)
+            except Exception as exc:  # an operation OpenVINO's converter lacks: PyTorch runs it
+                warnings.warn(f"OpenVINO cannot run {self.descriptor.arch} ({type(exc).__name__}: "
+                              f"{str(exc)[:200]}); using PyTorch", stacklevel=3)
+                self.runtime = "torch"
         model = copy.deepcopy(model).eval().requires_grad_(False).to(self.device, dtype)
         model = model.to(memory_format=torch.channels_last)  # +5% (CPU fp32) to 1.6x (CPU bf16), and on CUDA
         return torch.compile(model) if self._compile else model
 
     @property
-    def model(self) -> nn.Module:
-        """The network as it runs 8-bit pixels (device, precision, channels_last)."""
+    def model(self):
+        """The network as it runs 8-bit pixels (device, precision, channels_last; or OpenVINO's)."""
         return self._models[self.dtype]
 
     def compute_dtype(self, pixel_dtype: np.dtype) -> torch.dtype:
@@ -235,10 +265,11 @@ class Upscaler:
     def precision(self) -> str:
         return {v: k for k, v in DTYPES.items()}[self.dtype]
 
-    def _network(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, C, h, w) on the device in the compute dtype -> (N, C, h*s, w*s), same dtype and device."""
+    def _network(self, x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """(N, C, h, w) on the device -> (N, C, h*s, w*s) on the device, by the network of precision ``dtype``
+        (default: x's). PyTorch networks return x's dtype; OpenVINO's take and return float32."""
         with torch.no_grad():  # not inference_mode: its tensors refuse the in-place blending that follows
-            return self._model_for(x.dtype)(x.contiguous(memory_format=torch.channels_last))
+            return self._model_for(dtype or x.dtype)(x.contiguous(memory_format=torch.channels_last))
 
     # ----------------------------------------------------------------- pixels of any mode
 
@@ -366,7 +397,7 @@ class Upscaler:
         x = x.permute(2, 0, 1)[None].float()
         if top != 1.0:
             x = x.div_(top)
-        return x.to(self.compute_dtype(pixels.dtype))
+        return x if self.runtime == "openvino" else x.to(self.compute_dtype(pixels.dtype))
 
     def _quantised(self, y: torch.Tensor, dtype: np.dtype) -> torch.Tensor:
         """(N, C, H, W) device floats in [0, 1] -> (N, H, W, C) device tensor ready to become ``dtype`` pixels."""
@@ -415,7 +446,7 @@ class Upscaler:
         out: list[np.ndarray] = []
         for start in range(0, len(images), per_pass):
             x = torch.cat([self._upload(self._rows(im, 0, ph)) for im in images[start : start + per_pass]])
-            y = self._network(x)[..., : h * s, : w * s]
+            y = self._network(x, self.compute_dtype(dtype))[..., : h * s, : w * s]
             out.extend(self._download(self._quantised(y, dtype), dtype))
         return out
 
@@ -447,7 +478,7 @@ class Upscaler:
             for i in range(0, len(grid.xs), per_pass):
                 xs = grid.xs[i : i + per_pass]
                 tiles = torch.cat([band_in[..., x0 : x0 + grid.tile_w] for x0 in xs])
-                out = self._network(tiles).float()
+                out = self._network(tiles, self.compute_dtype(dtype)).float()
                 out *= wy
                 out *= wx[i : i + len(xs)].view(len(xs), 1, 1, tw)
                 for k, x0 in enumerate(xs):

@@ -56,6 +56,8 @@ class EngineOptions:
     tile_overlap: int | None = _flag(None, "tile overlap (default: the model's)", parse=int)
     batch_size: int | str = _flag("auto", "tiles or small images per forward pass; auto: 1 on CPU, from free "
                                   "memory on GPUs", parse=parse_batch)
+    runtime: str = _flag("auto", "auto: OpenVINO on CPUs where the openvino extra is installed, else PyTorch",
+                         choices=("auto", "torch", "openvino"))
 
     def __post_init__(self):
         _check([(self.precision in ("auto", "fp32", "fp16", "bf16"), "precision", "must be auto, fp32, fp16 or bf16"),
@@ -67,7 +69,7 @@ class EngineOptions:
 
     def build(self, model, device: str | None = None) -> Upscaler:
         return Upscaler(model, device=device, precision=self.precision, tile=self.tile,
-                        tile_overlap=self.tile_overlap, batch_size=self.batch_size)
+                        tile_overlap=self.tile_overlap, batch_size=self.batch_size, runtime=self.runtime)
 
 
 @dataclass(frozen=True)

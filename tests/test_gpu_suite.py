@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 import device_kit  # noqa: E402
 
-STEPS = ["correctness", "engine", "pipeline", "train"]
+STEPS = ["correctness", "engine", "encoders", "pipeline", "train"]
 
 
 def run_suite(tmp_path: Path, *flags: str, timeout: int) -> tuple[subprocess.CompletedProcess, Path]:
@@ -69,13 +69,16 @@ def test_smoke_run_measures_every_step_on_cpu_and_writes_the_summary(tmp_path):
     engine = figures["engine"]
     assert {r["kind"] for r in engine["rows"]} == {"plain", "upscaler"}
     assert all(r["output_MP_per_s"] > 0 and r["tflops"] > 0 for r in engine["rows"])
+    encoders = {r["encoder"].split(" (")[0]: r for r in figures["encoders"]["rows"]}
+    assert {"png  Pillow", "png  OpenCV", "jpeg Pillow", "jpeg OpenCV"} <= set(encoders)
+    assert all(r["MP_per_s"] > 0 and r["MB"] > 0 for r in encoders.values())
     pipeline = figures["pipeline"]
     assert pipeline["images"] == 8 and 0 < pipeline["efficiency"] and pipeline["bottleneck"]
     assert set(pipeline["stage_seconds"]) == {"read", "decode", "upscale", "encode", "write", "check"}
     train = figures["train"]
     assert train[0]["it_per_s"] > 0 and train[0]["generator"] == "srcore-compact-x4"
     md = next(out.glob("20??-??-??-cpu.md")).read_text()
-    for heading in ("## Machine", "## Engine", "## Pipeline", "## Training", "## Steps"):
+    for heading in ("## Machine", "## Engine", "## Encoders", "## Pipeline", "## Training", "## Steps"):
         assert heading in md
     assert "===== train: ok" in (out / "logs.txt").read_text()
     if (Path(os.environ.get("SRCORE_SHARED", ROOT.parent / "shared")) / "weights").is_dir():

@@ -95,7 +95,7 @@ class UpscaleWriter:
         self.upscaler = job.engine.build(model, device)
         self.options = job.output_options
         where = torch.cuda.get_device_name() if device == "cuda" else f"cpu x{torch.get_num_threads()}"
-        self.device = f"{where} {self.upscaler.precision}"
+        self.device = f"{where} {self.upscaler.precision} {self.upscaler.runtime}"
         self.target = _store(job.output)
         self.pool = ThreadPoolExecutor(max_workers=job.io_threads, thread_name_prefix="srcore-write")
 
