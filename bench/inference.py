@@ -202,19 +202,25 @@ def run_peers(args) -> list[dict]:
         stem = NCNN_MODELS.get(os.path.basename(spec).rsplit(".", 1)[0])
         ncnn_fn = ncnn_loop(os.path.join(folder, stem), threads) if folder and stem else None
         upscaler = Upscaler(model, device="cpu")
-        paths = {"srcore": upscaler.upscale_arrays,
-                 "plain": plain_loop(model, torch.device("cpu"), torch.float32)}
+        paths = {"srcore": upscaler.upscale_arrays}
+        if upscaler.runtime != "torch":  # the default of an install without the openvino extra, beside it
+            paths["srcore_torch"] = Upscaler(model, device="cpu", runtime="torch").upscale_arrays
+        paths["plain"] = plain_loop(model, torch.device("cpu"), torch.float32)
         if ncnn_fn:
             paths["ncnn"] = ncnn_fn
         for size in [int(x) for x in args.sizes.split(",")]:
             images = synthetic_images(max(1, round(args.images * (128 / size) ** 2)), size)
             row = {"model": spec, "size": size, "images": len(images), "threads": threads,
-                   "srcore_precision": upscaler.precision}
+                   "srcore_precision": upscaler.precision, "srcore_runtime": upscaler.runtime}
             for name, fn in paths.items():
                 row[f"{name}_MP_per_s"] = round(best_rate(fn, images, scale, args.rounds), 3)
             row["srcore_vs_plain"] = round(row["srcore_MP_per_s"] / row["plain_MP_per_s"], 2)
+            if "srcore_torch_MP_per_s" in row:
+                row["srcore_torch_vs_plain"] = round(row["srcore_torch_MP_per_s"] / row["plain_MP_per_s"], 2)
             if ncnn_fn:
                 row["srcore_vs_ncnn"] = round(row["srcore_MP_per_s"] / row["ncnn_MP_per_s"], 2)
+                if "srcore_torch_MP_per_s" in row:
+                    row["srcore_torch_vs_ncnn"] = round(row["srcore_torch_MP_per_s"] / row["ncnn_MP_per_s"], 2)
                 reference = Upscaler(model, device="cpu", precision="fp32").upscale_array(images[0])
                 diff = np.abs(ncnn_fn(images[:1])[0].astype(int) - reference.astype(int))
                 row["ncnn_vs_srcore_fp32_max_levels"] = int(diff.max())
@@ -224,12 +230,17 @@ def run_peers(args) -> list[dict]:
             print(json.dumps(row), flush=True)
         rows[-1]["precision_error_set5"] = precision_error(model, upscaler)
         print(json.dumps({"model": spec, "precision_error_set5": rows[-1]["precision_error_set5"]}), flush=True)
-    print("\n| model | input | srcore (" + rows[0]["srcore_precision"] + ") | plain loop (fp32) | ncnn CPU | "
-          "srcore / plain | srcore / ncnn |\n|---|---|---|---|---|---|---|")
+    default = f"srcore ({rows[0]['srcore_runtime']}, {rows[0]['srcore_precision']})"
+    print(f"\n| model | input | {default} | srcore (torch) | plain loop (fp32) | ncnn CPU | srcore / plain | "
+          "srcore / ncnn | srcore (torch) / plain | srcore (torch) / ncnn |\n|---|---|---|---|---|---|---|---|---|---|")
+
+    def get(r: dict, key: str, unit: str = "") -> str:
+        return f"{r[key]}{unit}" if key in r else "-"
     for r in rows:
         print(f"| {os.path.basename(r['model'])} | {r['size']}px x{r['images']} | {r['srcore_MP_per_s']} | "
-              f"{r['plain_MP_per_s']} | {r.get('ncnn_MP_per_s', '-')} | {r['srcore_vs_plain']}x | "
-              f"{r.get('srcore_vs_ncnn', '-')}{'x' if 'srcore_vs_ncnn' in r else ''} |")
+              f"{get(r, 'srcore_torch_MP_per_s')} | {r['plain_MP_per_s']} | {get(r, 'ncnn_MP_per_s')} | "
+              f"{r['srcore_vs_plain']}x | {get(r, 'srcore_vs_ncnn', 'x')} | {get(r, 'srcore_torch_vs_plain', 'x')} | "
+              f"{get(r, 'srcore_torch_vs_ncnn', 'x')} |")
     return rows
 
 

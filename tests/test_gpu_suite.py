@@ -134,7 +134,7 @@ def test_one_failing_engine_configuration_is_reported_and_the_rest_measured(tmp_
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = json.loads(out.read_text())["rows"]
     assert [r["path"] for r in rows] == ["plain loop (fp32, whole image, one at a time)",
-                                         "srcore Upscaler (fp32, tile 8, batch 4)",
-                                         "srcore Upscaler (fp32, tile auto, batch 4)"]
+                                         "srcore Upscaler (fp32, tile 8, batch auto)",
+                                         "srcore Upscaler (fp32, tile auto, batch auto)"]
     assert "tile (8) must be larger than tile_overlap" in rows[1]["error"]
     assert rows[2]["output_MP_per_s"] > 0 and rows[2]["speedup_vs_plain"] > 0

@@ -36,13 +36,15 @@ def seam_columns(upscaler: Upscaler, width: int) -> list[int]:
     return [(a + upscaler.tile + b) * s // 2 for a, b in pairwise(grid.xs)]
 
 
-@pytest.mark.parametrize("weights, tile", [("realesr-animevideov3.pth", 96), ("RealESRGAN_x4plus.pth", 224)])
-def test_tiled_matches_untiled_without_seams(weights, tile):
+@pytest.mark.parametrize("weights, tile, runtime", [("realesr-animevideov3.pth", 96, "torch"),
+                                                    ("realesr-animevideov3.pth", 96, "auto"),
+                                                    ("RealESRGAN_x4plus.pth", 224, "torch")])
+def test_tiled_matches_untiled_without_seams(weights, tile, runtime):
     model = srcore.load_model(shared_path(f"weights/{weights}"))
-    image = photo_256()
-    # fp32: bf16 rounding differs with the input's size (convolution blocking), by up to 5 levels for x4plus
-    whole = Upscaler(model, tile=None, precision="fp32").upscale_array(image)
-    tiled_upscaler = Upscaler(model, tile=tile, precision="fp32")  # the model's default overlap
+    image = photo_256()  # float pixels: fp32 (bf16 rounding differs with the input's size, by up to 5 levels)
+    whole = Upscaler(model, tile=None, runtime=runtime).upscale_array(image)
+    tiled_upscaler = Upscaler(model, tile=tile, runtime=runtime)  # the model's default overlap
+    assert whole.dtype == np.float32 and tiled_upscaler.compute_dtype(image.dtype) == torch.float32
     tiled = tiled_upscaler.upscale_array(image)
     assert np.abs(tiled - whole).max() <= 1 / 255
     seams = seam_columns(tiled_upscaler, 256)
