@@ -154,15 +154,19 @@ def ncnn_loop(param_stem: str, threads: int):
     return run
 
 
-def best_rate(fn, images: list[np.ndarray], scale: int, rounds: int) -> float:
-    """Output MP/s of ``fn`` over ``images``: best of ``rounds`` passes after a warm-up on a crop."""
-    fn([np.ascontiguousarray(images[0][:64, :64])])
-    best = float("inf")
+def interleaved_rates(paths: dict, images: list[np.ndarray], scale: int, rounds: int) -> dict[str, float]:
+    """Output MP/s per path: each round times every path once, in turn (so drift in the machine's speed hits
+    all alike), best of ``rounds``, after one warm-up on a crop."""
+    for fn in paths.values():
+        fn([np.ascontiguousarray(images[0][:64, :64])])
+    best = dict.fromkeys(paths, float("inf"))
     for _ in range(rounds):
-        start = time.perf_counter()
-        fn(images)
-        best = min(best, time.perf_counter() - start)
-    return sum(im.shape[0] * im.shape[1] for im in images) * scale**2 / 1e6 / best
+        for name, fn in paths.items():
+            start = time.perf_counter()
+            fn(images)
+            best[name] = min(best[name], time.perf_counter() - start)
+    megapixels = sum(im.shape[0] * im.shape[1] for im in images) * scale**2 / 1e6
+    return {name: megapixels / seconds for name, seconds in best.items()}
 
 
 def precision_error(model: torch.nn.Module, upscaler: Upscaler) -> dict | None:
@@ -212,8 +216,8 @@ def run_peers(args) -> list[dict]:
             images = synthetic_images(max(1, round(args.images * (128 / size) ** 2)), size)
             row = {"model": spec, "size": size, "images": len(images), "threads": threads,
                    "srcore_precision": upscaler.precision, "srcore_runtime": upscaler.runtime}
-            for name, fn in paths.items():
-                row[f"{name}_MP_per_s"] = round(best_rate(fn, images, scale, args.rounds), 3)
+            for name, rate in interleaved_rates(paths, images, scale, args.rounds).items():
+                row[f"{name}_MP_per_s"] = round(rate, 3)
             row["srcore_vs_plain"] = round(row["srcore_MP_per_s"] / row["plain_MP_per_s"], 2)
             if "srcore_torch_MP_per_s" in row:
                 row["srcore_torch_vs_plain"] = round(row["srcore_torch_MP_per_s"] / row["plain_MP_per_s"], 2)

@@ -268,8 +268,10 @@ class Upscaler:
     def _network(self, x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
         """(N, C, h, w) on the device -> (N, C, h*s, w*s) on the device, by the network of precision ``dtype``
         (default: x's). PyTorch networks return x's dtype; OpenVINO's take and return float32."""
+        if self.runtime == "torch":
+            x = x.contiguous(memory_format=torch.channels_last)
         with torch.no_grad():  # not inference_mode: its tensors refuse the in-place blending that follows
-            return self._model_for(dtype or x.dtype)(x.contiguous(memory_format=torch.channels_last))
+            return self._model_for(dtype or x.dtype)(x)
 
     # ----------------------------------------------------------------- pixels of any mode
 

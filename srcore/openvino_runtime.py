@@ -49,5 +49,6 @@ class OpenVINONetwork:
         request = getattr(self._local, "request", None)
         if request is None:
             request = self._local.request = self.compiled.create_infer_request()
-        result = request.infer({0: x.float().contiguous().numpy()})[self.output]
-        return torch.from_numpy(result.copy())  # the request reuses its output buffer
+        # the input is read in place; the output is copied out of the request's buffer, which the next call reuses
+        result = request.infer({0: x.float().contiguous().numpy()}, share_inputs=True)[self.output]
+        return torch.from_numpy(result)
