@@ -1,8 +1,7 @@
 """OpenVINO as the network runtime on CPUs (the ``openvino`` extra): the field's standard CPU inference engine.
 
-On a 2-core AVX512-BF16 EPYC it runs realesr-animevideov3 at 5.3 output MP/s for 128 and 512 px inputs alike,
-where eager PyTorch bf16 gives 5.0 and 3.7 and Real-ESRGAN's ncnn build 2.9 to 5.1 and 3.2 to 3.5
-(``bench/inference.py --peers``, docs/engine.md). The PyTorch network is converted in memory
+On a 2-core AVX512-BF16 EPYC it is 1.2-1.5x eager PyTorch bf16 for 512 px inputs and for RRDBNet x4plus, and
+0.94x for the compact model on 128 px inputs (``bench/inference.py --peers``; docs/engine.md). The PyTorch network is converted in memory
 (``openvino.convert_model``, no ONNX file), with dynamic batch, height and width, and compiled once per precision.
 """
 
