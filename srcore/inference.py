@@ -183,8 +183,8 @@ class Upscaler:
             2.1 vs 4.3 MP/s for 4 small images on 2 cores), on CUDA as many as half the free memory holds.
         compile: wrap the model in ``torch.compile`` (PyTorch runtime).
         runtime: ``"auto"``: OpenVINO on CPUs where the ``openvino`` extra is installed (1.2-1.5x eager
-            PyTorch except on small inputs to small models, see docs/engine.md), else PyTorch; ``"torch"``; ``"openvino"`` (CPU only). A model
-            OpenVINO cannot convert runs on PyTorch, with a warning.
+            PyTorch except on small inputs to small models, see docs/engine.md), else PyTorch; ``"torch"``;
+            ``"openvino"`` (CPU only). A model OpenVINO cannot convert runs on PyTorch, with a warning.
 
     On CUDA an out-of-memory error retries the image with half the batch, then half the tile, instead of
     failing it (with a warning saying so).

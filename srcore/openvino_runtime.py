@@ -1,8 +1,9 @@
 """OpenVINO as the network runtime on CPUs (the ``openvino`` extra): the field's standard CPU inference engine.
 
 On a 2-core AVX512-BF16 EPYC it is 1.2-1.5x eager PyTorch bf16 for 512 px inputs and for RRDBNet x4plus, and
-0.94x for the compact model on 128 px inputs (``bench/inference.py --peers``; docs/engine.md). The PyTorch network is converted in memory
-(``openvino.convert_model``, no ONNX file), with dynamic batch, height and width, and compiled once per precision.
+0.94x for the compact model on 128 px inputs (``bench/inference.py --peers``; docs/engine.md). The PyTorch
+network is converted in memory (``openvino.convert_model``, no ONNX file), with dynamic batch, height and
+width, and compiled once per precision.
 """
 
 from __future__ import annotations
