@@ -52,11 +52,11 @@ def bicubic_upscaler(scale: int) -> UpscaleFn:
 
 
 def model_upscaler(model: torch.nn.Module, device: str | torch.device = "cpu", precision: str = "fp32",
-                   tile: int | str | None = "auto") -> UpscaleFn:
+                   tile: int | str | None = "auto", runtime: str = "auto") -> UpscaleFn:
     """Wrap a network in the one engine (:class:`srcore.Upscaler`): uint8 in, uint8 out, any size (padded to
     the model's size multiple). Modes are the engine's: gray through RGB models comes back gray, Y-channel
     models (SRCNN) see the luma and the chroma is upscaled by bicubic. fp32 by default, as papers score."""
-    upscaler = Upscaler(model, device=device, precision=precision, tile=tile)
+    upscaler = Upscaler(model, device=device, precision=precision, tile=tile, runtime=runtime)
 
     def upscale(lr: np.ndarray) -> np.ndarray:
         sr = upscaler.upscale_pixels(lr[..., None] if lr.ndim == 2 else lr)

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from .archs.descriptor import ModelDescriptor
-from .modes import assemble, check_alpha, max_value, network_inputs, resize_to  # noqa: F401  (resize_to: API)
+from .modes import assemble, check_alpha, max_value, network_inputs
 
 Precision = str  # "auto" | "fp32" | "fp16" | "bf16"
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -355,20 +355,20 @@ class Upscaler:
         warnings.warn(f"out of device memory: retrying with {change}", stacklevel=3)
         return True
 
-    def _tiles_per_pass(self, c: int, h: int, w: int) -> int:
-        """Tiles of (c, h, w) per forward pass: ``batch_size``, or with ``"auto"`` 1 on CPU and, on CUDA, as many
-        as half the free device memory holds, from one tile's measured peak (at most 16)."""
+    def _tiles_per_pass(self, c: int, h: int, w: int, dtype: torch.dtype) -> int:
+        """Tiles of (c, h, w) in ``dtype`` per forward pass: ``batch_size``, or with ``"auto"`` 1 on CPU and, on
+        CUDA, as many as half the free device memory holds, from one tile's measured peak (at most 16)."""
         if self.batch_size != "auto":
             return int(self.batch_size)
         if self.device.type != "cuda":
             return 1
-        key = (c, h, w)
+        key = (c, h, w, dtype)  # fp32 tiles (16-bit pixels) need twice bf16's memory
         if key not in self._auto_batch:
             torch.cuda.synchronize(self.device)
             free, _ = torch.cuda.mem_get_info(self.device)
             base = torch.cuda.memory_allocated(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
-            self._network(torch.zeros((1, c, h, w), dtype=self.dtype, device=self.device))  # 8-bit's precision
+            self._network(torch.zeros((1, c, h, w), dtype=dtype, device=self.device))
             per_tile = max(1, torch.cuda.max_memory_allocated(self.device) - base)
             self._auto_batch[key] = int(max(1, min(16, free // 2 // per_tile)))
         return self._auto_batch[key]
@@ -410,10 +410,11 @@ class Upscaler:
         return y.mul_(top).round_().clamp_(0, top).to(torch.uint8 if top == 255.0 else torch.int32).contiguous()
 
     def _download(self, q: torch.Tensor, dtype: np.dtype, asynchronous: bool = False):
-        """A quantised device tensor -> host numpy of ``dtype``; with ``asynchronous`` (CUDA), a function that
-        waits for the copy and returns it, so the caller can queue more work first."""
+        """A quantised device tensor -> host numpy of ``dtype``; with ``asynchronous``, a function returning it
+        (on CUDA it waits for the copy, so the caller can queue more work first)."""
         if self.device.type != "cuda":
-            return _as_numpy(q, dtype)
+            arr = _as_numpy(q, dtype)
+            return (lambda: arr) if asynchronous else arr
         host = torch.empty(q.shape, dtype=q.dtype, pin_memory=True)
         host.copy_(q, non_blocking=True)
         done = torch.cuda.Event()
@@ -444,11 +445,12 @@ class Upscaler:
         h, w, c = images[0].shape
         s, dtype = self.scale, images[0].dtype
         ph, pw = self._padded_size(h, w)
-        per_pass = self._tiles_per_pass(c, ph, pw)
+        compute = self.compute_dtype(dtype)
+        per_pass = self._tiles_per_pass(c, ph, pw, compute)
         out: list[np.ndarray] = []
         for start in range(0, len(images), per_pass):
             x = torch.cat([self._upload(self._rows(im, 0, ph)) for im in images[start : start + per_pass]])
-            y = self._network(x, self.compute_dtype(dtype))[..., : h * s, : w * s]
+            y = self._network(x, compute)[..., : h * s, : w * s]
             out.extend(self._download(self._quantised(y, dtype), dtype))
         return out
 
@@ -470,29 +472,29 @@ class Upscaler:
         th, tw = grid.tile_h * s, grid.tile_w * s
         dev = self.device
         wx = torch.from_numpy(np.stack(grid.wx)).to(dev)  # (tiles across, tw)
-        norm_x = torch.from_numpy(grid.norm_x).to(dev)
-        per_pass = self._tiles_per_pass(c, grid.tile_h, grid.tile_w)
+        wy = torch.from_numpy(np.stack(grid.wy)).to(dev)  # (tile rows, th)
+        norm_x, norm_y = torch.from_numpy(grid.norm_x).to(dev), torch.from_numpy(grid.norm_y).to(dev)
+        compute = self.compute_dtype(dtype)
+        per_pass = self._tiles_per_pass(c, grid.tile_h, grid.tile_w, compute)
         acc = torch.zeros((c, th, pw * s), dtype=torch.float32, device=dev)  # from the tile row's first output row
         pending = None
         for r, y in enumerate(grid.ys):
             band_in = self._upload(self._rows(image, y, y + grid.tile_h))
-            wy = torch.from_numpy(grid.wy[r]).to(dev).view(1, 1, th, 1)
             for i in range(0, len(grid.xs), per_pass):
                 xs = grid.xs[i : i + per_pass]
                 tiles = torch.cat([band_in[..., x0 : x0 + grid.tile_w] for x0 in xs])
-                out = self._network(tiles, self.compute_dtype(dtype)).float()
-                out *= wy
+                out = self._network(tiles, compute).float()
+                out *= wy[r].view(1, 1, th, 1)
                 out *= wx[i : i + len(xs)].view(len(xs), 1, 1, tw)
                 for k, x0 in enumerate(xs):
                     acc[:, :, x0 * s : x0 * s + tw] += out[k]
             n = (grid.ys[r + 1] - y) * s if r + 1 < len(grid.ys) else th  # rows no later tile reaches
             rows = min(n, h * s - y * s)
-            band = acc[:, :rows, : w * s] / (norm_x[: w * s] * torch.from_numpy(grid.norm_y[y * s : y * s + rows])
-                                              .to(dev)[:, None])
+            band = acc[:, :rows, : w * s] / (norm_x[: w * s] * norm_y[y * s : y * s + rows, None])
             ready = self._download(self._quantised(band[None], dtype), dtype, asynchronous=True)
             if pending is not None:
                 yield pending[0], pending[1]()[0]
-            pending = (y * s, ready if callable(ready) else (lambda a=ready: a))
+            pending = (y * s, ready)
             acc = torch.cat([acc[:, n:], torch.zeros((c, n, pw * s), dtype=torch.float32, device=dev)], dim=1)
             if rows < n:
                 break

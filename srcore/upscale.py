@@ -19,26 +19,24 @@ from .inference import Upscaler
 from .modes import ALPHA_MODES
 
 
-def parse_tile(value: str | int | None) -> int | str | None:
-    """``--tile``: ``auto`` (the engine's model-aware default), ``none`` or ``0`` (whole images), or a size."""
-    if value is None or value in ("none", "0", 0):
-        return None
-    if value == "auto":
-        return "auto"
+def _word_or_int(value, words: dict, expected: str):
+    if value in words:
+        return words[value]
     try:
         return int(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be 'auto', 'none' or a size in pixels, got {value!r}") from None
+        raise argparse.ArgumentTypeError(f"must be {expected}, got {value!r}") from None
+
+
+def parse_tile(value: str | int | None) -> int | str | None:
+    """``--tile``: ``auto`` (the engine's model-aware default), ``none`` or ``0`` (whole images), or a size."""
+    words = {None: None, "none": None, "0": None, 0: None, "auto": "auto"}
+    return _word_or_int(value, words, "'auto', 'none' or a size in pixels")
 
 
 def parse_batch(value: str | int) -> int | str:
     """``--batch-size``: ``auto`` or a count."""
-    if value == "auto":
-        return "auto"
-    try:
-        return int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be 'auto' or a count, got {value!r}") from None
+    return _word_or_int(value, {"auto": "auto"}, "'auto' or a count")
 
 
 def _flag(default, help: str, parse=None, choices=None):
@@ -60,12 +58,15 @@ class EngineOptions:
                          choices=("auto", "torch", "openvino"))
 
     def __post_init__(self):
-        _check([(self.precision in ("auto", "fp32", "fp16", "bf16"), "precision", "must be auto, fp32, fp16 or bf16"),
-                (self.tile in ("auto", None) or (isinstance(self.tile, int) and self.tile > 0), "tile",
-                 "must be 'auto', None or > 0"),
-                (self.tile_overlap is None or self.tile_overlap >= 0, "tile-overlap", "must be >= 0"),
-                (self.batch_size == "auto" or (isinstance(self.batch_size, int) and self.batch_size >= 1),
-                 "batch-size", "must be 'auto' or >= 1")], self)
+        check_flags([
+            (self.precision in ("auto", "fp32", "fp16", "bf16"), "precision", "must be auto, fp32, fp16 or bf16"),
+            (self.tile in ("auto", None) or (isinstance(self.tile, int) and self.tile > 0), "tile",
+             "must be 'auto', None or > 0"),
+            (self.tile_overlap is None or self.tile_overlap >= 0, "tile-overlap", "must be >= 0"),
+            (self.batch_size == "auto" or (isinstance(self.batch_size, int) and self.batch_size >= 1),
+             "batch-size", "must be 'auto' or >= 1"),
+            (self.runtime in ("auto", "torch", "openvino"), "runtime", "must be auto, torch or openvino"),
+        ], self)
 
     def build(self, model, device: str | None = None) -> Upscaler:
         return Upscaler(model, device=device, precision=self.precision, tile=self.tile,
@@ -96,16 +97,18 @@ class OutputOptions:
                                          "(decompression bombs)", parse=int)
 
     def __post_init__(self):
-        _check([(self.format is None or self.format.lower() in FORMATS, "format", f"must be one of {sorted(FORMATS)}"),
-                (1 <= self.quality <= 100, "quality", "must be in 1..100"),
-                (0 <= self.png_compression <= 9, "png-compression", "must be in 0..9"),
-                (self.alpha in ALPHA_MODES, "alpha", "must be 'bicubic' or 'network'"),
-                (self.outscale is None or self.outscale > 0, "outscale", "must be > 0"),
-                (self.max_input_pixels is None or self.max_input_pixels > 0, "max-input-pixels", "must be > 0")],
-               self)
+        check_flags([
+            (self.format is None or self.format.lower() in FORMATS, "format", f"must be one of {sorted(FORMATS)}"),
+            (1 <= self.quality <= 100, "quality", "must be in 1..100"),
+            (0 <= self.png_compression <= 9, "png-compression", "must be in 0..9"),
+            (self.alpha in ALPHA_MODES, "alpha", "must be 'bicubic' or 'network'"),
+            (self.outscale is None or self.outscale > 0, "outscale", "must be > 0"),
+            (self.max_input_pixels is None or self.max_input_pixels > 0, "max-input-pixels", "must be > 0"),
+        ], self)
 
 
-def _check(rules: list[tuple[bool, str, str]], options) -> None:
+def check_flags(rules: list[tuple[bool, str, str]], options) -> None:
+    """Raise ValueError naming the flag of the first rule that fails: ``(ok, "flag-name", "must be ...")``."""
     for ok, name, rule in rules:
         if not ok:
             raise ValueError(f"--{name} {rule}, got {getattr(options, name.replace('-', '_'))!r}")

@@ -93,7 +93,8 @@ def test_local_store_lists_with_versions_and_writes_atomically(tmp_path):
 @pytest.mark.parametrize("field, value, flag", [
     ("batch_size", 0, "--batch-size"), ("outscale", -1, "--outscale"), ("format", "bmp", "--format"),
     ("max_actors", 0, "--max-actors"), ("precision", "fp8", "--precision"),
-    ("png_compression", 10, "--png-compression"),
+    ("png_compression", 10, "--png-compression"), ("runtime", "onnx", "--runtime"),
+    ("run_id", "../../elsewhere", "--run-id"), ("run_id", "..", "--run-id"),
 ])
 def test_bad_job_settings_name_the_flag(tmp_path, field, value, flag):
     with pytest.raises(ValueError, match=flag):

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from srcore.archs.registry import DEFAULT_MODEL
 from srcore.imageio import IMAGE_SUFFIXES
-from srcore.upscale import EngineOptions, OutputOptions, new_run_id
+from srcore.upscale import EngineOptions, OutputOptions, check_flags, new_run_id
 
 from ..storage import is_uri, join
 
-REPORT_FOLDER = "_reports"  # beside the outputs; never listed as output or input images
+REPORT_FOLDER = "_reports"
+_RUN_ID = re.compile(r"[A-Za-z0-9._-]{1,100}")  # beside the outputs; never listed as output or input images
 
 
 @dataclass(frozen=True)
@@ -71,10 +73,11 @@ class UpscaleJob:
             (self.sample is None or self.sample >= 0, "sample", "must be >= 0"),
             (self.io_threads >= 1, "io-threads", "must be >= 1"),
             (self.actor_concurrency is None or self.actor_concurrency >= 1, "actor-concurrency", "must be >= 1"),
+            # it names the report's folder under <output>/_reports: a path in it could write elsewhere
+            (bool(_RUN_ID.fullmatch(self.run_id)) and set(self.run_id) != {"."}, "run-id",
+             "must be letters, digits, '.', '_' or '-' (at most 100)"),
         ]
-        for ok, name, rule in checks:
-            if not ok:
-                raise ValueError(f"--{name} {rule}, got {getattr(self, name.replace('-', '_'))!r}")
+        check_flags(checks, self)
         if _inside(self.input, self.output) and _inside(self.output, self.input):
             raise ValueError("--output must differ from --input (outputs would replace the originals)")
 

@@ -202,7 +202,8 @@ class SRTrainer:
     def validate(self, folders: list[str]) -> dict[str, float]:
         """PSNR, SSIM and LR-consistency of the EMA generator on HR folders (bicubic LR, paper conventions)."""
         metrics: dict[str, float] = {}
-        upscale = model_upscaler(self.ema_model, self.device)
+        # PyTorch: an OpenVINO conversion at every validation would cost more than it saves
+        upscale = model_upscaler(self.ema_model, self.device, runtime="torch")
         for folder in folders:
             result = evaluate_set(upscale, Path(folder), self.cfg.data.scale, progress=False)
             name = result.name if result.name != "HR" else Path(folder).parent.name
