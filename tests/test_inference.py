@@ -109,6 +109,31 @@ def test_size_multiple_is_padded_and_cropped():
     assert out.shape == (26, 18, 3)
 
 
+def test_openvino_fused_pixel_path_matches_its_float_path():
+    """8-bit whole images take OpenVINO's fused uint8 model (concurrent streams for several, one request for
+    the rest); it quantises as the PyTorch code does after OpenVINO's float model, padding included."""
+    pytest.importorskip("openvino")
+    torch.manual_seed(0)
+    model = srcore.create_model("realesrgan-x2plus", num_feat=8, num_block=1, num_grow_ch=4)  # size multiple 2
+    up = Upscaler(model, tile=None, runtime="openvino", precision="fp32")
+    assert up.runtime == "openvino"
+    rng = np.random.default_rng(0)
+    for count, shape in [(1, (13, 9, 3)), (3, (16, 20, 3)), (4, (11, 8, 3))]:
+        images = [rng.integers(0, 256, shape, np.uint8) for _ in range(count)]
+        fused = up.upscale_arrays(images)
+        through_floats = up.upscale_arrays([im.astype(np.float32) / 255 for im in images])
+        for a, b in zip(fused, through_floats, strict=True):
+            assert a.dtype == np.uint8 and a.shape == (shape[0] * 2, shape[1] * 2, 3) and a.flags.c_contiguous
+            assert np.abs(a.astype(int) - np.round(b * 255).astype(int)).max() <= 1
+            assert np.abs(a.astype(int) - np.round(b * 255).astype(int)).mean() < 0.01
+    # a second thread gets requests of its own
+    outs: dict[int, np.ndarray] = {}
+    worker = threading.Thread(target=lambda: outs.setdefault(0, up.upscale_arrays(images)[0]))
+    worker.start()
+    worker.join()
+    assert np.array_equal(outs[0], fused[0])
+
+
 def test_precision_choices_on_cpu():
     model = tiny()
     image = np.random.default_rng(1).random((24, 24, 3)).astype(np.float32)
