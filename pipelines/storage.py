@@ -9,16 +9,21 @@ and write through it. s3:// takes credentials from the standard AWS variables an
 
 from __future__ import annotations
 
+import contextlib
 import os
 import posixpath
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import pyarrow.fs as pafs
 
 from srcore.imageio import IMAGE_SUFFIXES
+
+UPLOAD_PART_BYTES = 16 << 20  # a streamed output's multipart upload part (S3 takes 5 MiB to 5 GiB)
 
 
 def is_uri(location: str) -> bool:
@@ -143,9 +148,31 @@ class Store:
             with atomic_path(Path(path)) as local_tmp:
                 local_tmp.write_bytes(data)
             return
-        tmp = posixpath.join(posixpath.dirname(path), f".{posixpath.basename(path)}.{uuid.uuid4().hex}.tmp")
+        tmp = _temporary_key(path)
         try:
             self.fs.pipe_file(tmp, data)
+            self.fs.copy(tmp, path)
+        except BaseException:
+            self._remove_quietly(tmp)
+            raise
+        self._remove_quietly(tmp)
+
+    @contextlib.contextmanager
+    def open_atomic(self, path: str) -> Iterator[BinaryIO]:
+        """:meth:`write_atomic` for data written as it is made (a streamed output): a file to write into,
+        moved into place when the block ends without error. On object stores the temporary is uploaded in
+        parts as it fills (multipart), so memory holds one part, not the file."""
+        if self.local:
+            from srcore.atomic import atomic_path
+
+            self._check_inside(path)
+            with atomic_path(Path(path)) as local_tmp, open(local_tmp, "wb") as file:
+                yield file
+            return
+        tmp = _temporary_key(path)
+        try:
+            with self.fs.open(tmp, "wb", block_size=UPLOAD_PART_BYTES) as file:
+                yield file
             self.fs.copy(tmp, path)
         except BaseException:
             self._remove_quietly(tmp)
@@ -223,6 +250,11 @@ class Store:
         if real != root and not real.startswith(root.rstrip(os.sep) + os.sep):
             raise OutsideOutputError(f"{path}: refusing to write outside {self.location} (a symlink leads to "
                                      f"{real})")
+
+
+def _temporary_key(path: str) -> str:
+    """A hidden key beside ``path`` for its upload in progress (planning lists them as temporaries)."""
+    return posixpath.join(posixpath.dirname(path), f".{posixpath.basename(path)}.{uuid.uuid4().hex}.tmp")
 
 
 def _entry(path: str, base: str, info: dict) -> FileEntry:

@@ -53,8 +53,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     with tqdm(inputs, desc="upscaling", unit="img") as bar:
         for path, stem in bar:
             try:
-                _, result = upscale_file(upscaler, path, args.output, name, options, stem, run)
-                w, h = result.output.size
+                _, (w, h) = upscale_file(upscaler, path, args.output, name, options, stem, run)
                 megapixels += w * h / 1e6
                 bar.set_postfix(MP=f"{megapixels:.1f}")
             except Exception as exc:  # one bad file must not stop the batch

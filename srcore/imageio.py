@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import io
 import re
-import struct
 import zlib
 from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from . import __version__
 
@@ -95,13 +94,15 @@ def decode(data: bytes, name: str = "<bytes>", max_pixels: int | None = DEFAULT_
         if _is_16bit_colour(data, im):
             pixels = _orient(_decode_16bit_colour(data, fmt), orientation)
             source_mode = ("RGBA" if pixels.shape[2] == 4 else "RGB") + ";16"
+            chunks = im.info  # the text before the pixels (Pillow's 8-bit load would cost a full decode)
         else:
             source_mode = im.mode
             im.load()
-            if fmt == "PNG":  # keep the source's text chunks (titles, credits) alongside ours, not its XMP:
-                # an output's only XMP packet is its own provenance (the AI notice, the resume record)
-                text = {k: v for k, v in im.text.items() if isinstance(v, str) and not _is_xmp(k, v)}
+            chunks = im.text if fmt == "PNG" else {}
             pixels = _pil_to_pixels(ImageOps.exif_transpose(im))
+        if fmt == "PNG":  # keep the source's text chunks (titles, credits) alongside ours, not its XMP:
+            # an output's only XMP packet is its own provenance (the AI notice, the resume record)
+            text = {k: v for k, v in chunks.items() if isinstance(v, str) and not _is_xmp(k, v)}
     except ImageDecodeError:
         raise
     except Exception as exc:  # truncated data, broken chunks...
@@ -301,8 +302,10 @@ def encode(picture: Picture, fmt: str = "png", quality: int = 95, provenance: Pr
         raise ValueError(f"output format must be one of {sorted(FORMATS)}, got {fmt!r}")
     if not 1 <= quality <= 100:
         raise ValueError(f"quality must be in 1..100, got {quality}")
-    if picture.bit_depth == 16 and fmt_name in ("PNG", "TIFF") and picture.pixels.shape[2] > 1:
-        return _encode_16bit_colour(picture, fmt_name, provenance, png_compression)
+    if fmt_name == "PNG":
+        return _encode_png(picture, provenance, png_compression)
+    if picture.bit_depth == 16 and fmt_name == "TIFF" and picture.pixels.shape[2] > 1:
+        return _encode_16bit_colour_tiff(picture, provenance)
     if fmt_name in ("JPEG", "WEBP") and picture.bit_depth == 16:
         picture = replace(picture, pixels=to_8bit(picture.pixels))
     im = _pixels_to_pil(picture.pixels)
@@ -317,23 +320,8 @@ def encode(picture: Picture, fmt: str = "png", quality: int = 95, provenance: Pr
     params: dict = {}
     if picture.icc_profile and im.mode != "CMYK":
         params["icc_profile"] = picture.icc_profile
-    exif = Image.Exif()
-    if picture.exif:
-        exif.load(picture.exif)
-    if provenance is not None:
-        exif[0x010E] = provenance.description  # ImageDescription
-        exif[0x0131] = provenance.software  # Software
-    if fmt_name == "PNG":
-        info = PngImagePlugin.PngInfo()
-        for key, value in {**picture.text, **(provenance.png_text() if provenance else {})}.items():
-            info.add_text(key, value)
-        if provenance is not None:
-            info.add_itxt("XML:com.adobe.xmp", provenance.xmp().decode())
-        params["pnginfo"] = info
-        params["compress_level"] = png_compression
-        if len(exif):
-            params["exif"] = exif.tobytes()
-    elif fmt_name in ("JPEG", "WEBP"):
+    exif = _output_exif(picture, provenance)
+    if fmt_name in ("JPEG", "WEBP"):
         params["quality"] = quality
         if len(exif):
             params["exif"] = exif.tobytes()
@@ -359,43 +347,69 @@ def _pixels_to_pil(pixels: np.ndarray) -> Image.Image:
     return Image.fromarray(pixels[..., 0] if c == 1 else pixels, {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[c])
 
 
-def _encode_16bit_colour(picture: Picture, fmt: str, provenance: Provenance | None,
-                         png_compression: int = 6) -> bytes:
-    pixels = picture.pixels
-    if pixels.shape[2] == 2:  # 16-bit gray + alpha -> RGBA: neither encoder writes LA at 16 bits
-        pixels = np.concatenate([np.repeat(pixels[..., :1], 3, axis=2), pixels[..., 1:]], axis=2)
-    if fmt == "TIFF":
-        import tifffile
+def _encode_png(picture: Picture, provenance: Provenance | None, level: int) -> bytes:
+    """PNG by :class:`~srcore.png_writer.PngWriter` (twice Pillow's speed at level 1, same size: its Up filter
+    is one vectorised pass), the writer large outputs stream through, so every PNG is written one way."""
+    from .png_writer import PngWriter
 
-        extratags = []
-        if picture.icc_profile:
-            extratags.append((34675, "B", len(picture.icc_profile), picture.icc_profile, True))
-        if provenance is not None:
-            xmp = provenance.xmp()
-            extratags.append((700, "B", len(xmp), xmp, True))
-        buf = io.BytesIO()
-        tifffile.imwrite(buf, pixels, photometric="rgb", compression="zlib",
-                         extrasamples=("unassalpha",) if pixels.shape[2] == 4 else None,
-                         description=provenance.description if provenance else None,
-                         software=provenance.software if provenance else None, extratags=extratags)
-        return buf.getvalue()
-    bgr = cv2.cvtColor(pixels, cv2.COLOR_RGBA2BGRA if pixels.shape[2] == 4 else cv2.COLOR_RGB2BGR)
-    ok, png = cv2.imencode(".png", bgr, [cv2.IMWRITE_PNG_COMPRESSION, png_compression])
-    if not ok:
-        raise ValueError("OpenCV could not encode the 16-bit PNG")
+    pixels = picture.pixels
+    if pixels.dtype == np.uint16 and pixels.shape[2] == 2:  # 16-bit gray + alpha -> RGBA, as decoders expect
+        pixels = np.concatenate([np.repeat(pixels[..., :1], 3, axis=2), pixels[..., 1:]], axis=2)
+    buf = io.BytesIO()
+    h, w, c = pixels.shape
+    writer = PngWriter(buf, w, h, c, pixels.dtype, level, png_chunks(picture, provenance))
+    writer.write(pixels)
+    writer.close()
+    return buf.getvalue()
+
+
+def _encode_16bit_colour_tiff(picture: Picture, provenance: Provenance | None) -> bytes:
+    import tifffile
+
+    pixels = picture.pixels
+    if pixels.shape[2] == 2:  # 16-bit gray + alpha -> RGBA
+        pixels = np.concatenate([np.repeat(pixels[..., :1], 3, axis=2), pixels[..., 1:]], axis=2)
+    extratags = []
+    if picture.icc_profile:
+        extratags.append((34675, "B", len(picture.icc_profile), picture.icc_profile, True))
+    if provenance is not None:
+        xmp = provenance.xmp()
+        extratags.append((700, "B", len(xmp), xmp, True))
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, pixels, photometric="rgb", compression="zlib",
+                     extrasamples=("unassalpha",) if pixels.shape[2] == 4 else None,
+                     description=provenance.description if provenance else None,
+                     software=provenance.software if provenance else None, extratags=extratags)
+    return buf.getvalue()
+
+
+def _output_exif(picture: Picture, provenance: Provenance | None) -> Image.Exif:
+    """The source's EXIF (orientation already reset) with the provenance's description and software."""
+    exif = Image.Exif()
+    if picture.exif:
+        exif.load(picture.exif)
+    if provenance is not None:
+        exif[0x010E] = provenance.description  # ImageDescription
+        exif[0x0131] = provenance.software  # Software
+    return exif
+
+
+def png_chunks(picture: Picture, provenance: Provenance | None) -> list[tuple[bytes, bytes]]:
+    """A PNG output's metadata chunks, for writers other than Pillow's: the ICC profile, the source's text
+    and srcore's, the provenance XMP, EXIF. (Pillow's path writes the same through ``PngInfo``.)"""
     chunks = []
     if picture.icc_profile:
         chunks.append((b"iCCP", b"icc\x00\x00" + zlib.compress(picture.icc_profile)))
     for key, value in {**picture.text, **(provenance.png_text() if provenance else {})}.items():
-        chunks.append((b"tEXt", key.encode("latin-1") + b"\x00" + value.encode("latin-1", "replace")))
+        name = key.encode("latin-1", "replace")[:79]
+        try:
+            chunks.append((b"tEXt", name + b"\x00" + value.encode("latin-1")))
+        except UnicodeEncodeError:  # beyond Latin-1: international text, UTF-8, as Pillow writes it
+            chunks.append((b"iTXt", name + b"\x00\x00\x00\x00\x00" + value.encode("utf-8")))
     if provenance is not None:
         chunks.append((b"iTXt", b"XML:com.adobe.xmp\x00\x00\x00\x00\x00" + provenance.xmp()))
-    return insert_png_chunks(png.tobytes(), chunks)
-
-
-def insert_png_chunks(png: bytes, chunks: list[tuple[bytes, bytes]]) -> bytes:
-    """Insert ancillary chunks right after IHDR (OpenCV writes none of the metadata)."""
-    ihdr_end = 8 + 8 + struct.unpack(">I", png[8:12])[0] + 4
-    body = b"".join(struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-                    for kind, data in chunks)
-    return png[:ihdr_end] + body + png[ihdr_end:]
+    exif = _output_exif(picture, provenance)
+    if len(exif):
+        data = exif.tobytes()
+        chunks.append((b"eXIf", data[6:] if data.startswith(b"Exif\x00\x00") else data))
+    return chunks

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from .archs.descriptor import ModelDescriptor
-from .modes import assemble, check_alpha, max_value, network_inputs
+from .modes import assemble, band_assembler, check_alpha, max_value, network_inputs
 
 Precision = str  # "auto" | "fp32" | "fp16" | "bf16"
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -292,6 +292,22 @@ class Upscaler:
         jobs = [network_inputs(pixels, self.descriptor, alpha) for pixels in images]
         results = iter(self.upscale_arrays([a for j in jobs for a in j]))
         return [assemble(pixels, results, self.descriptor, alpha, outscale) for pixels in images]
+
+    def pixel_bands(self, pixels: np.ndarray, alpha: str = "bicubic",
+                    outscale: float | None = None) -> Iterator[tuple[int, np.ndarray]] | None:
+        """:meth:`upscale_pixels`' output as (first row, rows) bands, top to bottom, without the whole output in
+        memory: one tile row at a time (an image that fits one tile comes as one band). Only for modes whose
+        output rows follow from the network's rows alone (:func:`srcore.modes.band_assembler`); None for
+        the others. Unlike the other calls, an out-of-memory error is not retried: rows may be out already."""
+        finish = band_assembler(pixels, self.descriptor, alpha, outscale)
+        if finish is None:
+            return None
+        [image] = network_inputs(pixels, self.descriptor, alpha)
+        self._check(image)
+        h, w = image.shape[:2]
+        whole = self.tile is None or (h <= self.tile and w <= self.tile)
+        bands = iter([(0, self.upscale_array(image))]) if whole else self.bands(image)
+        return ((row0, finish(band)) for row0, band in bands)
 
     # ----------------------------------------------------------------- arrays
 

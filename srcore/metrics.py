@@ -146,7 +146,8 @@ def lr_consistency(lr: np.ndarray, sr: np.ndarray, scale: float, max_pixels: int
     """LR-consistency PSNR (dB, on Y): the output downscaled by the benchmarks' MATLAB bicubic against the input.
 
     Needs no ground truth: a faithful upscaler reproduces its input when downscaled again; hallucinated or
-    shifted content does not. The one implementation for evaluation, training validation and the bucket job.
+    shifted content does not. The one implementation for evaluation, training validation and the bucket job
+    (:class:`LrCheck` takes the output in bands instead).
 
     Y is taken before downscaling (both are linear, so this equals downscaling RGB first, up to rounding) to
     resize one plane instead of three. Alpha is ignored; 16-bit pixels are compared on the 8-bit scale.
@@ -156,23 +157,77 @@ def lr_consistency(lr: np.ndarray, sr: np.ndarray, scale: float, max_pixels: int
     crops covering about ``max_pixels`` of it, each downscaled with 4 pixels of context and compared inside
     it, so the check needs about 40 bytes per output pixel of one crop (some 45 MB at x4), not of the image.
     """
-    lr, sr = (x[..., None] if x.ndim == 2 else x for x in (lr, sr))  # gray as one channel
-    if min(sr.shape[:2]) < 4:
-        return None
-    h, w = lr.shape[:2]
-    if h * w <= max_pixels or scale != int(scale) or min(h, w) < _CROP:
-        return _psnr(*_y_pair(lr, sr, scale))
-    s, per_axis = int(scale), max(1, int((max_pixels / _CROP**2) ** 0.5))
-    squared, count = 0.0, 0
-    for y in np.linspace(0, h - _CROP, per_axis).astype(int):
-        for x in np.linspace(0, w - _CROP, per_axis).astype(int):
-            y0, x0 = max(0, y - _MARGIN), max(0, x - _MARGIN)
-            y1, x1 = min(h, y + _CROP + _MARGIN), min(w, x + _CROP + _MARGIN)
-            down, ref = _y_pair(lr[y0:y1, x0:x1], sr[y0 * s : y1 * s, x0 * s : x1 * s], s)
+    check = LrCheck(lr, scale, max_pixels)
+    check.add(0, sr)
+    return check.result()
+
+
+class LrCheck:
+    """:func:`lr_consistency` of an output that arrives as bands of rows, top to bottom (:meth:`add`).
+
+    Holds only the output pixels of the crops of one grid row being gathered (of the whole output when the
+    input is at most ``max_pixels``, or the scale is not an integer: such outputs are small or held anyway).
+    """
+
+    def __init__(self, lr: np.ndarray, scale: float, max_pixels: int = LR_CHECK_PIXELS):
+        self.lr = lr[..., None] if lr.ndim == 2 else lr
+        self.scale = scale
+        h, w = self.lr.shape[:2]
+        self.whole = h * w <= max_pixels or scale != int(scale) or min(h, w) < _CROP
+        self._bands: list[np.ndarray] = []
+        self._squared, self._count, self._too_small = 0.0, 0, False
+        self._rows: list[dict] = []  # crop rows of the grid still being gathered
+        if not self.whole:
+            s, per_axis = int(scale), max(1, int((max_pixels / _CROP**2) ** 0.5))
+            xs = np.linspace(0, w - _CROP, per_axis).astype(int)
+            for y in np.linspace(0, h - _CROP, per_axis).astype(int):
+                y0, y1 = max(0, y - _MARGIN), min(h, y + _CROP + _MARGIN)
+                crops = []
+                for x in xs:
+                    x0, x1 = max(0, x - _MARGIN), min(w, x + _CROP + _MARGIN)
+                    crops.append((x, x0, x1, None))
+                self._rows.append({"y": y, "y0": y0, "y1": y1, "crops": crops, "filled": 0})
+
+    def add(self, row0: int, band: np.ndarray) -> None:
+        """Output rows ``row0 .. row0 + len(band)`` (each row exactly once, in order)."""
+        band = band[..., None] if band.ndim == 2 else band
+        if self.whole:
+            self._bands.append(band)
+            return
+        s, n = int(self.scale), band.shape[0]
+        for grid_row in list(self._rows):
+            top, bottom = grid_row["y0"] * s, grid_row["y1"] * s
+            a, b = max(top, row0), min(bottom, row0 + n)
+            if a >= b:
+                continue
+            crops = grid_row["crops"]
+            for i, (x, x0, x1, buf) in enumerate(crops):
+                if buf is None:
+                    buf = np.empty((bottom - top, (x1 - x0) * s, band.shape[2]), band.dtype)
+                    crops[i] = (x, x0, x1, buf)
+                buf[a - top : b - top] = band[a - row0 : b - row0, x0 * s : x1 * s]
+            grid_row["filled"] += b - a
+            if grid_row["filled"] == bottom - top:
+                self._finish(grid_row)
+                self._rows.remove(grid_row)
+
+    def _finish(self, grid_row: dict) -> None:
+        y, y0, y1 = grid_row["y"], grid_row["y0"], grid_row["y1"]
+        for x, x0, x1, buf in grid_row["crops"]:
+            down, ref = _y_pair(self.lr[y0:y1, x0:x1], buf, int(self.scale))
             inside = (..., slice(y - y0, y - y0 + _CROP), slice(x - x0, x - x0 + _CROP))
-            squared += float(((down[inside] - ref[inside]) ** 2).sum())
-            count += _CROP * _CROP
-    return 10 * float(np.log10(255.0**2 / max(squared / count, 1e-10)))
+            self._squared += float(((down[inside] - ref[inside]) ** 2).sum())
+            self._count += _CROP * _CROP
+
+    def result(self) -> float | None:
+        if self.whole:
+            sr = self._bands[0] if len(self._bands) == 1 else np.concatenate(self._bands)
+            if min(sr.shape[:2]) < 4:
+                return None
+            return _psnr(*_y_pair(self.lr, sr, self.scale))
+        if self._rows or not self._count:
+            raise ValueError("the output's rows have not all been added")
+        return 10 * float(np.log10(255.0**2 / max(self._squared / self._count, 1e-10)))
 
 
 def _y_pair(lr: np.ndarray, sr: np.ndarray, scale: float):

@@ -7,7 +7,7 @@ arrays it must upscale for one image and :func:`assemble` puts its outputs back 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import cv2
 import numpy as np
@@ -72,6 +72,21 @@ def assemble(pixels: np.ndarray, outputs: Iterator[np.ndarray], descriptor: Mode
     if outscale is not None and outscale != scale:
         out = resize_to(out, (round(pixels.shape[1] * outscale), round(pixels.shape[0] * outscale)))
     return out
+
+
+def band_assembler(pixels: np.ndarray, descriptor: ModelDescriptor, alpha: str = "bicubic",
+                   outscale: float | None = None) -> Callable[[np.ndarray], np.ndarray] | None:
+    """For modes where each output row follows from the network's rows alone (an RGB model on RGB or gray
+    pixels without alpha, at the model's own scale): what :func:`assemble` does to a band of rows.
+    None for the rest (a Y model's bicubic chroma, alpha, a resize to ``outscale`` need whole images)."""
+    c = pixels.shape[2]
+    if descriptor.in_channels != 3 or c not in (1, 3) or outscale not in (None, descriptor.scale):
+        return None
+    return luma if c == 1 else _unchanged
+
+
+def _unchanged(band: np.ndarray) -> np.ndarray:
+    return band
 
 
 def luma(rgb: np.ndarray) -> np.ndarray:

@@ -12,11 +12,14 @@ import uuid
 from dataclasses import MISSING, dataclass, field, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import BinaryIO
 
 from .atomic import atomic_path
-from .imageio import DEFAULT_MAX_PIXELS, EXTENSIONS, FORMATS, Picture, Provenance, decode, encode
+from .imageio import DEFAULT_MAX_PIXELS, EXTENSIONS, FORMATS, Picture, Provenance, decode, encode, png_chunks
 from .inference import Upscaler
-from .modes import ALPHA_MODES
+from .metrics import LrCheck
+from .modes import ALPHA_MODES, band_assembler
+from .png_writer import PngWriter
 
 
 def _word_or_int(value, words: dict, expected: str):
@@ -159,6 +162,53 @@ def encode_output(source: Picture, pixels, fmt: str, options: OutputOptions,
     return data, output
 
 
+STREAM_OUTPUT_PIXELS = 1 << 26  # PNG outputs above 64 MP are streamed: written band by band as they are made
+
+
+def streams(upscaler: Upscaler, source: Picture, fmt: str, options: OutputOptions) -> bool:
+    """Is this output written band by band (:func:`stream_png`) rather than made whole in memory?
+
+    PNG outputs above :data:`STREAM_OUTPUT_PIXELS`, in modes whose rows follow from the network's rows alone
+    (RGB or gray, at the model's scale). Other large outputs are made whole: their memory grows with them.
+    """
+    h, w = source.pixels.shape[:2]
+    big = h * w * upscaler.scale**2 > STREAM_OUTPUT_PIXELS
+    return fmt == "PNG" and big and band_assembler(source.pixels, upscaler.descriptor, options.alpha,
+                                                   options.outscale) is not None
+
+
+@dataclass(frozen=True)
+class Streamed:
+    """What a streamed output was: its size and mode, and its LR-consistency when asked for."""
+
+    size: tuple[int, int]
+    mode: str
+    lr_psnr: float | None = None
+
+
+def stream_png(upscaler: Upscaler, source: Picture, options: OutputOptions, provenance: Provenance,
+               file: BinaryIO, lr_check: bool = False) -> Streamed:
+    """Upscale and write a PNG to ``file`` a tile row at a time (:meth:`Upscaler.pixel_bands`,
+    :class:`srcore.png_writer.PngWriter`): memory grows with the image's width, never with its height.
+    The metadata is what :func:`encode_output` writes. ``lr_check``: also score LR-consistency, band by band."""
+    pixels = source.pixels
+    bands = upscaler.pixel_bands(pixels, options.alpha, options.outscale)
+    if bands is None:
+        raise ValueError(f"a {source.mode} image with alpha={options.alpha}, outscale={options.outscale} "
+                         "cannot be streamed")
+    h, w, c = pixels.shape
+    s = upscaler.scale
+    writer = PngWriter(file, w * s, h * s, c, pixels.dtype, options.png_compression,
+                       png_chunks(source, provenance))
+    check = LrCheck(pixels, s) if lr_check else None
+    for row0, band in bands:
+        writer.write(band)
+        if check is not None:
+            check.add(row0, band)
+    writer.close()
+    return Streamed((w * s, h * s), source.mode, check.result() if check is not None else None)
+
+
 @dataclass
 class UpscaleResult:
     data: bytes
@@ -188,16 +238,24 @@ def upscale_bytes(upscaler: Upscaler, data: bytes, name: str, model_id: str,
 
 def upscale_file(upscaler: Upscaler, src: str | os.PathLike, out_dir: str | os.PathLike, model_id: str,
                  options: OutputOptions = OutputOptions(), stem: str | None = None,
-                 run: str | None = None) -> tuple[Path, UpscaleResult]:
-    """Upscale ``src`` into ``out_dir/<stem><ext>``, written atomically (temporary name, then rename).
+                 run: str | None = None) -> tuple[Path, tuple[int, int]]:
+    """Upscale ``src`` into ``out_dir/<stem><ext>``, written atomically (temporary name, then rename); returns
+    the output's path and (width, height). Large PNG outputs are streamed (:func:`streams`).
 
     The output's provenance names the source file and its version, as the bucket job's do.
     """
     src = Path(src)
     provenance = Provenance(model_id, options.outscale or upscaler.scale, src.resolve().as_posix(),
                             local_version(src), run)
-    result = upscale_bytes(upscaler, src.read_bytes(), str(src), model_id, options, provenance)
-    target = Path(out_dir) / f"{stem or src.stem}{result.extension}"
+    source = decode(src.read_bytes(), str(src), options.max_input_pixels)
+    fmt = output_format(str(src), options.format)
+    target = Path(out_dir) / f"{stem or src.stem}{EXTENSIONS[fmt]}"
     with atomic_path(target) as tmp:
-        tmp.write_bytes(result.data)
-    return target, result
+        if streams(upscaler, source, fmt, options):
+            with open(tmp, "wb") as file:
+                size = stream_png(upscaler, source, options, provenance, file).size
+        else:
+            data, output = render(upscaler, source, fmt, options, provenance)
+            tmp.write_bytes(data)
+            size = output.size
+    return target, size

@@ -12,6 +12,7 @@ import torch
 from conftest import SHARED, shared_path
 
 from srcore.metrics import (
+    LrCheck,
     lr_consistency,
     psnr_np,
     psnr_torch,
@@ -90,6 +91,28 @@ def test_lr_consistency_agrees_and_rewards_faithful_upscaling():
     assert good > bad + 3
     gray = lr_consistency(lr[..., 0], faithful[..., 0], 4)  # gray images as 2-D arrays, scored on themselves
     assert gray > lr_consistency(lr[..., 0], shifted[..., 0], 4) + 3
+
+
+@pytest.mark.parametrize("max_pixels", [1 << 21, 4 * 256 * 256])  # the whole output; a 2x2 grid of crops
+def test_lr_check_over_bands_equals_the_whole_output(max_pixels):
+    """The streamed check (bands of any height, as a tiled upscale finishes them) scores exactly as the whole."""
+    rng = np.random.default_rng(3)
+    lr = rng.integers(0, 256, (600, 520, 3)).astype(np.uint8)
+    sr = np.clip(imresize_np(lr.astype(np.float64), 2.0) + rng.normal(0, 4, (1200, 1040, 3)), 0, 255).astype(np.uint8)
+    whole = lr_consistency(lr, sr, 2, max_pixels)
+    check, row = LrCheck(lr, 2, max_pixels), 0
+    assert check.whole == (max_pixels > 600 * 520)
+    while row < sr.shape[0]:
+        n = int(rng.integers(1, 300))
+        check.add(row, sr[row : row + n])
+        row += n
+    assert check.result() == pytest.approx(whole, abs=1e-9)
+    assert 20 < whole < 60
+    if not check.whole:
+        partial = LrCheck(lr, 2, max_pixels)
+        partial.add(0, sr[:900])
+        with pytest.raises(ValueError, match="not all been added"):
+            partial.result()
 
 
 def test_metric_conventions():

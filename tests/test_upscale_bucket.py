@@ -162,3 +162,33 @@ def test_local_folders_work_the_same_and_overwrite_redoes_finished_outputs(tmp_p
     runs = {read_provenance(p.read_bytes())["run"] for p in (out / "sub dir").iterdir()}
     assert runs == {summary["run"]} and first_run not in runs
     assert (out / "_reports" / summary["run"] / "report.html").exists()
+
+
+def test_a_large_output_is_streamed_into_the_bucket_as_the_cli_writes_it(s3, tmp_path):
+    """2100x2000 x4 = 67.2 MP, above srcore.upscale.STREAM_OUTPUT_PIXELS: the actor writes the PNG a tile row
+    at a time into a multipart upload; the object equals the CLI's file byte for byte."""
+    import numpy as np
+    from PIL import Image
+
+    import srcore
+    from srcore.upscale import STREAM_OUTPUT_PIXELS, EngineOptions, upscale_file
+
+    yy, xx = np.mgrid[0:2000, 0:2100]
+    pixels = np.dstack([(xx // 9) % 256, (yy // 7) % 256, (xx + yy) % 256]).astype(np.uint8)
+    src = tmp_path / "big.png"
+    Image.fromarray(pixels).save(src)
+    assert 2100 * 2000 * 16 > STREAM_OUTPUT_PIXELS
+    make_bucket("huge", "in", {"big.png": src.read_bytes()})
+    result = run_job("--input", "s3://huge/in", "--output", "s3://huge/out")
+    assert result.returncode == 0, result.stderr[-3000:]
+    row = next(iter(_report_rows(summary_of(result)).values()))
+    assert row["status"] == "ok" and (row["output_width"], row["output_height"]) == (8400, 8000), row
+    assert row["lr_psnr"] > 25 and row["output_bytes"] > 5 << 20  # several multipart parts
+    data = get_object("huge", "out/big.png")
+    assert len(data) == row["output_bytes"] and read_provenance(data[:65536])["run"] == summary_of(result)["run"]
+    assert list(list_objects("huge", "out")) == ["big.png"]  # no temporary left beside it
+
+    upscaler = EngineOptions().build(srcore.load_model("srcore-compact-x4"), "cpu")
+    local, size = upscale_file(upscaler, src, tmp_path / "cli", "srcore-compact-x4")
+    assert size == (8400, 8000)
+    assert decode(local.read_bytes()).pixels.tobytes() == decode(data).pixels.tobytes()

@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from srcore.imageio import ImageDecodeError, Picture, Provenance, decode
 from srcore.metrics import lr_consistency
-from srcore.upscale import encode_output
+from srcore.upscale import encode_output, stream_png, streams
 
 from .options import UpscaleJob
 from .plan import _store, output_is_finished
@@ -102,16 +102,19 @@ class UpscaleWriter:
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows = batch.to_pylist()
         done: list[dict] = [r for r in rows if r["status"] != "todo"]
-        todo = [r for r in rows if r["status"] == "todo"]
         # equal shapes upscale together (forward passes shared); each group's writes overlap the next group
-        groups: dict[tuple, list[dict]] = {}
-        for r in todo:
-            groups.setdefault((tuple(r["shape"]), r["dtype"]), []).append(r)
+        groups: dict[tuple, list[tuple[dict, Picture]]] = {}
+        for r in (r for r in rows if r["status"] == "todo"):
+            _inject_worker_death("upscale", r["input"])
+            picture = _picture(r)
+            if streams(self.upscaler, picture, r["output_format"], self.options):
+                self._stream(r, picture)  # a large output goes out a tile row at a time, never whole
+                done.append(r)
+                continue
+            groups.setdefault((tuple(r["shape"]), r["dtype"]), []).append((r, picture))
         futures: list[tuple[dict, Future]] = []
-        for group in groups.values():
-            for r in group:
-                _inject_worker_death("upscale", r["input"])
-            pictures = [_picture(r) for r in group]
+        for members in groups.values():
+            group, pictures = [r for r, _ in members], [p for _, p in members]
             t0 = time.perf_counter()
             try:
                 upscaled = self.upscaler.upscale_many([p.pixels for p in pictures], self.options.alpha,
@@ -130,6 +133,23 @@ class UpscaleWriter:
             fut.result()  # _finish records its own errors in the row
             done.append(r)
         return _table(done, OUTPUT_SCHEMA)
+
+    def _stream(self, row: dict, source: Picture) -> None:
+        """Upscale, encode and write one large output band by band (:func:`srcore.upscale.stream_png`), and
+        score its LR-consistency on the way; fills the row's output fields, or its error. No preview crops."""
+        row.pop("pixels")
+        row.update(device=self.device, node=_node())
+        t0 = time.perf_counter()
+        try:
+            provenance = Provenance(row["model"], row["scale"], row["input"], row["input_version"], row["run"])
+            with self.target.open_atomic(row["output_key"]) as file:
+                out = stream_png(self.upscaler, source, self.options, provenance, file, lr_check=True)
+                size = file.tell()
+            row.update(status="ok", upscale_s=time.perf_counter() - t0, output_bytes=size, output_width=out.size[0],
+                       output_height=out.size[1], output_mode=out.mode, lr_psnr=out.lr_psnr)
+        except Exception as exc:
+            row.update(status="failed", error=f"{row['output']}: cannot upscale and write output as it streams "
+                                              f"({type(exc).__name__}: {exc})")
 
     def _upscale_one(self, row: dict, picture: Picture) -> np.ndarray | None:
         try:
