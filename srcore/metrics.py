@@ -175,10 +175,10 @@ class LrCheck:
         h, w = self.lr.shape[:2]
         self.whole = h * w <= max_pixels or scale != int(scale) or min(h, w) < _CROP
         self._bands: list[np.ndarray] = []
-        self._squared, self._count, self._too_small = 0.0, 0, False
+        self._squared, self._count = 0.0, 0
         self._rows: list[dict] = []  # crop rows of the grid still being gathered
         if not self.whole:
-            s, per_axis = int(scale), max(1, int((max_pixels / _CROP**2) ** 0.5))
+            per_axis = max(1, int((max_pixels / _CROP**2) ** 0.5))
             xs = np.linspace(0, w - _CROP, per_axis).astype(int)
             for y in np.linspace(0, h - _CROP, per_axis).astype(int):
                 y0, y1 = max(0, y - _MARGIN), min(h, y + _CROP + _MARGIN)

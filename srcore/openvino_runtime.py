@@ -74,9 +74,9 @@ class OpenVINONetwork:
         done = rounds * len(streams)
         for start in range(0, done, max(1, len(streams))):
             chunk = [im[None] for im in images[start : start + len(streams)]]  # kept alive while they run
-            for request, x in zip(streams, chunk):
+            for request, x in zip(streams, chunk, strict=True):
                 request.start_async({0: x}, share_inputs=True)
-            for request, _ in zip(streams, chunk):
+            for request, _ in zip(streams, chunk, strict=True):
                 request.wait()
                 out.append(request.get_output_tensor(0).data[0].copy())
         if done < len(images):
