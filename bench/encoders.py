@@ -1,6 +1,7 @@
 """Output encoders side by side: which one should write upscaled images (often the pipeline's limit at 16x).
 
-PNG: Pillow and OpenCV (both zlib, level 1 by default). JPEG: Pillow, OpenCV, torchvision's ``encode_jpeg``
+PNG: srcore's band writer (what srcore writes, ``srcore.png_writer``), Pillow and OpenCV (all zlib, level 1
+by default). JPEG: Pillow, OpenCV, torchvision's ``encode_jpeg``
 on the CPU and, on a GPU host, on CUDA (nvjpeg), where the pixels are already on the device. Same image,
 one process, best of ``--rounds``; prints output MP/s and file size per encoder.
 
@@ -25,6 +26,9 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from inference import synthetic_images  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from srcore.png_writer import PngWriter  # noqa: E402
+
 
 def best_seconds(fn, rounds: int) -> tuple[float, int]:
     size = len(fn())
@@ -46,7 +50,16 @@ def encoders(rgb: np.ndarray, quality: int, png_level: int) -> dict:
             return buf.getvalue()
         return run
 
+    def srcore_png() -> bytes:
+        buf = io.BytesIO()
+        writer = PngWriter(buf, rgb.shape[1], rgb.shape[0], 3, rgb.dtype, png_level)
+        for row in range(0, rgb.shape[0], 512):  # in bands, as large outputs stream
+            writer.write(rgb[row : row + 512])
+        writer.close()
+        return buf.getvalue()
+
     found = {
+        f"png  srcore PngWriter (level {png_level})": srcore_png,
         f"png  Pillow (level {png_level})": pil("PNG", compress_level=png_level),
         f"png  OpenCV (level {png_level})": lambda: cv2.imencode(".png", bgr, [cv2.IMWRITE_PNG_COMPRESSION,
                                                                              png_level])[1].tobytes(),

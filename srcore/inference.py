@@ -421,8 +421,8 @@ class Upscaler:
         """(N, C, H, W) device floats in [0, 1] -> (N, H, W, C) device tensor ready to become ``dtype`` pixels."""
         top = max_value(dtype)
         y = y.permute(0, 2, 3, 1).float()  # contiguous already when y is channels_last
-        if top == 1.0:
-            return y.clamp_(0, 1).contiguous()
+        if top == 1.0:  # a new tensor: y may be a view of the tile accumulator, which is reused
+            return y.clamp(0, 1).contiguous()
         return y.mul_(top).round_().clamp_(0, top).to(torch.uint8 if top == 255.0 else torch.int32).contiguous()
 
     def _download(self, q: torch.Tensor, dtype: np.dtype, asynchronous: bool = False):
@@ -511,12 +511,15 @@ class Upscaler:
                     acc[:, :, x0 * s : x0 * s + tw] += out[k]
             n = (grid.ys[r + 1] - y) * s if r + 1 < len(grid.ys) else th  # rows no later tile reaches
             rows = min(n, h * s - y * s)
-            band = acc[:, :rows, : w * s] / (norm_x[: w * s] * norm_y[y * s : y * s + rows, None])
+            band = acc[:, :rows, : w * s]  # normalised in place: no second accumulator-sized buffer
+            band /= norm_x[: w * s] * norm_y[y * s : y * s + rows, None]
             ready = self._download(self._quantised(band[None], dtype), dtype, asynchronous=True)
             if pending is not None:
                 yield pending[0], pending[1]()[0]
             pending = (y * s, ready)
-            acc = torch.cat([acc[:, n:], torch.zeros((c, n, pw * s), dtype=torch.float32, device=dev)], dim=1)
+            carry = acc[:, n:].clone()  # the overlap rows the next tile row adds to (a few rows, not a tile)
+            acc.zero_()
+            acc[:, : th - n] = carry
             if rows < n:
                 break
         if pending is not None:

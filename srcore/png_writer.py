@@ -67,12 +67,14 @@ class PngWriter:
             return
         raw = np.ascontiguousarray(rows, dtype=self.dtype.newbyteorder(">")).view(np.uint8)
         raw = raw.reshape(rows.shape[0], -1)
-        above = np.empty_like(raw)
-        above[0] = 0 if self._previous is None else self._previous
-        above[1:] = raw[:-1]
         filtered = np.empty((raw.shape[0], raw.shape[1] + 1), np.uint8)
         filtered[:, 0] = FILTER_UP
-        np.subtract(raw, above, out=filtered[:, 1:])  # modulo 256, as PNG's filters are
+        # each byte minus the one above, modulo 256 (the row above the image counts as zeros)
+        np.subtract(raw[1:], raw[:-1], out=filtered[1:, 1:])
+        if self._previous is None:
+            filtered[0, 1:] = raw[0]
+        else:
+            np.subtract(raw[0], self._previous, out=filtered[0, 1:])
         self._previous = raw[-1].copy()
         self.rows_written += rows.shape[0]
         self._queue(self._deflate.compress(filtered.data))
