@@ -99,7 +99,8 @@ def decode(data: bytes, name: str = "<bytes>", max_pixels: int | None = DEFAULT_
             source_mode = im.mode
             im.load()
             chunks = im.text if fmt == "PNG" else {}
-            pixels = _pil_to_pixels(ImageOps.exif_transpose(im))
+            # exif_transpose copies even an upright image: 4 bytes a pixel more at the decode's peak
+            pixels = _pil_to_pixels(im if orientation == 1 else ImageOps.exif_transpose(im))
         if fmt == "PNG":  # keep the source's text chunks (titles, credits) alongside ours, not its XMP:
             # an output's only XMP packet is its own provenance (the AI notice, the resume record)
             text = {k: v for k, v in chunks.items() if isinstance(v, str) and not _is_xmp(k, v)}

@@ -182,8 +182,8 @@ class Upscaler:
         batch_size: tiles (or whole small images) per forward pass; ``"auto"``: 1 on CPU (batching costs there:
             2.1 vs 4.3 MP/s for 4 small images on 2 cores), on CUDA as many as half the free memory holds.
         compile: wrap the model in ``torch.compile`` (PyTorch runtime).
-        runtime: ``"auto"``: OpenVINO on CPUs where the ``openvino`` extra is installed (1.2-1.5x eager
-            PyTorch except on small inputs to small models, see docs/engine.md), else PyTorch; ``"torch"``;
+        runtime: ``"auto"``: OpenVINO on CPUs where the ``openvino`` extra is installed (1.2-2x eager
+            PyTorch, see docs/engine.md), else PyTorch; ``"torch"``;
             ``"openvino"`` (CPU only). A model OpenVINO cannot convert runs on PyTorch, with a warning.
 
     On CUDA an out-of-memory error retries the image with half the batch, then half the tile, instead of
@@ -423,7 +423,8 @@ class Upscaler:
         y = y.permute(0, 2, 3, 1).float()  # contiguous already when y is channels_last
         if top == 1.0:  # a new tensor: y may be a view of the tile accumulator, which is reused
             return y.clamp(0, 1).contiguous()
-        return y.mul_(top).round_().clamp_(0, top).to(torch.uint8 if top == 255.0 else torch.int32).contiguous()
+        out = torch.empty(y.shape, dtype=torch.uint8 if top == 255.0 else torch.int32, device=y.device)
+        return out.copy_(y.mul_(top).round_().clamp_(0, top))  # cast and made contiguous in one copy
 
     def _download(self, q: torch.Tensor, dtype: np.dtype, asynchronous: bool = False):
         """A quantised device tensor -> host numpy of ``dtype``; with ``asynchronous``, a function returning it
@@ -511,12 +512,16 @@ class Upscaler:
                     acc[:, :, x0 * s : x0 * s + tw] += out[k]
             n = (grid.ys[r + 1] - y) * s if r + 1 < len(grid.ys) else th  # rows no later tile reaches
             rows = min(n, h * s - y * s)
-            band = acc[:, :rows, : w * s]  # normalised in place: no second accumulator-sized buffer
-            band /= norm_x[: w * s] * norm_y[y * s : y * s + rows, None]
+            band = acc[:, :rows, : w * s]
+            for r0 in range(0, rows, 256):  # normalised in place, in slices: no accumulator-sized temporary
+                band[:, r0 : r0 + 256] /= norm_x[: w * s] * norm_y[y * s + r0 : y * s + min(rows, r0 + 256), None]
             ready = self._download(self._quantised(band[None], dtype), dtype, asynchronous=True)
-            if pending is not None:
-                yield pending[0], pending[1]()[0]
-            pending = (y * s, ready)
+            if self.device.type != "cuda":  # nothing to overlap on a CPU: the rows go out now
+                yield y * s, ready()[0]
+            else:  # the host takes band r while the device computes band r + 1
+                if pending is not None:
+                    yield pending[0], pending[1]()[0]
+                pending = (y * s, ready)
             carry = acc[:, n:].clone()  # the overlap rows the next tile row adds to (a few rows, not a tile)
             acc.zero_()
             acc[:, : th - n] = carry

@@ -1,6 +1,6 @@
 """OpenVINO as the network runtime on CPUs (the ``openvino`` extra): the field's standard CPU inference engine.
 
-On a 2-core AVX512-BF16 EPYC it is 1.2-1.5x eager PyTorch bf16 for 512 px inputs and for RRDBNet x4plus
+On a 2-core AVX512-BF16 EPYC it is 1.2-2x eager PyTorch bf16 and 1.3-2.1x Real-ESRGAN's ncnn build
 (``bench/inference.py --peers``; docs/engine.md). The PyTorch network is converted in memory
 (``openvino.convert_model``, no ONNX file), with dynamic batch, height and width, and compiled once per
 precision. Whole 8-bit images take a second model built from the same conversion, with normalisation and

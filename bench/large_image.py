@@ -1,0 +1,98 @@
+"""Peak memory of one very large image through the CLI's path (``srcore.upscale.upscale_file``), against the
+stated bound.
+
+A synthetic side x side RGB PNG is written, then upscaled in a fresh process (peak RSS is a per-process
+high-water mark) with the engine's defaults; its PNG output streams (``srcore.upscale.streams``). Prints the
+output size, seconds, the peak RSS and the bound of docs/engine.md ("Large outputs"):
+
+    bound = ready + max(decoding, upscaling)     (ready: the process with its model loaded and run once)
+    decoding  = file bytes + H x W x 7 bytes (Pillow's 4-byte RGB pixels and the 3-byte array; RGB input)
+    upscaling = H x W x C bytes (the decoded input) + 3 x accumulator
+    accumulator = (T + O) x s x W x s x C x 4 bytes (one tile row of float32 output; T the tile, O its overlap).
+                The factor 3 covers, measured, the tile row's other buffers: the uploaded input band and its
+                tiles, the finished rows (quantised, then PNG-filtered) and the allocator's slack.
+
+    python bench/large_image.py --side 12000                      # the bundled x4 model: 48000x48000 out
+    python bench/large_image.py --side 12000 --model tiny-x2      # what tests/test_streaming.py runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+CHILD = """
+import json, resource, sys, time
+sys.path.insert(0, {root!r})
+import numpy as np, torch
+from pathlib import Path
+from PIL import Image
+import srcore
+from srcore.upscale import EngineOptions, upscale_file
+side, folder, name = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+yy = np.arange(side, dtype=np.uint16)[:, None]
+xx = np.arange(side, dtype=np.uint16)[None, :]
+image = np.empty((side, side, 3), np.uint8)
+image[..., 0] = (xx // 47).astype(np.uint8)
+image[..., 1] = (yy // 47).astype(np.uint8)
+image[..., 2] = ((xx + yy) % 256).astype(np.uint8)
+Image.fromarray(image).save(folder + "/large.png", compress_level=1)
+del image
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+if name == "tiny-x2":
+    torch.manual_seed(0)
+    model = srcore.create_model("realesr-animevideov3", num_feat=8, num_conv=2, upscale=2)
+else:
+    model = srcore.load_model(name)
+upscaler = EngineOptions().build(model, "cpu")
+upscaler.upscale_array(np.zeros((64, 64, 3), np.uint8))  # the runtime's own buffers, before the image
+with open("/proc/self/statm") as f:
+    ready = int(f.read().split()[1]) * 4096 / 1e9
+start = time.perf_counter()
+path, size = upscale_file(upscaler, folder + "/large.png", folder + "/out", name)
+print(json.dumps({{"input_file_bytes": Path(folder + "/large.png").stat().st_size, "output": size,
+                  "seconds": round(time.perf_counter() - start, 1), "tile": upscaler.tile,
+                  "overlap": upscaler.overlap, "scale": upscaler.scale, "runtime": upscaler.runtime,
+                  "output_MB": round(path.stat().st_size / 2**20, 1), "rss_generating_gb": round(base, 2),
+                  "rss_ready_gb": round(ready, 2),
+                  "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2)}}))
+"""
+
+
+def bound_gb(side: int, scale: int, tile: int, overlap: int, base_gb: float, file_bytes: int) -> float:
+    """docs/engine.md's bound for a side x side RGB input: base + max(decoding, upscaling)."""
+    width_out, c = side * scale, 3
+    accumulator = (tile + overlap) * scale * width_out * c * 4
+    decoding = file_bytes + side * side * 7
+    upscaling = side * side * c + 3 * accumulator
+    return base_gb + max(decoding, upscaling) / 1e9
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--side", type=int, default=12000)
+    p.add_argument("--model", default="srcore-compact-x4", help="a model name or file, or tiny-x2")
+    args = p.parse_args()
+    with tempfile.TemporaryDirectory() as folder:
+        start = time.perf_counter()
+        result = subprocess.run([sys.executable, "-c", CHILD.format(root=str(ROOT)), str(args.side), folder,
+                                 args.model], capture_output=True, text=True)
+        if result.returncode != 0:
+            sys.exit(result.stderr[-3000:])
+        row = json.loads(result.stdout.strip().splitlines()[-1])
+    row.update(input=[args.side, args.side], model=args.model, total_seconds=round(time.perf_counter() - start, 1),
+               bound_gb=round(bound_gb(args.side, row["scale"], row["tile"], row["overlap"], row["rss_ready_gb"],
+                                       row["input_file_bytes"]), 2),
+               whole_output_gb=round(row["output"][0] * row["output"][1] * 3 / 1e9, 2))
+    print(json.dumps(row))
+
+
+if __name__ == "__main__":
+    main()
