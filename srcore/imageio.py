@@ -296,7 +296,7 @@ def encode(picture: Picture, fmt: str = "png", quality: int = 95, provenance: Pr
     """Encode to png, jpg, webp or tiff, keeping 16 bits where the format can (PNG, TIFF), the ICC profile,
     EXIF (orientation reset) and writing the provenance into text chunks, EXIF and XMP.
 
-    ``png_compression``: zlib level 0-9; 1 encodes about twice as fast as 6 for files about 15% larger.
+    ``png_compression``: zlib level 0-9; 1 encodes about 4.5x as fast as 6 for files about 7% larger.
     """
     fmt_name = FORMATS.get(fmt.lower())
     if fmt_name is None:
