@@ -78,7 +78,8 @@ def make_archive(root: Path, n: int, finished: bool, report: bool = False) -> tu
     """N inputs and, if ``finished``, N outputs with the provenance a completed run writes (and, if ``report``,
     the rows of that run's report)."""
     from pipelines.storage import Store
-    from pipelines.upscale import UpscaleJob, model_id
+    from pipelines.upscale import UpscaleJob
+    from srcore.weights import model_id
     from srcore.archs.registry import DEFAULT_MODEL
     from srcore.imageio import Picture, Provenance, decode, encode
 
@@ -118,7 +119,8 @@ def make_archive(root: Path, n: int, finished: bool, report: bool = False) -> tu
 
 def measure(n: int, skip: bool, provenance_pass: bool, tmp: str) -> dict:
     """In a fresh process, over the archive the parent made in ``tmp``: only the driver's own memory counts."""
-    from pipelines.upscale import UpscaleJob, model_id, plan
+    from pipelines.upscale import UpscaleJob, plan
+    from srcore.weights import model_id
     from srcore.archs.registry import DEFAULT_MODEL
 
     source, target = Path(tmp, "in"), Path(tmp, "out")
