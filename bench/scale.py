@@ -79,9 +79,9 @@ def make_archive(root: Path, n: int, finished: bool, report: bool = False) -> tu
     the rows of that run's report)."""
     from pipelines.storage import Store
     from pipelines.upscale import UpscaleJob
-    from srcore.weights import model_id
     from srcore.archs.registry import DEFAULT_MODEL
     from srcore.imageio import Picture, Provenance, decode, encode
+    from srcore.weights import model_id
 
     source, target = root / "in", root / "out"
     data = tiny_png()
@@ -120,8 +120,8 @@ def make_archive(root: Path, n: int, finished: bool, report: bool = False) -> tu
 def measure(n: int, skip: bool, provenance_pass: bool, tmp: str) -> dict:
     """In a fresh process, over the archive the parent made in ``tmp``: only the driver's own memory counts."""
     from pipelines.upscale import UpscaleJob, plan
-    from srcore.weights import model_id
     from srcore.archs.registry import DEFAULT_MODEL
+    from srcore.weights import model_id
 
     source, target = Path(tmp, "in"), Path(tmp, "out")
     job = UpscaleJob(input=str(source), output=str(target), previews=0)
