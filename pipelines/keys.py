@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import posixpath
 import unicodedata
-from collections import defaultdict
+from collections.abc import Sequence
 
 from srcore.imageio import EXTENSIONS, IMAGE_SUFFIXES
 from srcore.upscale import output_format
@@ -41,28 +41,42 @@ def _shorten(segment: str) -> str:
     return stem.encode()[:keep].decode(errors="ignore") + "-" + digest + ext
 
 
-def plan_outputs(relatives: list[str], fmt: str | None) -> dict[str, str]:
-    """Map each input key (relative to the input prefix) to its output key (relative to the output prefix).
+def plan_outputs(relatives: Sequence[str], fmt: str | None) -> list[str]:
+    """The output key (relative to the output prefix) of each input key (relative to the input prefix), in order.
 
     The output key is the safe input key with the output format's extension. Inputs that would share an
-    output key (``photo.jpg`` and ``photo.png`` written as PNG, or two Unicode spellings of one name) each get
-    a short hash of their own key instead, so no output overwrites another. Deterministic for a given listing.
+    output key (``photo.jpg`` and ``photo.png`` written as PNG, two Unicode spellings of one name, or two
+    cases of one, which collide on macOS and Windows) each get a short hash of their own key instead, so no
+    output overwrites another. Deterministic for a given listing.
+
+    Memory is one string per input and a 64-bit digest per distinct key (collisions are found by digest,
+    then confirmed on the keys), not dictionaries of every key: archives hold millions.
     """
-    wanted = {}
-    for rel in relatives:
-        stem = safe_relative(rel)
-        base, ext = posixpath.splitext(stem)
-        if ext.lower() in IMAGE_SUFFIXES:
-            stem = base
-        wanted[rel] = (stem, EXTENSIONS[output_format(rel, fmt)])
-    groups: dict[str, list[str]] = defaultdict(list)
-    for rel, (stem, ext) in wanted.items():
-        groups[(stem + ext).casefold()].append(rel)  # case-insensitive filesystems (macOS, Windows) collide too
-    plan = {}
-    for members in groups.values():
-        for rel in members:
-            stem, ext = wanted[rel]
-            if len(members) > 1:
-                stem = f"{stem}-{hashlib.sha1(rel.encode()).hexdigest()[:8]}"
-            plan[rel] = stem + ext
-    return plan
+    keys: list[str] = []
+    first: dict[int, int] = {}  # digest of the case-folded key -> the first input that wants it
+    others: dict[str, int] = {}  # the same, by the key itself, for keys whose digest another key has
+    collided: set[int] = set()
+    for i, rel in enumerate(relatives):
+        keys.append(_wanted_key(rel, fmt))
+        folded = keys[i].casefold()
+        j = first.setdefault(_digest(folded), i)
+        if j != i and keys[j].casefold() != folded:  # a digest shared by two keys: not a clash
+            j = others.setdefault(folded, i)
+        if j != i:
+            collided.update((j, i))
+    for i in collided:
+        stem, ext = posixpath.splitext(keys[i])
+        keys[i] = f"{stem}-{hashlib.sha1(relatives[i].encode()).hexdigest()[:8]}{ext}"
+    return keys
+
+
+def _wanted_key(relative: str, fmt: str | None) -> str:
+    stem = safe_relative(relative)
+    base, ext = posixpath.splitext(stem)
+    if ext.lower() in IMAGE_SUFFIXES:
+        stem = base
+    return stem + EXTENSIONS[output_format(relative, fmt)]
+
+
+def _digest(key: str) -> int:
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little")

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
 from srcore.imageio import IMAGE_SUFFIXES
@@ -115,6 +117,41 @@ class Store:
             and not path.startswith(excluded)
         ]
         return sorted(entries, key=lambda e: e.path)
+
+    def list_table(self, extensions: tuple[str, ...] | None = IMAGE_SUFFIXES, exclude: tuple[str, ...] = (),
+                   hidden: bool | None = False) -> pa.Table:
+        """:meth:`list` as an Arrow table (path, relative, size, version), sorted by path, for archives of
+        millions of keys: about 150 bytes an entry instead of a Python object's 1 KB.
+
+        Local folders are walked directory by directory and kept as Arrow from the start; object stores are
+        listed by the client (s3fs gathers a prefix's pages) and converted in slices of 64K keys.
+        """
+        self.check_exists()
+        builder = _ListingBuilder(extensions, exclude, hidden)
+        try:
+            if self.local and os.path.isdir(self.root):
+                for path, st in _walk_local(self.root):
+                    builder.add(path, self.root, st.st_size, f"mtime:{int(float(st.st_mtime) * 1e9)}")
+            else:
+                if self.fs.isfile(self.root):
+                    found, base = {self.root: self.fs.info(self.root)}, posixpath.dirname(self.root)
+                else:
+                    found, base = self.fs.find(self.root, detail=True), self.root
+                for path in list(found):  # in the listing's (key) order; its dicts go as entries are made
+                    info = found.pop(path)
+                    if info.get("type", "file") == "file":
+                        entry = _entry(path, base, info)
+                        builder.add(path, base, entry.size, entry.version, relative=entry.relative)
+        except (FileNotFoundError, ListingError):
+            raise
+        except Exception as exc:
+            raise ListingError(f"{self.location}: cannot list ({type(exc).__name__}: {exc})") from exc
+        table = builder.table()
+        paths = table.column("path")
+        if table.num_rows > 1 and not pc.all(pc.less_equal(paths.slice(0, table.num_rows - 1),
+                                                             paths.slice(1))).as_py():
+            table = table.sort_by("path")  # object stores list in key order already; this is the rest
+        return table
 
     def check_exists(self) -> None:
         """FileNotFoundError when the prefix or folder is not there; ListingError when the store cannot say."""
@@ -250,6 +287,75 @@ class Store:
         if real != root and not real.startswith(root.rstrip(os.sep) + os.sep):
             raise OutsideOutputError(f"{path}: refusing to write outside {self.location} (a symlink leads to "
                                      f"{real})")
+
+
+LISTING_SCHEMA = pa.schema([("path", pa.string()), ("relative", pa.string()), ("size", pa.int64()),
+                            ("version", pa.string())])
+
+
+class _ListingBuilder:
+    """Listing entries gathered into Arrow record batches of 64K rows (Python strings live one batch long)."""
+
+    BATCH = 1 << 16
+
+    def __init__(self, extensions: tuple[str, ...] | None, exclude: tuple[str, ...], hidden: bool | None):
+        self.extensions, self.hidden = extensions, hidden
+        self.excluded = tuple(e.rstrip("/") + "/" for e in exclude)
+        self.batches: list[pa.RecordBatch] = []
+        self.columns: tuple[list, list, list, list] = ([], [], [], [])
+
+    def add(self, path: str, base: str, size: int, version: str, relative: str | None = None) -> None:
+        if self.extensions is not None and not path.lower().endswith(self.extensions):
+            return
+        if self.hidden is not None and posixpath.basename(path).startswith(".") != self.hidden:
+            return
+        if self.excluded and path.startswith(self.excluded):
+            return
+        if relative is None:
+            rest = path[len(base):]
+            relative = rest[1:] if rest.startswith("/") else rest
+        for column, value in zip(self.columns, (path, relative, size, version), strict=True):
+            column.append(value)
+        if len(self.columns[0]) >= self.BATCH:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.columns[0]:
+            self.batches.append(pa.RecordBatch.from_arrays([pa.array(c, t.type) for c, t in
+                                                            zip(self.columns, LISTING_SCHEMA, strict=True)],
+                                                           schema=LISTING_SCHEMA))
+        self.columns = ([], [], [], [])
+
+    def table(self) -> pa.Table:
+        self._flush()
+        return pa.Table.from_batches(self.batches, schema=LISTING_SCHEMA)
+
+
+def _walk_local(folder: str):
+    """(path, stat) of the files under a local folder, recursively, in the order of their paths (folders are
+    visited as if named ``name/``, so the walk needs no sort of the whole listing). Symlinked folders are
+    followed and unreadable ones skipped, as fsspec's ``find`` does."""
+    try:
+        with os.scandir(folder) as it:
+            children = []
+            for entry in it:
+                try:
+                    if entry.is_dir():
+                        children.append((entry.name + "/", entry, True))
+                    elif entry.is_file():
+                        children.append((entry.name, entry, False))
+                except OSError:
+                    continue
+    except OSError:
+        return
+    for _, entry, is_dir in sorted(children, key=lambda c: c[0]):
+        if is_dir:
+            yield from _walk_local(entry.path)
+        else:
+            try:
+                yield entry.path, entry.stat()
+            except OSError:
+                continue
 
 
 def _temporary_key(path: str) -> str:

@@ -49,14 +49,14 @@ def test_unicode_is_normalised_and_long_names_are_shortened():
 def test_output_keys_keep_paths_change_extensions_and_never_collide():
     keys = ["a/photo.jpg", "a/photo.png", "b/scan.tif", "c/old.bmp", "d/café.png",
             unicodedata.normalize("NFD", "d/café.png"), "e/Case.png", "e/case.png"]
-    plan = plan_outputs(keys, None)
+    plan = dict(zip(keys, plan_outputs(keys, None), strict=True))
     assert plan["b/scan.tif"] == "b/scan.tif" and plan["c/old.bmp"] == "c/old.png"
     assert len(set(plan.values())) == len(keys)  # jpg/png, two Unicode spellings, two cases: all distinct
     assert plan["a/photo.jpg"] == "a/photo.jpg" and plan["a/photo.png"] == "a/photo.png"
-    as_png = plan_outputs(keys, "png")  # now photo.jpg and photo.png both want a/photo.png
+    as_png = dict(zip(keys, plan_outputs(keys, "png"), strict=True))  # photo.jpg and .png both want a/photo.png
     assert all(v.endswith(".png") for v in as_png.values()) and len(set(as_png.values())) == len(keys)
     assert as_png["a/photo.jpg"].startswith("a/photo-") and as_png["b/scan.tif"] == "b/scan.png"
-    assert plan_outputs(keys, None) == plan  # deterministic
+    assert dict(zip(keys, plan_outputs(keys, None), strict=True)) == plan  # deterministic
     assert output_format("x.jpeg", None) == "JPEG" and output_format("x.gif", None) == "PNG"
     with pytest.raises(ValueError, match="--format"):
         output_format("x.png", "bmp")
@@ -88,6 +88,14 @@ def test_local_store_lists_with_versions_and_writes_atomically(tmp_path):
     assert not list((tmp_path / "in" / "new").glob(".*"))  # no temporary file left
     with pytest.raises(FileNotFoundError, match="missing"):
         Store(str(tmp_path / "missing")).list()
+    # the columnar listing planning uses says the same, field for field (versions too: reruns compare them)
+    for kwargs in ({}, {"exclude": (f"{store.root}/sub",)}, {"extensions": None, "hidden": None},
+                   {"extensions": None, "hidden": True}):
+        table = store.list_table(**kwargs).to_pylist()
+        assert table == [{"path": e.path, "relative": e.relative, "size": e.size, "version": e.version}
+                         for e in store.list(**kwargs)], kwargs
+    with pytest.raises(FileNotFoundError, match="missing"):
+        Store(str(tmp_path / "missing")).list_table()
 
 
 @pytest.mark.parametrize("field, value, flag", [
@@ -157,15 +165,16 @@ def test_plan_lists_limits_samples_and_keeps_outputs_nested_in_the_input_out(tmp
     (out / "img3.png").write_bytes(b"earlier output")  # nested in the input: never listed as an input
     job = UpscaleJob(input=str(tmp_path), output=str(out), previews=2)
     manifest = plan(job, "m")
-    assert manifest.listed == 10 and len(manifest.rows) == 10
-    assert [r["input_bytes"] for r in manifest.rows] == sorted(r["input_bytes"] for r in manifest.rows)
-    assert {r["output"] for r in manifest.rows} == {str(out / f"img{i}.png") for i in range(10)}
-    assert [r["input"].endswith("img3.png") for r in manifest.rows if r["status"] == "exists"] == [True]
-    assert sum(bool(r.get("preview")) for r in manifest.rows) == 2
-    limited = plan(UpscaleJob(input=str(tmp_path), output=str(out), limit=3), "m")
-    assert sorted(r["input"][-8:] for r in limited.rows) == ["img0.png", "img1.png", "img2.png"]
-    sampled = [[r["input"] for r in plan(UpscaleJob(input=str(tmp_path), output=str(out), sample=4, seed=s), "m").rows]
-               for s in (1, 1, 2)]
+    rows = manifest.rows.to_pylist()
+    assert manifest.listed == 10 and len(rows) == 10
+    assert [r["input_bytes"] for r in rows] == sorted(r["input_bytes"] for r in rows)
+    assert {r["output"] for r in rows} == {str(out / f"img{i}.png") for i in range(10)}
+    assert [r["input"].endswith("img3.png") for r in rows if r["status"] == "exists"] == [True]
+    assert sum(bool(r.get("preview")) for r in rows) == 2
+    limited = plan(UpscaleJob(input=str(tmp_path), output=str(out), limit=3), "m").rows.to_pylist()
+    assert sorted(r["input"][-8:] for r in limited) == ["img0.png", "img1.png", "img2.png"]
+    sampled = [plan(UpscaleJob(input=str(tmp_path), output=str(out), sample=4, seed=s), "m").rows.column("input")
+               .to_pylist() for s in (1, 1, 2)]
     assert len(sampled[0]) == 4 and sampled[0] == sampled[1] and sampled[0] != sampled[2]
 
 

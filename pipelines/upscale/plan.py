@@ -6,6 +6,9 @@ import random
 from dataclasses import dataclass
 from functools import lru_cache
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from srcore.imageio import read_provenance
@@ -20,97 +23,129 @@ PROVENANCE_PROBE_BYTES = 1 << 16
 
 @dataclass
 class Manifest:
-    rows: list[dict]  # one per input to handle in this run
+    rows: pa.Table  # MANIFEST_SCHEMA and output_bytes: one row per input to handle in this run
     listed: int  # inputs found under the prefix
     temporaries: list[str]  # temporary uploads under the output prefix (writers that died, or ones at work)
-    outputs: dict[str, int]  # every other path under the output prefix (outputs, reports, leases): its size
+    outputs: pa.Table  # every other path under the output prefix (outputs, reports, leases): path, size
 
 
 def plan(job: UpscaleJob, model: str, scale: float | None = None) -> Manifest:
-    """List inputs and finished-looking outputs, pick the subset (limit/sample), assign output keys."""
+    """List inputs and finished-looking outputs, pick the subset (limit/sample), assign output keys.
+
+    Columnar from the listing on (Arrow tables, joins by ``pyarrow.compute``): a few hundred bytes of driver
+    memory per input, so archives of millions plan on a small driver (``bench/scale.py``).
+    """
     source, target = _store(job.input), _store(job.output)
     exclude = (target.root,) if _inside(job.input, job.output) else ()
-    entries = source.list(job.extensions, exclude=exclude)
-    listed = len(entries)
-    keys = plan_outputs([e.relative for e in entries], job.output_options.format)
-    if job.sample is not None and job.sample < len(entries):
-        entries = sorted(random.Random(job.seed).sample(entries, job.sample), key=lambda e: e.path)
+    entries = source.list_table(job.extensions, exclude)
+    listed = entries.num_rows
+    fmt = job.output_options.format
+    relatives = entries.column("relative").to_pylist()
+    keys = pa.array(plan_outputs(relatives, fmt), pa.string())  # over every listed input: no two share one
+    formats = pa.array([output_format(r, fmt) for r in relatives], pa.string())
+    del relatives
+    entries = entries.append_column("key", keys).append_column("format", formats)
+    if job.sample is not None and job.sample < listed:  # the same draw as sampling the sorted entries
+        entries = entries.take(sorted(random.Random(job.seed).sample(range(listed), job.sample)))
     if job.limit is not None:
-        entries = entries[: job.limit]
-    existing, temporaries = _existing_outputs(target)
-    rows = []
-    for e in entries:
-        key = keys[e.relative]
-        out_path = f"{target.root}/{key}"
-        rows.append({
-            "input": source.uri(e.path), "output": target.uri(out_path), "output_key": out_path, "input_key": e.path,
-            "input_version": e.version, "input_bytes": e.size, "model": model, "scale": scale, "run": job.run_id,
-            "output_format": output_format(e.relative, job.output_options.format),
-            "status": "exists" if out_path in existing else "",
-        })
+        entries = entries.slice(0, job.limit)
+    outputs, temporaries = _existing_outputs(target)
+    n = entries.num_rows
+    output_key = pc.binary_join_element_wise(target.root + "/", entries.column("key"), "")
+    exists = pc.is_in(output_key, value_set=outputs.column("path"))
+    rows = pa.table({
+        "input": _uris(source, entries.column("path")), "output": _uris(target, output_key),
+        "input_key": entries.column("path"), "output_key": output_key,
+        "input_version": entries.column("version"), "input_bytes": entries.column("size"),
+        "model": pa.repeat(pa.scalar(model, pa.string()), n),
+        "scale": pa.repeat(pa.scalar(scale, pa.float32()), n),
+        "run": pa.repeat(pa.scalar(job.run_id, pa.string()), n),
+        "output_format": entries.column("format"),
+        "status": pc.if_else(exists, "exists", ""),
+        "preview": pa.repeat(pa.scalar(None, pa.bool_()), n),
+        "output_bytes": pa.repeat(pa.scalar(None, pa.int64()), n),
+    })
+    del entries, output_key, exists
     if not job.overwrite:
-        _skip_what_reports_vouch_for(target, rows, existing)
+        rows = _skip_what_reports_vouch_for(target, rows, outputs)
     # similar sizes next to each other, so actor batches hold images that share forward passes
-    rows.sort(key=lambda r: (r["input_bytes"], r["input"]))
-    todo = [i for i, r in enumerate(rows) if not r["status"]]
-    if job.previews:  # spread over the size range
-        for i in todo[:: max(1, len(todo) // job.previews)][: job.previews]:
-            rows[i]["preview"] = True
-    return Manifest(rows, listed, temporaries, existing)
+    rows = rows.sort_by([("input_bytes", "ascending"), ("input", "ascending")])
+    if job.previews:  # spread over the size range, among inputs with no output yet
+        todo = np.flatnonzero(pc.equal(rows.column("status"), "").to_numpy(zero_copy_only=False))
+        chosen = todo[:: max(1, len(todo) // job.previews)][: job.previews]
+        preview = np.zeros(rows.num_rows, bool)
+        preview[chosen] = True
+        rows = rows.set_column(rows.schema.get_field_index("preview"), "preview",
+                               pa.array(np.where(preview, True, None), pa.bool_()))
+    return Manifest(rows, listed, temporaries, outputs)
 
 
-def _existing_outputs(target: Store) -> tuple[dict[str, int], list[str]]:
-    """Paths under the output prefix with their sizes, and the ``.name.<id>.tmp`` uploads (one listing)."""
+def _uris(store: Store, paths: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
+    """:meth:`Store.uri` over a column."""
+    prefix = store.uri("")
+    return pc.binary_join_element_wise(prefix, paths, "") if prefix else paths
+
+
+def _existing_outputs(target: Store) -> tuple[pa.Table, list[str]]:
+    """Paths under the output prefix with their sizes (path, size), and the ``.name.<id>.tmp`` uploads."""
     try:
-        entries = target.list(extensions=None, hidden=None)
+        listing = target.list_table(extensions=None, hidden=None)
     except FileNotFoundError:
-        return {}, []
-    existing, temporaries = {}, []
-    for entry in entries:
-        if not entry.path.rsplit("/", 1)[-1].startswith("."):
-            existing[entry.path] = entry.size
-        elif entry.path.endswith(".tmp"):
-            temporaries.append(entry.path)
-    return existing, temporaries
+        return pa.table({"path": pa.array([], pa.string()), "size": pa.array([], pa.int64())}), []
+    names = pc.utf8_slice_codeunits(pc.replace_substring_regex(listing.column("path"), r"^.*/", ""), 0, 1)
+    hidden = pc.equal(names, ".")
+    temporaries = listing.filter(pc.and_(hidden, pc.ends_with(listing.column("path"), ".tmp")))
+    return listing.filter(pc.invert(hidden)).select(["path", "size"]), temporaries.column("path").to_pylist()
 
 
 REPORTED_FINISHED = ("ok", "skipped")
 
 
-def _skip_what_reports_vouch_for(target: Store, rows: list[dict], existing: dict[str, int]) -> int:
+def _skip_what_reports_vouch_for(target: Store, rows: pa.Table, outputs: pa.Table) -> pa.Table:
     """Mark ``skipped`` the rows whose output the latest report to mention it says was written (or found
     finished) from this input version with this model and scale, and which is still there at that size.
 
     One read of the earlier reports' rows replaces a provenance read per output: a rerun over a finished archive
     starts no task for them. Outputs no report vouches for are checked by their provenance, as before. Only the
     latest word on each output counts (reports are named by their run's start time), so an output that a later
-    run replaced with another model's is not taken for this one's.
+    run replaced with another model's is not taken for this one's. Joins run in Arrow: no Python object per row.
     """
     prefix = f"{target.root}/{REPORT_FOLDER}/"
-    parts = sorted(p for p in existing if p.startswith(prefix) and "/rows/" in p and p.endswith(".parquet"))
-    candidates = [r for r in rows if r["status"] == "exists"]
-    if not parts or not candidates:
-        return 0
-    latest: dict[str, tuple] = {}
+    paths = outputs.column("path")
+    is_part = pc.and_(pc.and_(pc.starts_with(paths, prefix), pc.match_substring(paths, "/rows/")),
+                      pc.ends_with(paths, ".parquet"))
+    parts = sorted(outputs.filter(is_part).column("path").to_pylist())
+    if not parts or not pc.any(pc.equal(rows.column("status"), "exists")).as_py():
+        return rows
     columns = ["input", "input_version", "model", "scale", "output", "status", "output_bytes"]
     try:
-        for part in parts:
-            for r in pq.read_table(part, filesystem=target.fs, columns=columns).to_pylist():
-                if r["status"] in REPORTED_FINISHED and r["output_bytes"] is not None:
-                    latest[r["output"]] = (r["input"], r["input_version"], r["model"], f"{r['scale']:g}",
-                                           r["output_bytes"])
+        said = []
+        for part in reversed(parts):  # the latest report first, and in each its last row first
+            t = pq.read_table(part, filesystem=target.fs, columns=columns)
+            t = t.filter(pc.and_(pc.is_in(t.column("status"), value_set=pa.array(REPORTED_FINISHED)),
+                                 pc.is_valid(t.column("output_bytes"))))
+            said.append(t.drop_columns(["status"]).take(np.arange(t.num_rows - 1, -1, -1)))
+        said = pa.concat_tables(said)
     except Exception as exc:  # an unreadable report: every output is checked by its provenance instead
         print(f"[srcore] warning: earlier reports unreadable ({type(exc).__name__}: {exc}); checking each "
               "output's provenance instead", flush=True)
-        return 0
-    skipped = 0
-    for row in candidates:
-        word = latest.get(row["output"])
-        want = (row["input"], row["input_version"], row["model"], f"{row['scale']:g}")
-        if word and word[:4] == want and existing.get(row["output_key"]) == word[4]:
-            row.update(status="skipped", output_bytes=word[4])
-            skipped += 1
-    return skipped
+        return rows
+    # each row's latest word: index_in finds an output's first occurrence, which is its latest
+    word = pc.index_in(rows.column("output"), value_set=said.column("output"))
+    found = pc.index_in(rows.column("output_key"), value_set=outputs.column("path"))
+    found_bytes = outputs.column("size").take(found)
+    vouched = pc.and_(pc.equal(rows.column("status"), "exists"), pc.is_valid(word))
+    for mine, theirs in [("input", "input"), ("input_version", "input_version"), ("model", "model")]:
+        vouched = pc.and_(vouched, pc.equal(rows.column(mine), said.column(theirs).take(word)))
+    said_scale = pc.cast(said.column("scale"), pa.float32()).take(word)
+    said_bytes = said.column("output_bytes").take(word)
+    vouched = pc.and_(vouched, pc.and_(pc.equal(rows.column("scale"), said_scale),
+                                       pc.equal(found_bytes, said_bytes)))
+    vouched = pc.fill_null(vouched, False)
+    status = pc.if_else(vouched, "skipped", rows.column("status"))
+    rows = rows.set_column(rows.schema.get_field_index("status"), "status", status)
+    return rows.set_column(rows.schema.get_field_index("output_bytes"), "output_bytes",
+                           pc.if_else(vouched, found_bytes, pa.scalar(None, pa.int64())))
 
 
 def remove_temporaries(target: Store, paths: list[str]) -> int:

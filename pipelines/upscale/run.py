@@ -5,7 +5,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..lease import Lease, held_elsewhere
 from .options import REPORT_FOLDER, UpscaleJob
@@ -48,30 +50,42 @@ def run(job: UpscaleJob, progress: bool = True, connect=None) -> RunResult:
         removed = _remove_dead_writers_temporaries(target, lease_path, manifest.temporaries, manifest.outputs)
         if removed:
             print(f"[srcore] removed {removed} temporary uploads left by killed writers", flush=True)
-        todo = [r for r in manifest.rows if r["status"] != "skipped"]
-        print(f"[srcore] {manifest.listed} images under {job.input}; {len(manifest.rows)} in this run, "
-              f"{len(manifest.rows) - len(todo)} finished by earlier runs; model {name}", flush=True)
-        rows = [_table([r for r in manifest.rows if r["status"] == "skipped"], OUTPUT_SCHEMA)]
-        if todo:
+        skipped = pc.equal(manifest.rows.column("status"), "skipped")
+        todo = manifest.rows.filter(pc.invert(skipped))
+        print(f"[srcore] {manifest.listed} images under {job.input}; {manifest.rows.num_rows} in this run, "
+              f"{manifest.rows.num_rows - todo.num_rows} finished by earlier runs; model {name}", flush=True)
+        rows = [_conform(manifest.rows.filter(skipped), OUTPUT_SCHEMA)]
+        listed = manifest.listed
+        del manifest, skipped  # todo and the skipped rows are copies: the whole manifest goes
+        if todo.num_rows:
             if connect is not None:
                 connect()
             rows += _process(job, model, todo, progress)
             existing, temporaries = _existing_outputs(target)  # left by this run's actors that were killed
             _remove_dead_writers_temporaries(target, lease_path, temporaries, existing)
-        table = pa.concat_tables([t.select(OUTPUT_SCHEMA.names).cast(OUTPUT_SCHEMA) for t in rows])
-        summary = summarize(table, job, manifest.listed, time.time() - start)
+        table = pa.concat_tables([_conform(t, OUTPUT_SCHEMA) for t in rows])
+        summary = summarize(table, job, listed, time.time() - start)
         write_report(table, summary, job.report_location)
         return RunResult(summary, table.drop_columns([n for n, _ in PREVIEW_FIELDS]), job.report_location)
 
 
-def _remove_dead_writers_temporaries(target, lease_path: str, temporaries: list[str], listed) -> int:
+def _remove_dead_writers_temporaries(target, lease_path: str, temporaries: list[str], listed: pa.Table) -> int:
     """Under our lease no other writer is at work in the prefix, except runs holding a lease on a nested
     prefix of their own: every other temporary upload was left by a writer that is gone."""
-    nested = tuple(held_elsewhere(target, listed, lease_path))
+    paths = listed.column("path")
+    leases = listed.filter(pc.ends_with(paths, "/_reports/lease.json")).column("path").to_pylist()
+    nested = tuple(held_elsewhere(target, leases, lease_path))
     return remove_temporaries(target, [t for t in temporaries if not t.startswith(nested)])
 
 
-def _process(job: UpscaleJob, model, todo: list[dict], progress: bool) -> list[pa.Table]:
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` with exactly ``schema``'s columns: cast where present, nulls where not."""
+    columns = [table.column(f.name).cast(f.type) if f.name in table.column_names else pa.nulls(table.num_rows, f.type)
+               for f in schema]
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _process(job: UpscaleJob, model, todo: pa.Table, progress: bool) -> list[pa.Table]:
     """Decode on CPU tasks, upscale and write on the actor pool; report rows for every input of ``todo``."""
     import ray
     from ray.data import ActorPoolStrategy
@@ -81,7 +95,7 @@ def _process(job: UpscaleJob, model, todo: list[dict], progress: bool) -> list[p
         gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
     max_actors = job.max_actors or _default_max_actors(gpus, job)
     min_actors = min(job.min_actors, max_actors)
-    print(f"[srcore] {len(todo)} to decode and upscale on {f'{gpus:g}-GPU' if gpus else 'CPU'} actors: "
+    print(f"[srcore] {todo.num_rows} to decode and upscale on {f'{gpus:g}-GPU' if gpus else 'CPU'} actors: "
           f"{min_actors}..{max_actors}", flush=True)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = progress
@@ -91,9 +105,11 @@ def _process(job: UpscaleJob, model, todo: list[dict], progress: bool) -> list[p
     model_ref = [ray.put(model)]
     rows: list[pa.Table] = []
 
-    def execute(manifest_rows: list[dict], per_block: int) -> None:
-        blocks = [_table(manifest_rows[i : i + per_block], MANIFEST_SCHEMA)
-                  for i in range(0, len(manifest_rows), per_block)]
+    def execute(manifest_rows: pa.Table, per_block: int) -> None:
+        manifest_rows = manifest_rows.select(MANIFEST_SCHEMA.names)
+        # each block its own copy (take), not a slice of the whole: a slice would carry every row's buffers
+        blocks = [manifest_rows.take(np.arange(i, min(i + per_block, manifest_rows.num_rows)))
+                  for i in range(0, manifest_rows.num_rows, per_block)]
         ds = ray.data.from_arrow(blocks)
         # Task-only arguments (retries of a decode task whose worker died) also keep Ray from fusing
         # decoding into the actors: it stays on CPU tasks, the actors only upscale and write.
@@ -116,18 +132,22 @@ def _process(job: UpscaleJob, model, todo: list[dict], progress: bool) -> list[p
 
     execute(todo, job.images_per_batch)
     lost = _without_rows(todo, rows)
-    if lost:
-        print(f"[srcore] {len(lost)} inputs were in batches whose workers died; retrying each alone", flush=True)
+    if lost.num_rows:
+        print(f"[srcore] {lost.num_rows} inputs were in batches whose workers died; retrying each alone",
+              flush=True)
         execute(lost, 1)
         rows.append(_table([dict(r, status="failed", error=f"{r['input']}: {WORKER_DIED}")
-                            for r in _without_rows(lost, rows)], OUTPUT_SCHEMA))
+                            for r in _without_rows(lost, rows).to_pylist()], OUTPUT_SCHEMA))
     return rows
 
 
-def _without_rows(manifest_rows: list[dict], tables: list[pa.Table]) -> list[dict]:
+def _without_rows(manifest_rows: pa.Table, tables: list[pa.Table]) -> pa.Table:
     """The manifest rows that no report row answers (their blocks were dropped)."""
-    answered = {i for t in tables for i in t.column("input").to_pylist()}
-    return [r for r in manifest_rows if r["input"] not in answered]
+    answered = [t.column("input") for t in tables if t.num_rows]
+    if not answered:
+        return manifest_rows
+    seen = pa.chunked_array([c for a in answered for c in a.chunks], pa.string()).combine_chunks()
+    return manifest_rows.filter(pc.invert(pc.is_in(manifest_rows.column("input"), value_set=seen)))
 
 
 def _default_max_actors(gpus: float, job: UpscaleJob) -> int:
