@@ -12,6 +12,10 @@ import posixpath
 import unicodedata
 from collections.abc import Sequence
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from srcore.imageio import EXTENSIONS, IMAGE_SUFFIXES
 from srcore.upscale import output_format
 
@@ -47,27 +51,44 @@ def plan_outputs(relatives: Sequence[str], fmt: str | None) -> list[str]:
     The output key is the safe input key with the output format's extension. Inputs that would share an
     output key (``photo.jpg`` and ``photo.png`` written as PNG, two Unicode spellings of one name, or two
     cases of one, which collide on macOS and Windows) each get a short hash of their own key instead, so no
-    output overwrites another. Deterministic for a given listing.
-
-    Memory is one string per input and a 64-bit digest per distinct key (collisions are found by digest,
-    then confirmed on the keys), not dictionaries of every key: archives hold millions.
+    output overwrites another. Deterministic for a given listing. (:func:`plan_output_keys` on Arrow.)
     """
-    keys: list[str] = []
-    first: dict[int, int] = {}  # digest of the case-folded key -> the first input that wants it
-    others: dict[str, int] = {}  # the same, by the key itself, for keys whose digest another key has
-    collided: set[int] = set()
-    for i, rel in enumerate(relatives):
-        keys.append(_wanted_key(rel, fmt))
-        folded = keys[i].casefold()
-        j = first.setdefault(_digest(folded), i)
-        if j != i and keys[j].casefold() != folded:  # a digest shared by two keys: not a clash
-            j = others.setdefault(folded, i)
-        if j != i:
-            collided.update((j, i))
+    return plan_output_keys(pa.array(relatives, pa.string()), fmt).to_pylist()
+
+
+def plan_output_keys(relatives: pa.Array | pa.ChunkedArray, fmt: str | None,
+                     chunk: int = 1 << 16) -> pa.Array:
+    """:func:`plan_outputs` over an Arrow column, for archives of millions: keys are made a slice at a time
+    and kept in Arrow; clashes are found by sorting 64-bit digests of the case-folded keys (16 bytes an input),
+    then confirmed on the keys themselves."""
+    relatives = relatives.combine_chunks() if isinstance(relatives, pa.ChunkedArray) else relatives
+    pieces, digests = [], np.empty(len(relatives), np.uint64)
+    for start in range(0, len(relatives), chunk):
+        keys = [_wanted_key(r, fmt) for r in relatives.slice(start, chunk).to_pylist()]
+        digests[start : start + len(keys)] = [_digest(k.casefold()) for k in keys]
+        pieces.append(pa.array(keys, pa.string()))
+    keys = pa.concat_arrays(pieces) if pieces else pa.array([], pa.string())
+    order = np.argsort(digests, kind="stable")
+    same = np.flatnonzero(digests[order][1:] == digests[order][:-1])
+    groups: dict[int, list[int]] = {}  # digest -> inputs sharing it
+    for i in same:
+        groups.setdefault(int(digests[order[i]]), [int(order[i])]).append(int(order[i + 1]))
+    collided = []
+    for members in groups.values():
+        by_key: dict[str, list[int]] = {}
+        for i in members:  # a shared digest is a clash only where the keys themselves are equal
+            by_key.setdefault(keys[i].as_py().casefold(), []).append(i)
+        collided += [i for clash in by_key.values() if len(clash) > 1 for i in clash]
+    if not collided:
+        return keys
+    collided.sort()
+    renamed = []
     for i in collided:
-        stem, ext = posixpath.splitext(keys[i])
-        keys[i] = f"{stem}-{hashlib.sha1(relatives[i].encode()).hexdigest()[:8]}{ext}"
-    return keys
+        stem, ext = posixpath.splitext(keys[i].as_py())
+        renamed.append(f"{stem}-{hashlib.sha1(relatives[i].as_py().encode()).hexdigest()[:8]}{ext}")
+    mask = np.zeros(len(keys), bool)
+    mask[collided] = True
+    return pc.replace_with_mask(keys, pa.array(mask), pa.array(renamed, pa.string()))
 
 
 def _wanted_key(relative: str, fmt: str | None) -> str:

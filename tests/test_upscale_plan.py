@@ -21,6 +21,7 @@ from pipelines.lease import Lease, LeaseHeld
 from pipelines.report import histogram_svg, render_html
 from pipelines.storage import Store
 from pipelines.upscale import OUTPUT_SCHEMA, UpscaleJob, output_is_finished, plan, preview_pair
+from pipelines.upscale.plan import _formats
 from pipelines.upscale.run import _remove_dead_writers_temporaries
 from srcore.imageio import Picture, Provenance, encode, read_provenance
 from srcore.metrics import lr_consistency
@@ -58,6 +59,15 @@ def test_output_keys_keep_paths_change_extensions_and_never_collide():
     assert as_png["a/photo.jpg"].startswith("a/photo-") and as_png["b/scan.tif"] == "b/scan.png"
     assert dict(zip(keys, plan_outputs(keys, None), strict=True)) == plan  # deterministic
     assert output_format("x.jpeg", None) == "JPEG" and output_format("x.gif", None) == "PNG"
+    # clashes are found by digest and confirmed on the keys: with every digest equal, the same keys clash
+    from pipelines import keys as keys_module
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(keys_module, "_digest", lambda key: 7)
+        assert dict(zip(keys, plan_outputs(keys, None), strict=True)) == plan
+    formats = _formats(pa.chunked_array([["a/b.PNG", "c/d", "e.f/g", "x.jpeg", "a/b.", "z/..a.b.webp", "t.TIFF"]]),
+                       None).to_pylist()
+    assert formats == ["PNG", "PNG", "PNG", "JPEG", "PNG", "WEBP", "TIFF"]
     with pytest.raises(ValueError, match="--format"):
         output_format("x.png", "bmp")
 

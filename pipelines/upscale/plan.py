@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 from srcore.imageio import read_provenance
 from srcore.upscale import output_format
 
-from ..keys import plan_outputs
+from ..keys import plan_output_keys
 from ..storage import Store
 from .options import REPORT_FOLDER, UpscaleJob, _inside
 
@@ -40,11 +40,9 @@ def plan(job: UpscaleJob, model: str, scale: float | None = None) -> Manifest:
     entries = source.list_table(job.extensions, exclude)
     listed = entries.num_rows
     fmt = job.output_options.format
-    relatives = entries.column("relative").to_pylist()
-    keys = pa.array(plan_outputs(relatives, fmt), pa.string())  # over every listed input: no two share one
-    formats = pa.array([output_format(r, fmt) for r in relatives], pa.string())
-    del relatives
-    entries = entries.append_column("key", keys).append_column("format", formats)
+    keys = plan_output_keys(entries.column("relative"), fmt)  # over every listed input: no two share one
+    entries = entries.append_column("key", keys).append_column("format", _formats(entries.column("relative"), fmt))
+    del keys
     if job.sample is not None and job.sample < listed:  # the same draw as sampling the sorted entries
         entries = entries.take(sorted(random.Random(job.seed).sample(range(listed), job.sample)))
     if job.limit is not None:
@@ -80,6 +78,15 @@ def plan(job: UpscaleJob, model: str, scale: float | None = None) -> Manifest:
     return Manifest(rows, listed, temporaries, outputs)
 
 
+def _formats(relatives: pa.ChunkedArray, fmt: str | None) -> pa.Array:
+    """The output format of each input (:func:`srcore.upscale.output_format`: by extension, or ``fmt``)."""
+    # posixpath.splitext's extension: the basename's last dot segment, after at least one other character
+    extensions = pc.struct_field(pc.extract_regex(relatives, r"[^/.][^/]*(?P<ext>\.[^./]*)$"), [0])
+    distinct = pc.unique(extensions).to_pylist()
+    formats = pa.array([output_format(f"x{e or ''}", fmt) for e in distinct], pa.string())
+    return formats.take(pc.index_in(extensions, value_set=pa.array(distinct, pa.string())))
+
+
 def _uris(store: Store, paths: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
     """:meth:`Store.uri` over a column."""
     prefix = store.uri("")
@@ -92,10 +99,12 @@ def _existing_outputs(target: Store) -> tuple[pa.Table, list[str]]:
         listing = target.list_table(extensions=None, hidden=None)
     except FileNotFoundError:
         return pa.table({"path": pa.array([], pa.string()), "size": pa.array([], pa.int64())}), []
-    names = pc.utf8_slice_codeunits(pc.replace_substring_regex(listing.column("path"), r"^.*/", ""), 0, 1)
-    hidden = pc.equal(names, ".")
-    temporaries = listing.filter(pc.and_(hidden, pc.ends_with(listing.column("path"), ".tmp")))
-    return listing.filter(pc.invert(hidden)).select(["path", "size"]), temporaries.column("path").to_pylist()
+    paths = listing.column("path")
+    hidden = pc.match_substring_regex(paths, r"(^|/)\.[^/]*$")  # names starting with a dot
+    temporaries = listing.filter(pc.and_(hidden, pc.ends_with(paths, ".tmp"))).column("path").to_pylist()
+    if pc.any(hidden).as_py():
+        listing = listing.filter(pc.invert(hidden))
+    return listing.select(["path", "size"]), temporaries
 
 
 REPORTED_FINISHED = ("ok", "skipped")
@@ -118,27 +127,23 @@ def _skip_what_reports_vouch_for(target: Store, rows: pa.Table, outputs: pa.Tabl
     if not parts or not pc.any(pc.equal(rows.column("status"), "exists")).as_py():
         return rows
     columns = ["input", "input_version", "model", "scale", "output", "status", "output_bytes"]
-    try:
-        said = []
-        for part in reversed(parts):  # the latest report first, and in each its last row first
-            t = pq.read_table(part, filesystem=target.fs, columns=columns)
-            t = t.filter(pc.and_(pc.is_in(t.column("status"), value_set=pa.array(REPORTED_FINISHED)),
-                                 pc.is_valid(t.column("output_bytes"))))
-            said.append(t.drop_columns(["status"]).take(np.arange(t.num_rows - 1, -1, -1)))
-        said = pa.concat_tables(said)
+    try:  # the latest report first: a report names each output once, so an output's first row is its latest
+        said = pa.concat_tables([pq.read_table(part, filesystem=target.fs, columns=columns)
+                                 for part in reversed(parts)])
     except Exception as exc:  # an unreadable report: every output is checked by its provenance instead
         print(f"[srcore] warning: earlier reports unreadable ({type(exc).__name__}: {exc}); checking each "
               "output's provenance instead", flush=True)
         return rows
-    # each row's latest word: index_in finds an output's first occurrence, which is its latest
-    word = pc.index_in(rows.column("output"), value_set=said.column("output"))
+    word = pc.index_in(rows.column("output"), value_set=said.column("output"))  # each row's latest word
     found = pc.index_in(rows.column("output_key"), value_set=outputs.column("path"))
     found_bytes = outputs.column("size").take(found)
-    vouched = pc.and_(pc.equal(rows.column("status"), "exists"), pc.is_valid(word))
-    for mine, theirs in [("input", "input"), ("input_version", "input_version"), ("model", "model")]:
-        vouched = pc.and_(vouched, pc.equal(rows.column(mine), said.column(theirs).take(word)))
-    said_scale = pc.cast(said.column("scale"), pa.float32()).take(word)
     said_bytes = said.column("output_bytes").take(word)
+    # a latest word that is not "finished" (a later run failed on it) vouches for nothing: provenance decides
+    vouched = pc.and_(pc.equal(rows.column("status"), "exists"),
+                      pc.is_in(said.column("status").take(word), value_set=pa.array(REPORTED_FINISHED)))
+    for column in ("input", "input_version", "model"):
+        vouched = pc.and_(vouched, pc.equal(rows.column(column), said.column(column).take(word)))
+    said_scale = pc.cast(said.column("scale"), pa.float32()).take(word)
     vouched = pc.and_(vouched, pc.and_(pc.equal(rows.column("scale"), said_scale),
                                        pc.equal(found_bytes, said_bytes)))
     vouched = pc.fill_null(vouched, False)
