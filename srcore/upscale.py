@@ -93,7 +93,8 @@ class OutputOptions:
     format: str | None = _flag(None, "output format (default: the input's, PNG for formats srcore cannot write)",
                                choices=tuple(sorted(FORMATS)))
     quality: int = _flag(95, "JPEG/WebP quality", parse=int)
-    png_compression: int = _flag(1, "PNG zlib level 0-9 (1: fastest; 6+ for ~7%% smaller files, 4.5x slower)", parse=int)
+    png_compression: int = _flag(1, "PNG zlib level 0-9 (1: fastest; 6+ for ~7%% smaller files, 4.5x slower)",
+                                 parse=int)
     alpha: str = _flag("bicubic", "how alpha is upscaled", choices=ALPHA_MODES)
     outscale: float | None = _flag(None, "final scale (default: the model's)", parse=float)
     max_input_pixels: int | None = _flag(DEFAULT_MAX_PIXELS, "refuse larger inputs before decoding "
