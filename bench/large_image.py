@@ -14,6 +14,7 @@ output size, seconds, the peak RSS and the bound of docs/engine.md ("Large outpu
 
     python bench/large_image.py --side 12000                      # the bundled x4 model: 48000x48000 out
     python bench/large_image.py --side 12000 --model tiny-x2      # what tests/test_streaming.py runs
+    python bench/large_image.py --side 2000 --folder /tmp/large   # keep the files
 """
 
 from __future__ import annotations
@@ -79,8 +80,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--side", type=int, default=12000)
     p.add_argument("--model", default="srcore-compact-x4", help="a model name or file, or tiny-x2")
+    p.add_argument("--folder", help="keep the input (large.png) and output (out/large.png) here "
+                   "(default: a temporary folder, removed)")
     args = p.parse_args()
-    with tempfile.TemporaryDirectory() as folder:
+    with tempfile.TemporaryDirectory() as temporary:
+        folder = args.folder or temporary
+        Path(folder).mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
         result = subprocess.run([sys.executable, "-c", CHILD.format(root=str(ROOT)), str(args.side), folder,
                                  args.model], capture_output=True, text=True)

@@ -54,7 +54,6 @@ class FileEntry:
     path: str  # inside the filesystem (bucket/key or absolute local path)
     relative: str  # the key below the listed prefix, as stored (never normalised: "a/../b" stays)
     size: int
-    mtime_ns: int
     version: str = ""  # the object's ETag where the store has one, else "mtime:<ns>": changes when it is rewritten
 
 
@@ -98,25 +97,9 @@ class Store:
         """Files under the prefix (recursively) whose names end with one of ``extensions`` (None: any), sorted.
 
         Hidden names (``.x``: temporary uploads) are left out; ``hidden=True`` lists only them, None both.
-        Paths under ``exclude`` are left out.
+        Paths under ``exclude`` are left out. (:meth:`list_table` as objects, for small listings.)
         """
-        self.check_exists()
-        try:
-            if self.fs.isfile(self.root):
-                found, base = {self.root: self.fs.info(self.root)}, posixpath.dirname(self.root)
-            else:
-                found, base = self.fs.find(self.root, detail=True), self.root
-        except Exception as exc:
-            raise ListingError(f"{self.location}: cannot list ({type(exc).__name__}: {exc})") from exc
-        excluded = tuple(e.rstrip("/") + "/" for e in exclude)
-        entries = [
-            _entry(path, base, info) for path, info in found.items()
-            if info.get("type", "file") == "file"
-            and (extensions is None or path.lower().endswith(extensions))
-            and (hidden is None or posixpath.basename(path).startswith(".") == hidden)
-            and not path.startswith(excluded)
-        ]
-        return sorted(entries, key=lambda e: e.path)
+        return [FileEntry(**row) for row in self.list_table(extensions, exclude, hidden).to_pylist()]
 
     def list_table(self, extensions: tuple[str, ...] | None = IMAGE_SUFFIXES, exclude: tuple[str, ...] = (),
                    hidden: bool | None = False) -> pa.Table:
@@ -377,7 +360,7 @@ def _entry(path: str, base: str, info: dict) -> FileEntry:
     # one separator off, no more: "in//a.png" below "in" is "/a.png", a different key from "a.png"
     rest = path[len(base):] if path.startswith(base) else "/" + posixpath.basename(path)
     relative = rest[1:] if rest.startswith("/") else rest
-    return FileEntry(path, relative, int(info.get("size") or info.get("Size") or 0), mtime_ns, version)
+    return FileEntry(path, relative, int(info.get("size") or info.get("Size") or 0), version)
 
 
 def list_files(location: str, extensions: tuple[str, ...] | None = IMAGE_SUFFIXES,

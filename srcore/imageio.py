@@ -353,9 +353,7 @@ def _encode_png(picture: Picture, provenance: Provenance | None, level: int) -> 
     is one vectorised pass), the writer large outputs stream through, so every PNG is written one way."""
     from .png_writer import PngWriter
 
-    pixels = picture.pixels
-    if pixels.dtype == np.uint16 and pixels.shape[2] == 2:  # 16-bit gray + alpha -> RGBA, as decoders expect
-        pixels = np.concatenate([np.repeat(pixels[..., :1], 3, axis=2), pixels[..., 1:]], axis=2)
+    pixels = _la16_as_rgba(picture.pixels)
     buf = io.BytesIO()
     h, w, c = pixels.shape
     writer = PngWriter(buf, w, h, c, pixels.dtype, level, png_chunks(picture, provenance))
@@ -364,12 +362,17 @@ def _encode_png(picture: Picture, provenance: Provenance | None, level: int) -> 
     return buf.getvalue()
 
 
+def _la16_as_rgba(pixels: np.ndarray) -> np.ndarray:
+    """16-bit gray + alpha as RGBA (what decoders expect of 16 bits with alpha); other pixels unchanged."""
+    if pixels.dtype != np.uint16 or pixels.shape[2] != 2:
+        return pixels
+    return np.concatenate([np.repeat(pixels[..., :1], 3, axis=2), pixels[..., 1:]], axis=2)
+
+
 def _encode_16bit_colour_tiff(picture: Picture, provenance: Provenance | None) -> bytes:
     import tifffile
 
-    pixels = picture.pixels
-    if pixels.shape[2] == 2:  # 16-bit gray + alpha -> RGBA
-        pixels = np.concatenate([np.repeat(pixels[..., :1], 3, axis=2), pixels[..., 1:]], axis=2)
+    pixels = _la16_as_rgba(picture.pixels)
     extratags = []
     if picture.icc_profile:
         extratags.append((34675, "B", len(picture.icc_profile), picture.icc_profile, True))

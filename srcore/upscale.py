@@ -17,7 +17,7 @@ from typing import BinaryIO
 from .atomic import atomic_path
 from .imageio import DEFAULT_MAX_PIXELS, EXTENSIONS, FORMATS, Picture, Provenance, decode, encode, png_chunks
 from .inference import Upscaler
-from .metrics import LrCheck
+from .metrics import LR_CHECK_PIXELS, LrCheck
 from .modes import ALPHA_MODES, band_assembler
 from .png_writer import PngWriter
 
@@ -201,7 +201,8 @@ def stream_png(upscaler: Upscaler, source: Picture, options: OutputOptions, prov
     s = upscaler.scale
     writer = PngWriter(file, w * s, h * s, c, pixels.dtype, options.png_compression,
                        png_chunks(source, provenance))
-    check = LrCheck(pixels, s) if lr_check else None
+    # an LR check of the whole output would hold it: beyond 16 MP out it is scored on crops, band by band
+    check = LrCheck(pixels, s, min(LR_CHECK_PIXELS, STREAM_OUTPUT_PIXELS // (4 * s * s))) if lr_check else None
     for row0, band in bands:
         writer.write(band)
         if check is not None:

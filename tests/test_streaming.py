@@ -10,6 +10,7 @@ import io
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,6 +23,8 @@ from srcore.imageio import Picture, Provenance, decode, read_provenance
 from srcore.metrics import lr_consistency
 from srcore.png_writer import PngWriter
 from srcore.upscale import OutputOptions, stream_png, streams, upscale_file
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def tiny_x2() -> torch.nn.Module:
@@ -103,32 +106,6 @@ def test_the_cli_path_streams_large_outputs_to_the_same_pixels(tmp_path, monkeyp
     assert [p.name for p in (tmp_path / "streamed").iterdir()] == ["in.png"]  # no temporaries left
 
 
-HUGE = """
-import json, resource, sys, time
-import numpy as np, torch
-from PIL import Image
-import srcore
-from srcore.upscale import upscale_file
-side, folder = int(sys.argv[1]), sys.argv[2]
-yy = np.arange(side, dtype=np.uint16)[:, None]
-xx = np.arange(side, dtype=np.uint16)[None, :]
-image = np.empty((side, side, 3), np.uint8)
-image[..., 0] = (xx // 47).astype(np.uint8)
-image[..., 1] = (yy // 47).astype(np.uint8)
-image[..., 2] = ((xx + yy) % 256).astype(np.uint8)
-Image.fromarray(image).save(folder + "/huge.png", compress_level=1)
-del image
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
-torch.manual_seed(0)
-model = srcore.create_model("realesr-animevideov3", num_feat=8, num_conv=2, upscale=2)
-up = srcore.Upscaler(model)  # defaults: tile 512
-start = time.perf_counter()
-path, size = upscale_file(up, folder + "/huge.png", folder + "/out", "tiny-x2")
-print(json.dumps({"size": size, "seconds": time.perf_counter() - start, "before_gb": before,
-                  "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6}))
-"""
-
-
 @pytest.mark.slow
 def test_a_12000x12000_input_completes_within_a_stated_peak_rss(tmp_path):
     """12000x12000 (144 MP) x2 -> 24000x24000 PNG (576 MP: 1.7 GB of pixels) in a bounded process.
@@ -137,13 +114,14 @@ def test_a_12000x12000_input_completes_within_a_stated_peak_rss(tmp_path):
     (0.43 GB) + 3 x one tile row's float accumulator (3 x 1120 x 24000 x 4 B = 0.32 GB): 2.1 GB; measured
     2.09 GB. Made whole, the output alone would be 1.7 GB, and its PNG filtering a second copy.
     """
-    result = subprocess.run([sys.executable, "-c", HUGE, "12000", str(tmp_path)], capture_output=True, text=True,
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / "large_image.py"), "--side", "12000",
+                             "--model", "tiny-x2", "--folder", str(tmp_path)], capture_output=True, text=True,
                             timeout=1200)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     print(report)
-    assert report["size"] == [24000, 24000]
-    data = (tmp_path / "out" / "huge.png").read_bytes()
+    assert report["output"] == [24000, 24000]
+    data = (tmp_path / "out" / "large.png").read_bytes()
     header = Image.open(io.BytesIO(data[:4096]))
     assert header.size == (24000, 24000) and header.mode == "RGB"
     assert read_provenance(data[:65536])["model"] == "tiny-x2"
