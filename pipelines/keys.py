@@ -58,37 +58,60 @@ def plan_outputs(relatives: Sequence[str], fmt: str | None) -> list[str]:
 
 def plan_output_keys(relatives: pa.Array | pa.ChunkedArray, fmt: str | None,
                      chunk: int = 1 << 16) -> pa.Array:
-    """:func:`plan_outputs` over an Arrow column, for archives of millions: keys are made a slice at a time
-    and kept in Arrow; clashes are found by sorting 64-bit digests of the case-folded keys (16 bytes an input),
-    then confirmed on the keys themselves."""
+    """:func:`plan_outputs` over an Arrow column: keys made a slice at a time (:func:`wanted_keys`), clashes
+    found on their digests (:func:`clashing`) and renamed (:func:`renamed_keys`)."""
     relatives = relatives.combine_chunks() if isinstance(relatives, pa.ChunkedArray) else relatives
-    pieces, digests = [], np.empty(len(relatives), np.uint64)
+    pieces, digests = [], []
     for start in range(0, len(relatives), chunk):
-        keys = [_wanted_key(r, fmt) for r in relatives.slice(start, chunk).to_pylist()]
-        digests[start : start + len(keys)] = [_digest(k.casefold()) for k in keys]
+        keys, key_digests = wanted_keys(relatives.slice(start, chunk).to_pylist(), fmt)
         pieces.append(pa.array(keys, pa.string()))
+        digests.append(key_digests)
     keys = pa.concat_arrays(pieces) if pieces else pa.array([], pa.string())
-    order = np.argsort(digests, kind="stable")
-    same = np.flatnonzero(digests[order][1:] == digests[order][:-1])
-    groups: dict[int, list[int]] = {}  # digest -> inputs sharing it
-    for i in same:
-        groups.setdefault(int(digests[order[i]]), [int(order[i])]).append(int(order[i + 1]))
-    collided = []
-    for members in groups.values():
-        by_key: dict[str, list[int]] = {}
-        for i in members:  # a shared digest is a clash only where the keys themselves are equal
-            by_key.setdefault(keys[i].as_py().casefold(), []).append(i)
-        collided += [i for clash in by_key.values() if len(clash) > 1 for i in clash]
-    if not collided:
+    candidates = clashing(np.concatenate(digests) if digests else np.empty(0, np.uint64))
+    if not len(candidates):
         return keys
-    collided.sort()
-    renamed = []
-    for i in collided:
-        stem, ext = posixpath.splitext(keys[i].as_py())
-        renamed.append(f"{stem}-{hashlib.sha1(relatives[i].as_py().encode()).hexdigest()[:8]}{ext}")
+    renamed = renamed_keys([(int(i), keys[int(i)].as_py(), relatives[int(i)].as_py()) for i in candidates])
+    if not renamed:
+        return keys
     mask = np.zeros(len(keys), bool)
-    mask[collided] = True
-    return pc.replace_with_mask(keys, pa.array(mask), pa.array(renamed, pa.string()))
+    mask[sorted(renamed)] = True
+    return pc.replace_with_mask(keys, pa.array(mask), pa.array([renamed[i] for i in sorted(renamed)], pa.string()))
+
+
+def wanted_keys(relatives: list[str], fmt: str | None) -> tuple[list[str], np.ndarray]:
+    """Each input's output key before clashes are settled, and the 64-bit digest of its case-folded form
+    (8 bytes an input: all a listing of millions needs to keep to find clashes)."""
+    keys = [_wanted_key(r, fmt) for r in relatives]
+    return keys, digests([k.casefold() for k in keys])
+
+
+def clashing(key_digests: np.ndarray) -> np.ndarray:
+    """Indices of the inputs whose key digest another input shares: clash candidates, in order."""
+    order = np.argsort(key_digests, kind="stable")
+    ordered = key_digests[order]
+    same = np.flatnonzero(ordered[1:] == ordered[:-1])
+    return np.unique(np.concatenate([order[same], order[same + 1]]))
+
+
+def renamed_keys(candidates: list[tuple[int, str, str]]) -> dict[int, str]:
+    """New keys for the clash candidates (index, wanted key, relative input key) whose keys are really equal
+    (case-folded): each gets a short hash of its own input key, so no output overwrites another."""
+    by_key: dict[str, list[tuple[int, str, str]]] = {}
+    for candidate in candidates:
+        by_key.setdefault(candidate[1].casefold(), []).append(candidate)
+    renamed = {}
+    for clash in by_key.values():
+        if len(clash) > 1:
+            for index, key, relative in clash:
+                stem, ext = posixpath.splitext(key)
+                renamed[index] = f"{stem}-{hashlib.sha1(relative.encode()).hexdigest()[:8]}{ext}"
+    return renamed
+
+
+def digests(texts: list[str]) -> np.ndarray:
+    """64-bit BLAKE2b digests of strings, as unsigned integers."""
+    joined = b"".join(hashlib.blake2b(t.encode(), digest_size=8).digest() for t in texts)
+    return np.frombuffer(joined, "<u8").astype(np.uint64) if texts else np.empty(0, np.uint64)
 
 
 def _wanted_key(relative: str, fmt: str | None) -> str:
@@ -97,7 +120,3 @@ def _wanted_key(relative: str, fmt: str | None) -> str:
     if ext.lower() in IMAGE_SUFFIXES:
         stem = base
     return stem + EXTENSIONS[output_format(relative, fmt)]
-
-
-def _digest(key: str) -> int:
-    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little")

@@ -103,11 +103,22 @@ class Store:
 
     def list_table(self, extensions: tuple[str, ...] | None = IMAGE_SUFFIXES, exclude: tuple[str, ...] = (),
                    hidden: bool | None = False) -> pa.Table:
-        """:meth:`list` as an Arrow table (path, relative, size, version), sorted by path, for archives of
-        millions of keys: about 150 bytes an entry instead of a Python object's 1 KB.
+        """:meth:`list` as an Arrow table (path, relative, size, version), sorted by path: :meth:`list_pages`
+        gathered, for listings that fit in memory."""
+        table = pa.Table.from_batches(list(self.list_pages(extensions, exclude, hidden)), schema=LISTING_SCHEMA)
+        paths = table.column("path")
+        if table.num_rows > 1 and not pc.all(pc.less_equal(paths.slice(0, table.num_rows - 1),
+                                                             paths.slice(1))).as_py():
+            table = table.sort_by("path")  # object stores and the local walk list in key order; this is the rest
+        return table
 
-        Local folders are walked directory by directory and kept as Arrow from the start; object stores are
-        listed by the client (s3fs gathers a prefix's pages) and converted in slices of 64K keys.
+    def list_pages(self, extensions: tuple[str, ...] | None = IMAGE_SUFFIXES, exclude: tuple[str, ...] = (),
+                   hidden: bool | None = False) -> Iterator[pa.RecordBatch]:
+        """The listing as Arrow record batches of up to 64K entries (path, relative, size, version), in key
+        order, made while the store is listed: archives of millions are listed in bounded memory.
+
+        Local folders are walked directory by directory in path order; S3 prefixes are read a ListObjectsV2
+        page at a time (key order); other stores are listed whole by their client and sorted.
         """
         self.check_exists()
         builder = _ListingBuilder(extensions, exclude, hidden)
@@ -115,26 +126,45 @@ class Store:
             if self.local and os.path.isdir(self.root):
                 for path, st in _walk_local(self.root):
                     builder.add(path, self.root, st.st_size, f"mtime:{int(float(st.st_mtime) * 1e9)}")
+                    yield from builder.full()
+            elif self.fs.isfile(self.root):
+                entry = _entry(self.root, posixpath.dirname(self.root), self.fs.info(self.root))
+                builder.add(entry.path, "", entry.size, entry.version, relative=entry.relative)
             else:
-                if self.fs.isfile(self.root):
-                    found, base = {self.root: self.fs.info(self.root)}, posixpath.dirname(self.root)
-                else:
-                    found, base = self.fs.find(self.root, detail=True), self.root
-                for path in list(found):  # in the listing's (key) order; its dicts go as entries are made
-                    info = found.pop(path)
+                for info in self._infos_in_key_order():
                     if info.get("type", "file") == "file":
-                        entry = _entry(path, base, info)
-                        builder.add(path, base, entry.size, entry.version, relative=entry.relative)
+                        entry = _entry(info["name"], self.root, info)
+                        builder.add(entry.path, self.root, entry.size, entry.version, relative=entry.relative)
+                        yield from builder.full()
         except (FileNotFoundError, ListingError):
             raise
         except Exception as exc:
             raise ListingError(f"{self.location}: cannot list ({type(exc).__name__}: {exc})") from exc
-        table = builder.table()
-        paths = table.column("path")
-        if table.num_rows > 1 and not pc.all(pc.less_equal(paths.slice(0, table.num_rows - 1),
-                                                             paths.slice(1))).as_py():
-            table = table.sort_by("path")  # object stores list in key order already; this is the rest
-        return table
+        yield from builder.rest()
+
+    def _infos_in_key_order(self) -> Iterator[dict]:
+        """Info dicts of every object under the prefix, in key order: S3 a page at a time, others whole."""
+        if self.location.startswith("s3://"):
+            from fsspec.asyn import sync
+
+            bucket, _, key = self.root.partition("/")
+            pages = self.fs._iterdir(bucket, delimiter="", prefix=key + "/" if key else "")
+
+            async def take(n: int) -> list[dict]:
+                taken = []
+                try:
+                    while len(taken) < n:
+                        taken.append(await pages.__anext__())
+                except StopAsyncIteration:
+                    pass
+                return taken
+
+            while chunk := sync(self.fs.loop, take, 1000):
+                yield from chunk
+            return
+        found = self.fs.find(self.root, detail=True)
+        for path in sorted(found):  # the dicts go as entries are made
+            yield {"name": path, **found.pop(path)}
 
     def check_exists(self) -> None:
         """FileNotFoundError when the prefix or folder is not there; ListingError when the store cannot say."""
@@ -284,7 +314,6 @@ class _ListingBuilder:
     def __init__(self, extensions: tuple[str, ...] | None, exclude: tuple[str, ...], hidden: bool | None):
         self.extensions, self.hidden = extensions, hidden
         self.excluded = tuple(e.rstrip("/") + "/" for e in exclude)
-        self.batches: list[pa.RecordBatch] = []
         self.columns: tuple[list, list, list, list] = ([], [], [], [])
 
     def add(self, path: str, base: str, size: int, version: str, relative: str | None = None) -> None:
@@ -299,19 +328,18 @@ class _ListingBuilder:
             relative = rest[1:] if rest.startswith("/") else rest
         for column, value in zip(self.columns, (path, relative, size, version), strict=True):
             column.append(value)
+
+    def full(self) -> Iterator[pa.RecordBatch]:
+        """The batch gathered so far, once it holds BATCH entries."""
         if len(self.columns[0]) >= self.BATCH:
-            self._flush()
+            yield from self.rest()
 
-    def _flush(self) -> None:
+    def rest(self) -> Iterator[pa.RecordBatch]:
         if self.columns[0]:
-            self.batches.append(pa.RecordBatch.from_arrays([pa.array(c, t.type) for c, t in
-                                                            zip(self.columns, LISTING_SCHEMA, strict=True)],
-                                                           schema=LISTING_SCHEMA))
+            yield pa.RecordBatch.from_arrays([pa.array(c, t.type) for c, t in zip(self.columns, LISTING_SCHEMA,
+                                                                                   strict=True)],
+                                             schema=LISTING_SCHEMA)
         self.columns = ([], [], [], [])
-
-    def table(self) -> pa.Table:
-        self._flush()
-        return pa.Table.from_batches(self.batches, schema=LISTING_SCHEMA)
 
 
 def _walk_local(folder: str):

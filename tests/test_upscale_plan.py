@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import posixpath
 import socket
 import subprocess
@@ -18,9 +19,9 @@ import pytest
 
 from pipelines.keys import plan_outputs, safe_relative
 from pipelines.lease import Lease, LeaseHeld
-from pipelines.report import histogram_svg, render_html
+from pipelines.report import ReportWriter, histogram_svg, read_report_rows
 from pipelines.storage import Store
-from pipelines.upscale import OUTPUT_SCHEMA, UpscaleJob, output_is_finished, plan, preview_pair
+from pipelines.upscale import OUTPUT_SCHEMA, REPORT_SCHEMA, UpscaleJob, output_is_finished, plan, preview_pair
 from pipelines.upscale.plan import _formats
 from pipelines.upscale.run import _remove_dead_writers_temporaries
 from srcore.imageio import Picture, Provenance, encode, read_provenance
@@ -63,7 +64,7 @@ def test_output_keys_keep_paths_change_extensions_and_never_collide():
     from pipelines import keys as keys_module
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(keys_module, "_digest", lambda key: 7)
+        patch.setattr(keys_module, "digests", lambda texts: np.full(len(texts), 7, np.uint64))
         assert dict(zip(keys, plan_outputs(keys, None), strict=True)) == plan
     formats = _formats(pa.chunked_array([["a/b.PNG", "c/d", "e.f/g", "x.jpeg", "a/b.", "z/..a.b.webp", "t.TIFF"]]),
                        None).to_pylist()
@@ -152,17 +153,37 @@ def test_lr_consistency_of_a_large_input_is_estimated_on_crops_close_to_the_whol
     assert lr_consistency(lr, shifted, 4, max_pixels=4 * 256 * 256) < lr_consistency(lr, faithful, 4) - 10
 
 
-def test_report_html_has_summary_failures_histograms_and_crops():
+def test_the_report_streams_into_parts_and_its_page_has_summary_failures_histograms_and_crops(tmp_path, monkeypatch):
+    from pipelines import report as report_module
+
+    monkeypatch.setattr(report_module, "ROWS_PER_PART", 3)  # parts fill as rows come, not at the end
     lr = np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8)
     before, after = preview_pair(lr, np.repeat(np.repeat(lr, 4, 0), 4, 1))
-    rows = [{"input": "s3://b/ok.png", "status": "ok", "input_width": 50, "input_height": 40, "output_width": 200,
-             "output_height": 160, "upscale_s": 0.1, "lr_psnr": 31.0, "preview_before": before, "preview_after": after},
+    ok = {"status": "ok", "input_width": 50, "input_height": 40, "output_width": 200, "output_height": 160,
+          "upscale_s": 0.1, "lr_psnr": 31.0, "model": "m", "scale": 4.0, "device": "cpu", "node": "n1"}
+    rows = [{"input": "s3://b/ok.png", **ok, "preview_before": before, "preview_after": after},
             {"input": "s3://b/<bad>.png", "status": "failed", "error": "s3://b/<bad>.png: empty file (0 bytes)"}]
-    table = pa.Table.from_pylist([{k: r.get(k) for k in OUTPUT_SCHEMA.names} for r in rows], schema=OUTPUT_SCHEMA)
-    html = render_html(table.drop_columns(["preview_before", "preview_after"]),
-                       {"run": "r1", "ok": 1, "failed": 1}, [rows[0] | {"lr_psnr": 31.0}])
+    rows += [{"input": f"s3://b/{i}.png", **ok, "lr_psnr": 30.0 + i} for i in range(4)]
+    rows += [{"input": "s3://b/done.png", "status": "skipped", "model": "m", "scale": 4.0}]
+    writer = ReportWriter(str(tmp_path / "report"))
+    for start in (0, 2, 3):  # batches of 2, 1 and 4 rows
+        writer.add(pa.Table.from_pylist([{k: r.get(k) for k in OUTPUT_SCHEMA.names} for r in
+                                         rows[start: {0: 2, 2: 3, 3: 7}[start]]], schema=OUTPUT_SCHEMA))
+        assert writer.pending_rows < 3
+    assert sorted(p.name for p in (tmp_path / "report" / "rows").iterdir()) == ["part-00000.parquet",
+                                                                              "part-00001.parquet"]
+    summary = writer.finish(UpscaleJob(input="s3://b", output="s3://o", run_id="r1"), listed=9, wall_s=2.0)
+    assert len(list((tmp_path / "report" / "rows").iterdir())) == 3
+    written = read_report_rows(str(tmp_path / "report"))
+    assert written.column("input").to_pylist() == [r["input"] for r in rows]
+    assert written.schema == REPORT_SCHEMA
+    assert (summary["ok"], summary["failed"], summary["skipped"], summary["images"]) == (5, 1, 1, 7)
+    assert summary["input_megapixels"] == pytest.approx(5 * 0.002) and summary["lr_psnr_median"] == 31.0
+    assert summary["devices"] == ["cpu"] and summary["nodes"] == ["n1"] and summary["images_listed"] == 9
+    html = (tmp_path / "report" / "report.html").read_text()
+    assert json.loads((tmp_path / "report" / "summary.json").read_text()) == summary
     assert "Failures (1)" in html and "s3://b/&lt;bad&gt;.png: empty file" in html
-    assert html.count("<svg") == 3 and html.count("data:image/png;base64") == 2
+    assert html.count("<svg") == 3 and html.count("data:image/png;base64") == 2 and "n = 5" in html
     assert histogram_svg([None, float("nan")]) == "<p>no data</p>"
 
 
@@ -173,16 +194,18 @@ def test_plan_lists_limits_samples_and_keeps_outputs_nested_in_the_input_out(tmp
     out.mkdir()
     (out / "img3.png").write_bytes(b"earlier output")  # nested in the input: never listed as an input
     job = UpscaleJob(input=str(tmp_path), output=str(out), previews=2)
-    manifest = plan(job, "m")
-    rows = manifest.rows.to_pylist()
+    with plan(job, "m") as manifest:
+        rows = manifest.table().to_pylist()
+        folder = manifest.folder
+    assert not os.path.exists(folder)  # the scratch pages go with the plan
     assert manifest.listed == 10 and len(rows) == 10
     assert [r["input_bytes"] for r in rows] == sorted(r["input_bytes"] for r in rows)
     assert {r["output"] for r in rows} == {str(out / f"img{i}.png") for i in range(10)}
     assert [r["input"].endswith("img3.png") for r in rows if r["status"] == "exists"] == [True]
     assert sum(bool(r.get("preview")) for r in rows) == 2
-    limited = plan(UpscaleJob(input=str(tmp_path), output=str(out), limit=3), "m").rows.to_pylist()
+    limited = plan(UpscaleJob(input=str(tmp_path), output=str(out), limit=3), "m").table().to_pylist()
     assert sorted(r["input"][-8:] for r in limited) == ["img0.png", "img1.png", "img2.png"]
-    sampled = [plan(UpscaleJob(input=str(tmp_path), output=str(out), sample=4, seed=s), "m").rows.column("input")
+    sampled = [plan(UpscaleJob(input=str(tmp_path), output=str(out), sample=4, seed=s), "m").table().column("input")
                .to_pylist() for s in (1, 1, 2)]
     assert len(sampled[0]) == 4 and sampled[0] == sampled[1] and sampled[0] != sampled[2]
 
@@ -247,5 +270,5 @@ def test_planning_finds_temporaries_and_a_lease_makes_their_removal_safe(tmp_pat
     theirs.write_bytes(b"in flight")
     manifest = plan(UpscaleJob(input=str(tmp_path / "in"), output=str(out)), "m")
     with Lease(store, lease_path, "run-f"):
-        removed = _remove_dead_writers_temporaries(store, lease_path, manifest.temporaries, manifest.outputs)
+        removed = _remove_dead_writers_temporaries(store, lease_path, manifest.temporaries, manifest.leases)
     assert removed == 1 and not temporary.exists() and theirs.exists()

@@ -7,12 +7,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
+from ..keys import digests
 from ..lease import Lease, held_elsewhere
 from .options import REPORT_FOLDER, UpscaleJob
-from .plan import _existing_outputs, _store, plan, remove_temporaries
-from .rows import MANIFEST_SCHEMA, OUTPUT_SCHEMA, PREVIEW_FIELDS, _table
+from .pages import PageFile, read_pages
+from .plan import Manifest, _store, plan, remove_temporaries, scan_outputs
+from .rows import OUTPUT_SCHEMA, _table
 from .stages import UpscaleWriter, read_and_decode
 
 WORKER_RETRIES = 2  # retries of a batch whose worker (decode task or actor) died
@@ -23,8 +24,13 @@ WORKER_DIED = (f"the worker processing this input died {WORKER_RETRIES + 1} time
 @dataclass
 class RunResult:
     summary: dict
-    rows: pa.Table
-    report: str  # where report.html and summary.json are
+    report: str  # where rows/, report.html and summary.json are
+
+    def rows(self, columns: list[str] | None = None) -> pa.Table:
+        """The report's rows, read back (for small runs and benches)."""
+        from ..report import read_report_rows
+
+        return read_report_rows(self.report, columns)
 
 
 def run(job: UpscaleJob, progress: bool = True, connect=None) -> RunResult:
@@ -32,11 +38,12 @@ def run(job: UpscaleJob, progress: bool = True, connect=None) -> RunResult:
 
     ``connect``: called once the model loaded and the inputs are listed (so a bad name or prefix fails before
     any Ray starts) to join or start Ray; None when this process is already connected (``ray.init``). A run
-    whose inputs are all finished (known from earlier reports) starts no Ray at all.
+    whose inputs are all finished (known from earlier reports) starts no Ray at all. The plan's rows stream
+    from local scratch pages into the pipeline, and the report rows stream into report parts as they come.
     """
     from srcore.weights import load_model, model_id
 
-    from ..report import summarize, write_report
+    from ..report import ReportWriter
 
     start = time.time()
     model = load_model(job.model)  # fails fast, before any listing, on a bad name or file
@@ -45,48 +52,35 @@ def run(job: UpscaleJob, progress: bool = True, connect=None) -> RunResult:
     target = _store(job.output)
     # one run at a time per output prefix; held from planning to the report (LeaseHeld: another run writes)
     lease_path = f"{target.root}/{REPORT_FOLDER}/lease.json"
-    with Lease(target, lease_path, job.run_id, break_lease=job.break_lease):
-        manifest = plan(job, name, job.output_options.outscale or model.descriptor.scale)
-        removed = _remove_dead_writers_temporaries(target, lease_path, manifest.temporaries, manifest.outputs)
+    with Lease(target, lease_path, job.run_id, break_lease=job.break_lease), \
+            plan(job, name, job.output_options.outscale or model.descriptor.scale) as manifest:
+        removed = _remove_dead_writers_temporaries(target, lease_path, manifest.temporaries, manifest.leases)
         if removed:
             print(f"[srcore] removed {removed} temporary uploads left by killed writers", flush=True)
-        skipped = pc.equal(manifest.rows.column("status"), "skipped")
-        todo = manifest.rows.filter(pc.invert(skipped))
-        print(f"[srcore] {manifest.listed} images under {job.input}; {manifest.rows.num_rows} in this run, "
-              f"{manifest.rows.num_rows - todo.num_rows} finished by earlier runs; model {name}", flush=True)
-        rows = [_conform(manifest.rows.filter(skipped), OUTPUT_SCHEMA)]
-        listed = manifest.listed
-        del manifest, skipped  # todo and the skipped rows are copies: the whole manifest goes
-        if todo.num_rows:
+        print(f"[srcore] {manifest.listed} images under {job.input}; {manifest.rows} in this run, "
+              f"{manifest.finished.rows} finished by earlier runs; model {name}", flush=True)
+        report = ReportWriter(job.report_location)
+        for page in manifest.finished.pages():
+            report.add(page)
+        if manifest.todo.rows:
             if connect is not None:
                 connect()
-            rows += _process(job, model, todo, progress)
-            existing, temporaries = _existing_outputs(target)  # left by this run's actors that were killed
-            _remove_dead_writers_temporaries(target, lease_path, temporaries, existing)
-        table = pa.concat_tables([_conform(t, OUTPUT_SCHEMA) for t in rows])
-        summary = summarize(table, job, listed, time.time() - start)
-        write_report(table, summary, job.report_location)
-        return RunResult(summary, table.drop_columns([n for n, _ in PREVIEW_FIELDS]), job.report_location)
+            _process(job, model, manifest, progress, report)
+            existing = scan_outputs(target)  # temporaries left by this run's actors that were killed
+            _remove_dead_writers_temporaries(target, lease_path, existing.temporaries, existing.leases)
+        summary = report.finish(job, manifest.listed, time.time() - start)
+        return RunResult(summary, job.report_location)
 
 
-def _remove_dead_writers_temporaries(target, lease_path: str, temporaries: list[str], listed: pa.Table) -> int:
+def _remove_dead_writers_temporaries(target, lease_path: str, temporaries: list[str], leases: list[str]) -> int:
     """Under our lease no other writer is at work in the prefix, except runs holding a lease on a nested
     prefix of their own: every other temporary upload was left by a writer that is gone."""
-    paths = listed.column("path")
-    leases = listed.filter(pc.ends_with(paths, "/_reports/lease.json")).column("path").to_pylist()
     nested = tuple(held_elsewhere(target, leases, lease_path))
     return remove_temporaries(target, [t for t in temporaries if not t.startswith(nested)])
 
 
-def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    """``table`` with exactly ``schema``'s columns: cast where present, nulls where not."""
-    columns = [table.column(f.name).cast(f.type) if f.name in table.column_names else pa.nulls(table.num_rows, f.type)
-               for f in schema]
-    return pa.Table.from_arrays(columns, schema=schema)
-
-
-def _process(job: UpscaleJob, model, todo: pa.Table, progress: bool) -> list[pa.Table]:
-    """Decode on CPU tasks, upscale and write on the actor pool; report rows for every input of ``todo``."""
+def _process(job: UpscaleJob, model, manifest: Manifest, progress: bool, report) -> None:
+    """Decode on CPU tasks, upscale and write on the actor pool; a report row for every input to do."""
     import ray
     from ray.data import ActorPoolStrategy
 
@@ -95,7 +89,7 @@ def _process(job: UpscaleJob, model, todo: pa.Table, progress: bool) -> list[pa.
         gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
     max_actors = job.max_actors or _default_max_actors(gpus, job)
     min_actors = min(job.min_actors, max_actors)
-    print(f"[srcore] {todo.num_rows} to decode and upscale on {f'{gpus:g}-GPU' if gpus else 'CPU'} actors: "
+    print(f"[srcore] {manifest.todo.rows} to decode and upscale on {f'{gpus:g}-GPU' if gpus else 'CPU'} actors: "
           f"{min_actors}..{max_actors}", flush=True)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = progress
@@ -103,16 +97,12 @@ def _process(job: UpscaleJob, model, todo: pa.Table, progress: bool) -> list[pa.
     # its inputs are retried one at a time below, so one poison input costs only its own row.
     ctx.max_errored_blocks = -1
     model_ref = [ray.put(model)]
-    rows: list[pa.Table] = []
+    answered: list[np.ndarray] = []  # digests of the inputs that have a report row
 
-    def execute(manifest_rows: pa.Table, per_block: int) -> None:
-        manifest_rows = manifest_rows.select(MANIFEST_SCHEMA.names)
-        # each block its own copy (take), not a slice of the whole: a slice would carry every row's buffers
-        blocks = [manifest_rows.take(np.arange(i, min(i + per_block, manifest_rows.num_rows)))
-                  for i in range(0, manifest_rows.num_rows, per_block)]
-        ds = ray.data.from_arrow(blocks)
+    def execute(pages: PageFile, per_block: int) -> None:
+        ds = read_pages(pages, per_block)
         # Task-only arguments (retries of a decode task whose worker died) also keep Ray from fusing
-        # decoding into the actors: it stays on CPU tasks, the actors only upscale and write.
+        # decoding into the reads or the actors: it stays on CPU tasks, the actors only upscale and write.
         ds = ds.map_batches(read_and_decode, batch_format="pyarrow", batch_size=None, fn_kwargs={"job": job},
                             num_cpus=1, max_retries=WORKER_RETRIES)
         # Two calls at once per actor: one batch's outputs encode and upload on the thread pool while the
@@ -128,26 +118,27 @@ def _process(job: UpscaleJob, model, todo: pa.Table, progress: bool) -> list[pa.
             fn_constructor_kwargs={"job": job, "model_ref": model_ref, "use_gpu": gpus > 0},
         )
         for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
-            rows.append(batch)
+            report.add(batch)
+            answered.append(digests(batch.column("input").to_pylist()))
 
-    execute(todo, job.images_per_batch)
-    lost = _without_rows(todo, rows)
-    if lost.num_rows:
-        print(f"[srcore] {lost.num_rows} inputs were in batches whose workers died; retrying each alone",
-              flush=True)
+    execute(manifest.todo, job.images_per_batch)
+    lost = _unanswered(manifest.todo, answered, f"{manifest.folder}/lost.arrow")
+    if lost.rows:
+        print(f"[srcore] {lost.rows} inputs were in batches whose workers died; retrying each alone", flush=True)
         execute(lost, 1)
-        rows.append(_table([dict(r, status="failed", error=f"{r['input']}: {WORKER_DIED}")
-                            for r in _without_rows(lost, rows).to_pylist()], OUTPUT_SCHEMA))
-    return rows
+        for page in _unanswered(lost, answered, f"{manifest.folder}/failed.arrow").pages():
+            report.add(_table([dict(r, status="failed", error=f"{r['input']}: {WORKER_DIED}")
+                               for r in page.to_pylist()], OUTPUT_SCHEMA))
 
 
-def _without_rows(manifest_rows: pa.Table, tables: list[pa.Table]) -> pa.Table:
-    """The manifest rows that no report row answers (their blocks were dropped)."""
-    answered = [t.column("input") for t in tables if t.num_rows]
-    if not answered:
-        return manifest_rows
-    seen = pa.chunked_array([c for a in answered for c in a.chunks], pa.string()).combine_chunks()
-    return manifest_rows.filter(pc.invert(pc.is_in(manifest_rows.column("input"), value_set=seen)))
+def _unanswered(pages: PageFile, answered: list[np.ndarray], path: str) -> PageFile:
+    """The rows of ``pages`` that no report row answers (their blocks were dropped), as a new PageFile."""
+    seen = np.concatenate(answered) if answered else np.empty(0, np.uint64)
+    left = PageFile(path, pages.schema)
+    for page in pages.pages():
+        left.write(page.filter(pa.array(~np.isin(digests(page.column("input").to_pylist()), seen))))
+    left.close()
+    return left
 
 
 def _default_max_actors(gpus: float, job: UpscaleJob) -> int:
