@@ -2,8 +2,8 @@
 
 A run over millions of inputs keeps no table of every input in the driver's memory: the plan writes its rows
 a page (up to 64K rows) at a time to Arrow IPC files in a local scratch folder, and the run reads them back
-a page at a time, memory-mapped. Read tasks pinned to the driver's node turn each page into blocks of a
-few rows for the decode tasks, so the pages become blocks as the pipeline streams.
+a page at a time, memory-mapped. Read tasks pinned to the driver's node read blocks of a few rows from the
+pages for the decode tasks as the pipeline streams.
 """
 
 from __future__ import annotations
@@ -69,35 +69,39 @@ class PageFile:
             os.remove(self.path)
 
 
-def page_blocks(path: str, page: int, rows_per_block: int) -> Iterator[pa.Table]:
-    """The blocks of one page of a PageFile: copies of ``rows_per_block`` rows each (a slice would carry the
-    whole page's buffers into the object store with it)."""
+def page_block(path: str, page: int, start: int, rows: int) -> list[pa.Table]:
+    """``rows`` rows of one page of a PageFile from ``start``, as a copy (a slice would carry the whole
+    page's buffers into the object store with it)."""
     with pa.memory_map(path) as source:
-        table = pa.Table.from_batches([ipc.open_file(source).get_batch(page)])
-        for start in range(0, table.num_rows, rows_per_block):
-            yield table.take(np.arange(start, min(start + rows_per_block, table.num_rows)))
+        batch = ipc.open_file(source).get_batch(page)
+        return [pa.Table.from_batches([batch]).take(np.arange(start, start + rows))]
 
 
 def read_pages(pages: PageFile, rows_per_block: int):
-    """A Ray Dataset of ``pages``' rows in blocks of ``rows_per_block``, read by tasks on this (the driver's)
-    node, where the file is: a read task a page, each yielding its blocks as the pipeline asks for them."""
+    """A Ray Dataset of ``pages``' rows in blocks of ``rows_per_block``, read from the file by tasks on this
+    (the driver's) node, where the file is.
+
+    One read task a block: Ray Data merges the blocks one read task yields, and a decode task that dies must
+    lose only its own few rows. A read task is a few hundred bytes on the driver (the rows stay on disk).
+    """
     import ray
     from ray.data.block import BlockMetadata
     from ray.data.datasource import Datasource, ReadTask
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     pages.close()
+    blocks = [(page, start, min(rows_per_block, n - start))
+              for page, n in enumerate(pages.page_rows) for start in range(0, n, rows_per_block)]
 
     class Pages(Datasource):
         def estimate_inmemory_data_size(self):
             return None
 
         def get_read_tasks(self, parallelism, per_task_row_limit=None, data_context=None):
-            return [ReadTask(partial(page_blocks, pages.path, i, rows_per_block),
-                             BlockMetadata(num_rows=n, size_bytes=None, exec_stats=None, input_files=None),
-                             schema=pages.schema)
-                    for i, n in enumerate(pages.page_rows)]
+            return [ReadTask(partial(page_block, pages.path, page, start, rows),
+                             BlockMetadata(num_rows=rows, size_bytes=None, exec_stats=None, input_files=None))
+                    for page, start, rows in blocks]
 
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-    return ray.data.read_datasource(Pages(), override_num_blocks=max(1, len(pages.page_rows)),
+    return ray.data.read_datasource(Pages(), override_num_blocks=max(1, len(blocks)),
                                     ray_remote_args={"scheduling_strategy": here})
