@@ -141,7 +141,7 @@ def main() -> None:
     assert result.summary["ok"] == len(files), result.summary
     alone = model_only(job, files, device)
     out_mp = result.summary["output_megapixels"]
-    stages = {stage: round(sum(v or 0 for v in result.rows.column(f"{stage}_s").to_pylist()), 2)
+    stages = {stage: round(sum(v or 0 for v in result.rows([f"{stage}_s"]).column(f"{stage}_s").to_pylist()), 2)
               for stage in ("read", "decode", "upscale", "encode", "write", "check")}
     cpu_actors = max(1, int(cpus / 2 / job.cpus_per_actor))  # the job's default pool sizes
     actors = args.max_actors or (torch.cuda.device_count() if device == "cuda" else cpu_actors)

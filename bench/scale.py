@@ -9,10 +9,16 @@ For each count N, in a fresh process (peak RSS is a per-process high-water mark)
   already finished, so it measures what a rerun of a finished archive costs per input: first with no earlier
   report (each output's provenance is read, in decode tasks), then again, when the first run's report vouches
   for the outputs (no task at all). Seconds, inputs/s, the driver's peak RSS growth.
+- ``queue`` (counts up to ``--queue-max``): what handing every input to Ray Data costs the driver when none
+  is finished (``--overwrite``): the read tasks of the plan's pages are made and put (one a block of 8
+  inputs), and the first block read. Seconds and the driver's RSS growth.
 
-A linear fit of the plan figures is extrapolated to 10 million inputs.
+``driver_baseline_MB`` is the process before planning (Python, torch, the model); ``driver_peak_rss_MB`` the
+process's high-water mark over everything it measured. A linear fit of the plan figures is extrapolated to
+10 million inputs.
 
-    python bench/scale.py --counts 10000,100000 --skip-max 100000 --provenance-max 10000
+    python bench/scale.py --counts 10000,100000,1000000 --skip-max 1000000 --provenance-max 10000 \
+        --archives /tmp/archives   # keeps the made archives for the next run
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import argparse
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -117,22 +124,42 @@ def make_archive(root: Path, n: int, finished: bool, report: bool = False) -> tu
     return source, target
 
 
-def measure(n: int, skip: bool, provenance_pass: bool, tmp: str) -> dict:
+def measure(n: int, skip: bool, provenance_pass: bool, queue: bool, tmp: str) -> dict:
     """In a fresh process, over the archive the parent made in ``tmp``: only the driver's own memory counts."""
     from pipelines.upscale import UpscaleJob, plan
     from srcore.archs.registry import DEFAULT_MODEL
-    from srcore.weights import model_id
+    from srcore.weights import load_model, model_id
 
     source, target = Path(tmp, "in"), Path(tmp, "out")
+    load_model(DEFAULT_MODEL)  # as the job does before planning: part of the baseline
     job = UpscaleJob(input=str(source), output=str(target), previews=0)
+    row = {"inputs": n, "driver_baseline_MB": round(rss_mb(), 1)}
     with RssPeak() as memory:
         t0 = time.perf_counter()
         manifest = plan(job, model_id(DEFAULT_MODEL), 4.0)
         plan_s = time.perf_counter() - t0
-    row = {"inputs": n, "plan_s": round(plan_s, 2), "plan_inputs_per_s": round(n / plan_s),
-           "plan_rss_growth_MB": memory.growth}
-    assert len(manifest.rows) == n
+    row.update({"plan_s": round(plan_s, 2), "plan_inputs_per_s": round(n / plan_s),
+                "plan_rss_growth_MB": memory.growth})
+    assert manifest.rows == n
+    manifest.close()
     del manifest
+    if queue:
+        import ray
+
+        from pipelines.upscale.pages import read_pages
+
+        ray.init(address="local", num_cpus=max(2, os.cpu_count() or 1), include_dashboard=False,
+                 log_to_driver=False)
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        with plan(UpscaleJob(input=str(source), output=str(target), previews=0, overwrite=True),
+                  model_id(DEFAULT_MODEL), 4.0) as manifest:
+            with RssPeak() as memory:
+                t0 = time.perf_counter()
+                first = read_pages(manifest.todo, 8).take_batch(8, batch_format="pyarrow")
+                queue_s = time.perf_counter() - t0
+            assert first.num_rows == 8
+        row.update({"queue_s": round(queue_s, 2), "queue_rss_growth_MB": memory.growth})
+        ray.shutdown()
     if skip:
         import ray
 
@@ -162,6 +189,9 @@ def main() -> None:
     p.add_argument("--provenance-max", type=int, default=10000,
                    help="largest count for the rerun with no earlier report (larger ones get the report made "
                         "up front, as an earlier run leaves it)")
+    p.add_argument("--queue-max", type=int, default=100000,
+                   help="largest count for handing every input to Ray Data (nothing finished)")
+    p.add_argument("--archives", help="keep the made archives in this folder (one per count) and reuse them")
     p.add_argument("--json-out")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -171,9 +201,16 @@ def main() -> None:
     rows = []
     for n in (int(c) for c in args.counts.split(",")):
         skip, provenance_pass = n <= args.skip_max, n <= args.provenance_max
-        with tempfile.TemporaryDirectory() as tmp:
-            make_archive(Path(tmp), n, finished=skip, report=skip and not provenance_pass)
-            child = json.dumps([n, skip, provenance_pass, tmp])
+        with tempfile.TemporaryDirectory() as scratch:
+            tmp = Path(args.archives, f"{n}-{int(skip)}{int(provenance_pass)}") if args.archives else Path(scratch)
+            if not (tmp / "made").exists():
+                make_archive(tmp, n, finished=skip, report=skip and not provenance_pass)
+                (tmp / "made").touch()
+            else:  # the reports of earlier measurements go (the made one stays, as an earlier run leaves it)
+                for report in (tmp / "out" / "_reports").glob("*"):
+                    if provenance_pass or report.name != "20000101T000000Z-earlier":
+                        shutil.rmtree(report)
+            child = json.dumps([n, skip, provenance_pass, n <= args.queue_max, str(tmp)])
             out = subprocess.run([sys.executable, __file__, "--child", child],
                                  capture_output=True, text=True, cwd=ROOT)
         if out.returncode:

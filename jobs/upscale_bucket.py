@@ -40,6 +40,10 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=_HelpFormatter)
     p.add_argument("--input", required=True, help="s3://bucket/prefix, gs://..., or a local folder")
+    p.add_argument("--input-manifest",
+                   help="the inputs from a file instead of listing --input: an S3 Inventory manifest.json, or a "
+                        "Parquet/CSV file with a 'key' column (optional 'size', 'etag'); keys are relative to the "
+                        "bucket (local folders: to the folder)")
     p.add_argument("--output", required=True, help="where outputs go, same relative keys (and the report)")
     p.add_argument("--model", default=DEFAULT_MODEL, help="registered name or weights file (default: %(default)s)")
     add_flags(p, OutputOptions)  # the same flags, defaults and checks as `srcore upscale`
@@ -81,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         if not 0 <= args.max_failure_rate <= 1:
             raise ValueError(f"--max-failure-rate must be in 0..1, got {args.max_failure_rate}")
         job = UpscaleJob(
-            input=args.input, output=args.output, model=args.model, engine=from_flags(EngineOptions, args),
+            input=args.input, output=args.output, input_manifest=args.input_manifest, model=args.model,
+            engine=from_flags(EngineOptions, args),
             output_options=from_flags(OutputOptions, args), images_per_batch=args.images_per_batch,
             num_gpus_per_actor=args.num_gpus_per_actor, cpus_per_actor=args.cpus_per_actor,
             actor_concurrency=args.actor_concurrency, io_threads=args.io_threads, min_actors=args.min_actors,

@@ -67,7 +67,8 @@ class ReportWriter:
             self.model, self.scale = rows.column("model")[0].as_py(), rows.column("scale")[0].as_py()
         failed = rows.filter(pc.equal(status, "failed"))
         if failed.num_rows and len(self.failures) < MAX_FAILURES_SHOWN:
-            self.failures += failed.select(["input", "error"]).slice(0, MAX_FAILURES_SHOWN - len(self.failures)).to_pylist()
+            room = MAX_FAILURES_SHOWN - len(self.failures)
+            self.failures += failed.select(["input", "error"]).slice(0, room).to_pylist()
         ok = rows.filter(pc.equal(status, "ok"))
         if not ok.num_rows:
             return

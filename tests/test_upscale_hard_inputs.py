@@ -249,3 +249,48 @@ def test_a_rerun_trusts_the_latest_report_and_checks_only_what_it_cannot_vouch_f
     assert (summary_of(third)["skipped"], summary_of(third)["ok"]) == (3, 1)
     assert "3 finished by earlier runs" in third.stdout and "1 to decode and upscale" in third.stdout
     assert decode((out / "p1.png").read_bytes()).size == (64, 48)
+
+
+def test_inputs_named_by_an_s3_inventory_report_or_a_parquet_file_of_keys(s3):
+    """An S3 Inventory report (manifest.json, gzipped CSV with URL-encoded keys) names the inputs instead of a
+    listing: only its keys under the input prefix run, a key named twice runs once, and a rerun from a Parquet
+    file of keys (key, size, etag) skips what the first run finished."""
+    import gzip
+    import json
+    from urllib.parse import quote_plus
+
+    import pyarrow as pa
+
+    images = {k: v[0] for k, v in good_images(6, seed=9).items()}
+    make_bucket("inv", "in", {**images, "with space.png": images[next(iter(images))]})
+    listed = list_objects("inv", "in")
+    named = sorted(listed)[:4] + ["with space.png"]
+    rows = [("inv", f"in/{k}", listed[k]["Size"], listed[k]["ETag"].strip('"')) for k in named]
+    rows += [rows[0], ("inv", "elsewhere/x.png", 5, "e")]  # named twice; outside the input prefix
+    csv_text = "".join(f'"{b}","{quote_plus(k, safe="/")}","{s}","{e}"\n' for b, k, s, e in rows)
+    client_files = {"inv/cfg/data/part-1.csv.gz": gzip.compress(csv_text.encode()),
+                    "inv/cfg/2026-11-23T00-00Z/manifest.json": json.dumps({
+                        "sourceBucket": "inv", "destinationBucket": "arn:aws:s3:::inv", "fileFormat": "CSV",
+                        "fileSchema": "Bucket, Key, Size, ETag",
+                        "files": [{"key": "reports/inv/cfg/data/part-1.csv.gz", "size": 1}]}).encode()}
+    make_bucket("inv", "reports", client_files)
+    manifest = "s3://inv/reports/inv/cfg/2026-11-23T00-00Z/manifest.json"
+    first = run_job("--input", "s3://inv/in", "--output", "s3://inv/out", "--input-manifest", manifest)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    summary = summary_of(first)
+    assert (summary["images_listed"], summary["ok"], summary["failed"]) == (5, 5, 0)
+    assert sorted(list_objects("inv", "out")) == sorted(named)
+
+    keys = pa.table({"key": [f"in/{k}" for k in sorted(listed)], "size": [listed[k]["Size"] for k in sorted(listed)],
+                     "etag": [listed[k]["ETag"] for k in sorted(listed)]})
+    buf = io.BytesIO()
+    pq.write_table(keys, buf)
+    make_bucket("inv", "lists", {"keys.parquet": buf.getvalue()})
+    again = run_job("--input", "s3://inv/in", "--output", "s3://inv/out", "--input-manifest", "s3://inv/lists/keys.parquet")
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    summary = summary_of(again)
+    assert (summary["images"], summary["skipped"], summary["ok"]) == (7, 5, 2)
+    assert "5 finished by earlier runs" in again.stdout
+
+    broken = run_job("--input", "s3://inv/in", "--output", "s3://inv/out2", "--input-manifest", "s3://inv/lists/keys.txt")
+    assert broken.returncode == 2 and "s3://inv/lists/keys.txt" in broken.stderr and "Traceback" not in broken.stderr

@@ -20,7 +20,7 @@ import pytest
 from pipelines.keys import plan_outputs, safe_relative
 from pipelines.lease import Lease, LeaseHeld
 from pipelines.report import ReportWriter, histogram_svg, read_report_rows
-from pipelines.storage import Store
+from pipelines.storage import ListingError, Store
 from pipelines.upscale import OUTPUT_SCHEMA, REPORT_SCHEMA, UpscaleJob, output_is_finished, plan, preview_pair
 from pipelines.upscale.plan import _formats
 from pipelines.upscale.run import _remove_dead_writers_temporaries
@@ -272,3 +272,22 @@ def test_planning_finds_temporaries_and_a_lease_makes_their_removal_safe(tmp_pat
     with Lease(store, lease_path, "run-f"):
         removed = _remove_dead_writers_temporaries(store, lease_path, manifest.temporaries, manifest.leases)
     assert removed == 1 and not temporary.exists() and theirs.exists()
+
+
+def test_a_csv_file_of_keys_names_the_inputs_once_each(tmp_path):
+    (tmp_path / "in" / "sub").mkdir(parents=True)
+    for name in ("a.png", "b.png", "sub/c.png", "d.png"):
+        (tmp_path / "in" / name).write_bytes(b"x" * 3)
+    keys = tmp_path / "keys.csv"
+    keys.write_text('key,size,etag\na.png,3,"e1"\nsub/c.png,3,e2\nnotes.txt,1,e3\na.png,3,e1\n007.png,1,e4\n')
+    job = UpscaleJob(input=str(tmp_path / "in"), output=str(tmp_path / "out"), input_manifest=str(keys))
+    with plan(job, "m") as manifest:
+        rows = manifest.table().to_pylist()
+    assert manifest.listed == 3  # a.png once, notes.txt is no image; 007.png stays a name, not a number
+    assert sorted((r["input"][len(str(tmp_path / "in")) + 1:], r["input_version"]) for r in rows) == [
+        ("007.png", "e4"), ("a.png", "e1"), ("sub/c.png", "e2")]
+    with plan(UpscaleJob(input=job.input, output=job.output, input_manifest=str(keys), sample=2), "m") as sampled:
+        assert sampled.rows == 2
+    keys.write_text("name\na.png\n")
+    with pytest.raises(ListingError, match=r"keys.csv: .*no 'key' column"):
+        plan(job, "m")

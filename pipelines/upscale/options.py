@@ -37,11 +37,14 @@ class UpscaleJob:
         io_threads: encode-and-write threads per actor.
         actor_concurrency: batches an actor works on at once (default: 2 on GPUs, so that writing one batch
             overlaps upscaling the next; 1 on CPUs).
+        input_manifest: a file that names the inputs instead of a listing of ``input``: an S3 Inventory
+            ``manifest.json``, or a Parquet or CSV file with a ``key`` column (and ``size``, ``etag``).
         break_lease: take the output prefix's lease even from a run that looks alive (one you know is dead).
     """
 
     input: str
     output: str
+    input_manifest: str | None = None
     model: str = DEFAULT_MODEL
     engine: EngineOptions = field(default_factory=EngineOptions)
     output_options: OutputOptions = field(default_factory=OutputOptions)

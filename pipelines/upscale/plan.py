@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 from srcore.imageio import read_provenance
 from srcore.upscale import output_format
 
+from ..inventory import manifest_pages
 from ..keys import clashing, digests, renamed_keys, wanted_keys
 from ..storage import Store
 from .options import REPORT_FOLDER, UpscaleJob, _inside
@@ -78,15 +79,21 @@ def plan(job: UpscaleJob, model: str, scale: float | None = None) -> Manifest:
     folder = tempfile.mkdtemp(prefix="srcore-plan-")
     try:
         listed_pages = PageFile(os.path.join(folder, "listed.arrow"), _LISTED_SCHEMA)
-        key_digests = []
-        for batch in source.list_pages(job.extensions, exclude):
+        key_digests, path_digests = [], []
+        pages = (manifest_pages(job.input_manifest, source, job.extensions, exclude) if job.input_manifest
+                 else source.list_pages(job.extensions, exclude))
+        for batch in pages:
             keys, found = wanted_keys(batch.column("relative").to_pylist(), fmt)
             key_digests.append(found)
+            if job.input_manifest:  # a file of keys may name one twice; a listing never does
+                path_digests.append(digests(batch.column("path").to_pylist()))
             listed_pages.write(pa.Table.from_batches([batch]).append_column("key", pa.array(keys, pa.string())))
-        listed = listed_pages.rows
-        renamed = _renamed_keys(listed_pages, np.concatenate(key_digests) if key_digests else np.empty(0, np.uint64))
-        del key_digests
-        chosen = _chosen(job, listed)
+        repeated = _repeated(np.concatenate(path_digests)) if path_digests else np.empty(0, np.int64)
+        listed = listed_pages.rows - len(repeated)
+        renamed = _renamed_keys(listed_pages, np.concatenate(key_digests) if key_digests else np.empty(0, np.uint64),
+                                repeated)
+        del key_digests, path_digests
+        chosen = _chosen(job, listed_pages.rows, repeated)
         existing = scan_outputs(target)
         said = _what_reports_say(target, existing.report_parts) if not job.overwrite else None
         manifest = Manifest(listed, PageFile(os.path.join(folder, "todo.arrow"), MANIFEST_SCHEMA),
@@ -120,10 +127,17 @@ def plan(job: UpscaleJob, model: str, scale: float | None = None) -> Manifest:
         raise
 
 
-def _renamed_keys(listed_pages: PageFile, key_digests: np.ndarray) -> dict[int, str]:
+def _repeated(path_digests: np.ndarray) -> np.ndarray:
+    """Indices of the entries whose path an earlier entry already named."""
+    order = np.argsort(path_digests, kind="stable")
+    ordered = path_digests[order]
+    return np.sort(order[1:][ordered[1:] == ordered[:-1]])
+
+
+def _renamed_keys(listed_pages: PageFile, key_digests: np.ndarray, repeated: np.ndarray) -> dict[int, str]:
     """Output keys of the inputs whose wanted keys clash (by listing index): one more pass over the pages,
-    only where digests collide (usually none)."""
-    candidates = clashing(key_digests)
+    only where digests collide (usually none). Repeated entries are not inputs of their own."""
+    candidates = np.setdiff1d(clashing(key_digests), repeated)
     if not len(candidates):
         return {}
     found, offset = [], 0
@@ -137,12 +151,16 @@ def _renamed_keys(listed_pages: PageFile, key_digests: np.ndarray) -> dict[int, 
     return renamed_keys(found)
 
 
-def _chosen(job: UpscaleJob, listed: int):
+def _chosen(job: UpscaleJob, entries: int, repeated: np.ndarray):
     """A function of a page's listing indices: which of them this run takes (None: all), for --sample (the
-    same draw as sampling the sorted listing) and --limit (the first ones left)."""
+    same draw as sampling the sorted listing) and --limit (the first ones left), repeated entries left out."""
     picked = None
+    if len(repeated):
+        picked = np.setdiff1d(np.arange(entries), repeated)
+    listed = entries - len(repeated)
     if job.sample is not None and job.sample < listed:
-        picked = np.array(sorted(random.Random(job.seed).sample(range(listed), job.sample)), np.int64)
+        draw = np.array(sorted(random.Random(job.seed).sample(range(listed), job.sample)), np.int64)
+        picked = picked[draw] if picked is not None else draw
     if job.limit is not None:
         picked = (picked if picked is not None else np.arange(min(job.limit, listed)))[: job.limit]
     if picked is None:
