@@ -36,6 +36,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -110,16 +111,15 @@ def make_archive(root: Path, n: int, finished: bool, report: bool = False) -> tu
             out.write_bytes(data)
             rows.append({"input": entry.path, "input_version": entry.version, "model": model, "scale": 4.0,
                          "output": str(out), "status": "ok", "output_bytes": len(data)})
-        if report:
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-
+        if report:  # as the run's ReportWriter leaves it: parts of ROWS_PER_PART rows
+            from pipelines.report import ReportWriter
             from pipelines.upscale import OUTPUT_SCHEMA
 
-            part = target / "_reports" / "20000101T000000Z-earlier" / "rows" / "part-00000.parquet"
-            part.parent.mkdir(parents=True)
-            pq.write_table(pa.Table.from_pylist([{k: r.get(k) for k in OUTPUT_SCHEMA.names} for r in rows],
-                                                schema=OUTPUT_SCHEMA), part)
+            writer = ReportWriter(str(target / "_reports" / "20000101T000000Z-earlier"))
+            for start in range(0, len(rows), 1 << 14):
+                writer.add(pa.Table.from_pylist([{k: r.get(k) for k in OUTPUT_SCHEMA.names}
+                                                 for r in rows[start:start + (1 << 14)]], schema=OUTPUT_SCHEMA))
+            writer.finish(job, len(rows), 1.0)
         del job
     return source, target
 

@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 
 from .storage import LISTING_SCHEMA, ListingError, Store
 
-BATCH_ROWS = 1 << 16
+BATCH_ROWS = 1 << 14
 _VERSION_COLUMNS = ("etag", "e_tag", "version")
 
 

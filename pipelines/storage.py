@@ -114,7 +114,7 @@ class Store:
 
     def list_pages(self, extensions: tuple[str, ...] | None = IMAGE_SUFFIXES, exclude: tuple[str, ...] = (),
                    hidden: bool | None = False) -> Iterator[pa.RecordBatch]:
-        """The listing as Arrow record batches of up to 64K entries (path, relative, size, version), in key
+        """The listing as Arrow record batches of up to 16K entries (path, relative, size, version), in key
         order, made while the store is listed: archives of millions are listed in bounded memory.
 
         Local folders are walked directory by directory in path order; S3 prefixes are read a ListObjectsV2
@@ -307,9 +307,9 @@ LISTING_SCHEMA = pa.schema([("path", pa.string()), ("relative", pa.string()), ("
 
 
 class _ListingBuilder:
-    """Listing entries gathered into Arrow record batches of 64K rows (Python strings live one batch long)."""
+    """Listing entries gathered into Arrow record batches of 16K rows (Python strings live one batch long)."""
 
-    BATCH = 1 << 16
+    BATCH = 1 << 14
 
     def __init__(self, extensions: tuple[str, ...] | None, exclude: tuple[str, ...], hidden: bool | None):
         self.extensions, self.hidden = extensions, hidden

@@ -1,9 +1,9 @@
 """Pages of rows spilled to the driver's local disk, and the Ray Data source that reads them back.
 
 A run over millions of inputs keeps no table of every input in the driver's memory: the plan writes its rows
-a page (up to 64K rows) at a time to Arrow IPC files in a local scratch folder, and the run reads them back
-a page at a time, memory-mapped. Read tasks pinned to the driver's node read blocks of a few rows from the
-pages for the decode tasks as the pipeline streams.
+a page (up to 16K rows) at a time to Arrow IPC files in a local scratch folder, and the run reads them back
+a page at a time. Read tasks pinned to the driver's node read the pages, and a streaming repartition cuts
+them into blocks of a few rows for the decode tasks, as the pipeline streams.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
-PAGE_ROWS = 1 << 16
+PAGE_ROWS = 1 << 14
 
 
 class PageFile:
@@ -49,11 +49,12 @@ class PageFile:
             self._writer = None
 
     def pages(self) -> Iterator[pa.Table]:
-        """Each page, in order (the file is closed for writing first)."""
+        """Each page, in order (the file is closed for writing first). Read, not memory-mapped: a mapped
+        file's pages would stay in this process's resident memory once touched."""
         self.close()
         if not self.page_rows:
             return
-        with pa.memory_map(self.path) as source:
+        with pa.OSFile(self.path) as source:
             reader = ipc.open_file(source)
             for i in range(reader.num_record_batches):
                 yield pa.Table.from_batches([reader.get_batch(i)])
@@ -69,39 +70,33 @@ class PageFile:
             os.remove(self.path)
 
 
-def page_block(path: str, page: int, start: int, rows: int) -> list[pa.Table]:
-    """``rows`` rows of one page of a PageFile from ``start``, as a copy (a slice would carry the whole
-    page's buffers into the object store with it)."""
+def read_page(path: str, page: int) -> list[pa.Table]:
+    """One page of a PageFile, as its own copy."""
     with pa.memory_map(path) as source:
-        batch = ipc.open_file(source).get_batch(page)
-        return [pa.Table.from_batches([batch]).take(np.arange(start, start + rows))]
+        return [pa.Table.from_batches([ipc.open_file(source).get_batch(page)]).combine_chunks()]
 
 
 def read_pages(pages: PageFile, rows_per_block: int):
-    """A Ray Dataset of ``pages``' rows in blocks of ``rows_per_block``, read from the file by tasks on this
-    (the driver's) node, where the file is.
-
-    One read task a block: Ray Data merges the blocks one read task yields, and a decode task that dies must
-    lose only its own few rows. A read task is a few hundred bytes on the driver (the rows stay on disk).
-    """
+    """A Ray Dataset of ``pages``' rows in blocks of ``rows_per_block``: a read task a page, on this (the
+    driver's) node, where the file is; a streaming repartition then cuts the pages into blocks, so a decode
+    task that dies loses only its own few rows. The driver holds a read task a page, not one a block."""
     import ray
     from ray.data.block import BlockMetadata
     from ray.data.datasource import Datasource, ReadTask
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     pages.close()
-    blocks = [(page, start, min(rows_per_block, n - start))
-              for page, n in enumerate(pages.page_rows) for start in range(0, n, rows_per_block)]
 
     class Pages(Datasource):
         def estimate_inmemory_data_size(self):
             return None
 
         def get_read_tasks(self, parallelism, per_task_row_limit=None, data_context=None):
-            return [ReadTask(partial(page_block, pages.path, page, start, rows),
+            return [ReadTask(partial(read_page, pages.path, page),
                              BlockMetadata(num_rows=rows, size_bytes=None, exec_stats=None, input_files=None))
-                    for page, start, rows in blocks]
+                    for page, rows in enumerate(pages.page_rows)]
 
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-    return ray.data.read_datasource(Pages(), override_num_blocks=max(1, len(blocks)),
-                                    ray_remote_args={"scheduling_strategy": here})
+    ds = ray.data.read_datasource(Pages(), override_num_blocks=max(1, len(pages.page_rows)),
+                                  ray_remote_args={"scheduling_strategy": here})
+    return ds.repartition(target_num_rows_per_block=rows_per_block, strict=True)
