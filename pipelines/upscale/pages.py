@@ -2,8 +2,8 @@
 
 A run over millions of inputs keeps no table of every input in the driver's memory: the plan writes its rows
 a page (up to 16K rows) at a time to Arrow IPC files in a local scratch folder, and the run reads them back
-a page at a time. Read tasks pinned to the driver's node read the pages, and a streaming repartition cuts
-them into blocks of a few rows for the decode tasks, as the pipeline streams.
+a page at a time. Read tasks pinned to the driver's node read blocks of a few rows from the pages for the
+decode tasks, as the pipeline streams.
 """
 
 from __future__ import annotations
@@ -70,33 +70,45 @@ class PageFile:
             os.remove(self.path)
 
 
-def read_page(path: str, page: int) -> list[pa.Table]:
-    """One page of a PageFile, as its own copy."""
+MAX_READ_TASKS = 10_000  # a read task costs the driver a few KB (Ray's object and task records)
+
+
+def page_rows(path: str, page: int, start: int, rows: int) -> list[pa.Table]:
+    """``rows`` rows of one page of a PageFile from ``start``, as a copy (a slice would carry the whole
+    page's buffers into the object store with it)."""
     with pa.memory_map(path) as source:
-        return [pa.Table.from_batches([ipc.open_file(source).get_batch(page)]).combine_chunks()]
+        batch = ipc.open_file(source).get_batch(page)
+        return [pa.Table.from_batches([batch]).take(np.arange(start, start + rows))]
 
 
 def read_pages(pages: PageFile, rows_per_block: int):
-    """A Ray Dataset of ``pages``' rows in blocks of ``rows_per_block``: a read task a page, on this (the
-    driver's) node, where the file is; a streaming repartition then cuts the pages into blocks, so a decode
-    task that dies loses only its own few rows. The driver holds a read task a page, not one a block."""
+    """A Ray Dataset of ``pages``' rows, read from the file by tasks on this (the driver's) node, where the
+    file is: one block (and so one decode task) a read task.
+
+    A block is ``rows_per_block`` rows, so that a decode task that dies loses only its own few rows, up to
+    MAX_READ_TASKS blocks; beyond that (over 80,000 inputs at 8 a batch) blocks hold several batches, so the
+    driver's cost stays bounded: a read task costs it a few KB, the rows stay on disk. (Ray Data merges the
+    blocks one read task yields, and its streaming repartition, which could cut them, holds a CPU per task
+    that the decode tasks then lack: it halved a 2-core run's throughput.)
+    """
     import ray
     from ray.data.block import BlockMetadata
     from ray.data.datasource import Datasource, ReadTask
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     pages.close()
+    batches = -(-pages.rows // rows_per_block)
+    per_read = rows_per_block * max(1, -(-batches // MAX_READ_TASKS))
+    blocks = [(page, start, min(per_read, n - start))
+              for page, n in enumerate(pages.page_rows) for start in range(0, n, per_read)]
 
     class Pages(Datasource):
         def estimate_inmemory_data_size(self):
             return None
 
         def get_read_tasks(self, parallelism, per_task_row_limit=None, data_context=None):
-            return [ReadTask(partial(read_page, pages.path, page),
+            return [ReadTask(partial(page_rows, pages.path, page, start, rows),
                              BlockMetadata(num_rows=rows, size_bytes=None, exec_stats=None, input_files=None))
-                    for page, rows in enumerate(pages.page_rows)]
+                    for page, start, rows in blocks]
 
-    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-    ds = ray.data.read_datasource(Pages(), override_num_blocks=max(1, len(pages.page_rows)),
-                                  ray_remote_args={"scheduling_strategy": here})
-    return ds.repartition(target_num_rows_per_block=rows_per_block, strict=True)
+    here = {"ray.io/node-id": ray.get_runtime_context().get_node_id()}
+    return ray.data.read_datasource(Pages(), override_num_blocks=max(1, len(blocks)), label_selector=here)

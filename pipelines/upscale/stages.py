@@ -7,6 +7,7 @@ import os
 import socket
 import time
 import traceback
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import lru_cache
 
@@ -34,11 +35,17 @@ def _inject_worker_death(stage: str, key: str) -> None:
             os._exit(137)
 
 
-def read_and_decode(batch: pa.Table, job: UpscaleJob) -> pa.Table:
-    """Manifest rows -> rows with decoded pixels (status "todo"), or finished ones ("skipped", "failed")."""
+def read_and_decode(batch: pa.Table, job: UpscaleJob) -> Iterator[pa.Table]:
+    """Manifest rows -> rows with decoded pixels (status "todo"), or finished ones ("skipped", "failed").
+
+    Yields a table every ``job.images_per_batch`` rows: a block of many rows never holds all its pictures.
+    """
     source, target = _store(job.input), _store(job.output)
     out = []
     for row in batch.to_pylist():
+        if len(out) >= job.images_per_batch:
+            yield _table(out, DECODED_SCHEMA)
+            out = []
         _inject_worker_death("decode", row["input"])
         row.update(node=_node(), status=row["status"] or "todo")
         try:
@@ -62,7 +69,8 @@ def read_and_decode(batch: pa.Table, job: UpscaleJob) -> pa.Table:
         except Exception as exc:  # the store refused the read, or an unforeseen error: recorded, the job goes on
             row.update(status="failed", error=f"{row['input']}: cannot read ({type(exc).__name__}: {exc})")
         out.append(row)
-    return _table(out, DECODED_SCHEMA)
+    if out:
+        yield _table(out, DECODED_SCHEMA)
 
 
 @lru_cache(maxsize=1)
