@@ -291,3 +291,29 @@ def test_a_csv_file_of_keys_names_the_inputs_once_each(tmp_path):
     keys.write_text("name\na.png\n")
     with pytest.raises(ListingError, match=r"keys.csv: .*no 'key' column"):
         plan(job, "m")
+
+
+def test_plan_pages_reach_ray_data_as_small_blocks_and_the_driver_keeps_few_read_tasks(tmp_path, monkeypatch):
+    """A real local Ray: pages on disk become blocks of a batch each (one decode task a block), and beyond
+    MAX_READ_TASKS blocks a block holds several batches, so the driver's read tasks stay bounded."""
+    import ray
+
+    from pipelines.upscale import pages as pages_module
+    from pipelines.upscale.pages import PageFile, read_pages
+
+    monkeypatch.setattr(pages_module, "PAGE_ROWS", 16)
+    pages = PageFile(str(tmp_path / "rows.arrow"), pa.schema([("i", pa.int64())]))
+    pages.write(pa.table({"i": np.arange(40)}))
+    assert pages.page_rows == [16, 16, 8] and pages.table().column("i").to_pylist() == list(range(40))
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        small = [b.num_rows for b in read_pages(pages, 4).iter_batches(batch_size=None, batch_format="pyarrow")]
+        assert sorted(small) == [4] * 10
+        monkeypatch.setattr(pages_module, "MAX_READ_TASKS", 3)  # 10 batches of 4 -> blocks of 16 at most
+        ds = read_pages(pages, 4)
+        blocks = list(ds.iter_batches(batch_size=None, batch_format="pyarrow"))
+        assert sorted(b.num_rows for b in blocks) == [8, 16, 16]
+        assert sorted(i for b in blocks for i in b.column("i").to_pylist()) == list(range(40))
+    finally:
+        ray.shutdown()
