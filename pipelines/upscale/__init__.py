@@ -13,13 +13,15 @@ rows go to Parquet parts as they arrive.
 Reruns resume: each output carries its input's etag (or mtime), the model id and scale in its XMP, and is
 written atomically, so an output that exists with matching provenance is finished and skipped.
 
-Modules, in the order a run uses them: ``options`` (UpscaleJob), ``plan`` (listing, output keys, finished
-outputs), ``pages`` (the plan's pages on disk and the Ray Data source that reads them), ``stages`` (decode
-tasks, the upscaling actor), ``quality`` (preview crops), ``rows`` (Arrow schemas), ``run`` (the driver).
+Modules, in the order a run uses them: ``options`` (UpscaleJob), ``plan`` (listing, output keys, the
+manifest's pages), ``finished`` (the output prefix's index, earlier reports, provenance), ``pages`` (the
+plan's pages on disk and the Ray Data source that reads them), ``stages`` (decode tasks, the upscaling
+actor), ``quality`` (preview crops), ``rows`` (Arrow schemas), ``run`` (the driver).
 """
 
+from .finished import output_is_finished
 from .options import REPORT_FOLDER, UpscaleJob
-from .plan import Manifest, output_is_finished, plan
+from .plan import Manifest, plan
 from .quality import preview_pair
 from .rows import OUTPUT_SCHEMA, REPORT_SCHEMA
 from .run import RunResult, run

@@ -1,4 +1,5 @@
-"""Planning on the driver: list inputs and outputs, assign output keys, and tell finished outputs."""
+"""Planning on the driver: list the inputs, pick this run's, assign output keys, and set apart the ones
+earlier runs finished (``finished``), a page at a time."""
 
 from __future__ import annotations
 
@@ -13,19 +14,16 @@ from functools import lru_cache
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from srcore.imageio import read_provenance
 from srcore.upscale import output_format
 
 from ..inventory import manifest_pages
 from ..keys import clashing, digests, renamed_keys, wanted_keys
 from ..storage import Store
-from .options import REPORT_FOLDER, UpscaleJob, _inside
-from .pages import PAGE_ROWS, PageFile
+from .finished import OutputIndex, ReportWord, scan_outputs, what_reports_say
+from .options import UpscaleJob, _inside
+from .pages import PageFile
 from .rows import MANIFEST_SCHEMA, conform
-
-PROVENANCE_PROBE_BYTES = 1 << 16
 
 
 @dataclass
@@ -95,7 +93,7 @@ def plan(job: UpscaleJob, model: str, scale: float | None = None) -> Manifest:
         del key_digests, path_digests
         chosen = _chosen(job, listed_pages.rows, repeated)
         existing = scan_outputs(target)
-        said = _what_reports_say(target, existing.report_parts) if not job.overwrite else None
+        said = what_reports_say(target, existing.report_parts) if not job.overwrite else None
         manifest = Manifest(listed, PageFile(os.path.join(folder, "todo.arrow"), MANIFEST_SCHEMA),
                             PageFile(os.path.join(folder, "finished.arrow"), PLAN_SCHEMA),
                             existing.temporaries, existing.leases, folder)
@@ -234,143 +232,6 @@ def _uris(store: Store, paths: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | 
     return pc.binary_join_element_wise(prefix, paths, "") if prefix else paths
 
 
-@dataclass
-class OutputIndex:
-    """What is under the output prefix, in 16 bytes an object: sorted digests of the paths, and sizes."""
-
-    path_digests: np.ndarray
-    sizes: np.ndarray
-    temporaries: list[str]  # ``.name.<id>.tmp`` uploads
-    leases: list[str]  # ``_reports/lease.json`` files (this prefix's and nested ones)
-    report_parts: list[str]  # ``_reports/<run>/rows/*.parquet``, sorted (oldest run first)
-
-    def lookup(self, paths: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """(found, size) for each path."""
-        wanted = digests(paths)
-        at = np.minimum(np.searchsorted(self.path_digests, wanted), max(0, len(self.path_digests) - 1))
-        found = (self.path_digests[at] == wanted) if len(self.path_digests) else np.zeros(len(paths), bool)
-        return found, np.where(found, self.sizes[at] if len(self.sizes) else 0, 0)
-
-
-def scan_outputs(target: Store) -> OutputIndex:
-    """One listing of the output prefix, a page at a time, into an :class:`OutputIndex`."""
-    path_digests, sizes, temporaries, leases, parts = [], [], [], [], []
-    reports = f"{target.root}/{REPORT_FOLDER}/"
-    try:
-        for batch in target.list_pages(extensions=None, hidden=None):
-            paths = batch.column("path")
-            hidden = pc.match_substring_regex(paths, r"(^|/)\.[^/]*$")  # names starting with a dot
-            temporaries += batch.filter(pc.and_(hidden, pc.ends_with(paths, ".tmp"))).column("path").to_pylist()
-            batch = batch.filter(pc.invert(hidden))
-            paths = batch.column("path")
-            leases += batch.filter(pc.ends_with(paths, "/_reports/lease.json")).column("path").to_pylist()
-            parts += batch.filter(pc.and_(pc.and_(pc.starts_with(paths, reports), pc.match_substring(paths, "/rows/")),
-                                          pc.ends_with(paths, ".parquet"))).column("path").to_pylist()
-            path_digests.append(digests(paths.to_pylist()))
-            sizes.append(batch.column("size").to_numpy())
-    except FileNotFoundError:
-        pass
-    path_digests = np.concatenate(path_digests) if path_digests else np.empty(0, np.uint64)
-    sizes = np.concatenate(sizes) if sizes else np.empty(0, np.int64)
-    order = np.argsort(path_digests)
-    return OutputIndex(path_digests[order], sizes[order], temporaries, leases, sorted(parts))
-
-
-REPORTED_FINISHED = ("ok", "skipped")
-
-
-@dataclass
-class ReportWord:
-    """The latest word of earlier reports on each output they mention: the digest of the output's URI and
-    the digest of what it vouches for (input, input version, model, scale and output size; 0 where the latest
-    word is not "finished": a later run failed on it)."""
-
-    outputs: np.ndarray  # sorted
-    vouched: np.ndarray
-
-    def vouches(self, rows: pa.Table, found: np.ndarray, found_bytes: np.ndarray) -> np.ndarray:
-        """Which rows' outputs the latest word says were written from this input version with this model and
-        scale, and are still there at that size."""
-        if not len(self.outputs):
-            return np.zeros(rows.num_rows, bool)
-        wanted = digests(rows.column("output").to_pylist())
-        at = np.minimum(np.searchsorted(self.outputs, wanted), len(self.outputs) - 1)
-        mine = _vouch_digests(rows.column("input"), rows.column("input_version"), rows.column("model"),
-                              rows.column("scale"), pa.array(found_bytes, pa.int64()))
-        return found & (self.outputs[at] == wanted) & (self.vouched[at] == mine) & (mine != 0)
-
-
-def _vouch_digests(inputs, versions, models, scales, sizes) -> np.ndarray:
-    columns = [c.to_pylist() for c in (inputs, versions, models, scales, sizes)]
-    return digests(["\0".join(map(repr, values)) for values in zip(*columns, strict=True)])
-
-
-def _what_reports_say(target: Store, parts: list[str]) -> ReportWord | None:
-    """Read earlier reports' rows, the latest report first, a batch at a time, into a :class:`ReportWord`.
-
-    One read of the reports replaces a provenance read per output: a rerun over a finished archive starts no
-    task for them. Outputs no report vouches for are checked by their provenance, as before. Only the latest
-    word on each output counts (reports are named by their run's start time), so an output that a later run
-    replaced with another model's is not taken for this one's.
-    """
-    if not parts:
-        return None
-    columns = ["input", "input_version", "model", "scale", "output", "status", "output_bytes"]
-    outputs, vouched = [], []
-    try:  # the latest report first: a report names each output once, so an output's first row is its latest
-        for part in reversed(parts):
-            with target.fs.open(part, "rb") as f:
-                for batch in pq.ParquetFile(f).iter_batches(batch_size=PAGE_ROWS, columns=columns):
-                    word = _vouch_digests(batch.column("input"), batch.column("input_version"),
-                                          batch.column("model"), pc.cast(batch.column("scale"), pa.float32()),
-                                          batch.column("output_bytes"))
-                    finished = pc.is_in(batch.column("status"), value_set=pa.array(REPORTED_FINISHED))
-                    vouched.append(np.where(pc.fill_null(finished, False).to_numpy(zero_copy_only=False), word, 0))
-                    outputs.append(digests(batch.column("output").to_pylist()))
-    except Exception as exc:  # an unreadable report: every output is checked by its provenance instead
-        print(f"[srcore] warning: earlier reports unreadable ({type(exc).__name__}: {exc}); checking each "
-              "output's provenance instead", flush=True)
-        return None
-    outputs = np.concatenate(outputs) if outputs else np.empty(0, np.uint64)
-    vouched = np.concatenate(vouched).astype(np.uint64) if vouched else np.empty(0, np.uint64)
-    latest, first = np.unique(outputs, return_index=True)  # the first row of each output: its latest word
-    return ReportWord(latest, vouched[first])
-
-
-def remove_temporaries(target: Store, paths: list[str]) -> int:
-    """Delete temporary uploads; call only while holding the output's lease (their writers are gone then)."""
-    removed = 0
-    for path in paths:
-        try:
-            target.delete(path)
-            removed += 1
-        except OSError:
-            pass
-    return removed
-
-
 @lru_cache(maxsize=8)
 def _store(location: str) -> Store:
     return Store(location)
-
-
-def output_is_finished(target: Store, row: dict) -> bool:
-    """Does the output carry this input's version, this model and scale (written by any earlier run)?
-
-    An output that cannot be read back counts as unfinished: it is made again.
-    """
-    want = {"sourceVersion": row["input_version"], "model": row["model"], "scale": f"{row['scale']:g}"}
-    path, probe = row["output_key"], PROVENANCE_PROBE_BYTES
-    try:
-        size = target.size(path)
-        found = read_provenance(target.read(path, 0, min(size, probe)))
-        if not found and size > probe:  # WebP and some TIFFs keep XMP at the end
-            found = read_provenance(target.read(path, max(0, size - probe), size))
-        if not found and size > 2 * probe:
-            found = read_provenance(target.read(path))
-    except OSError:
-        return False
-    if all(found.get(k) == v for k, v in want.items()):
-        row["output_bytes"] = size
-        return True
-    return False

@@ -10,9 +10,10 @@ import pyarrow as pa
 
 from ..keys import digests
 from ..lease import Lease, held_elsewhere
+from .finished import remove_temporaries, scan_outputs
 from .options import REPORT_FOLDER, UpscaleJob
 from .pages import PageFile, read_pages
-from .plan import Manifest, _store, plan, remove_temporaries, scan_outputs
+from .plan import Manifest, _store, plan
 from .rows import OUTPUT_SCHEMA, _table
 from .stages import UpscaleWriter, read_and_decode
 

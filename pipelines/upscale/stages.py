@@ -18,8 +18,9 @@ from srcore.imageio import ImageDecodeError, Picture, Provenance, decode
 from srcore.metrics import lr_consistency
 from srcore.upscale import encode_output, stream_png, streams
 
+from .finished import output_is_finished
 from .options import UpscaleJob
-from .plan import _store, output_is_finished
+from .plan import _store
 from .quality import preview_pair
 from .rows import DECODED_SCHEMA, OUTPUT_SCHEMA, _table
 
