@@ -1,0 +1,117 @@
+"""Georeferenced rasters through srcore.geo: rasters the tests write with rasterio (no data files), upscaled
+by a plain bicubic so the checks are about georeferencing, dtypes, bands and nodata, not the network."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+rasterio = pytest.importorskip("rasterio")
+from affine import Affine  # noqa: E402
+from rasterio.control import GroundControlPoint  # noqa: E402
+from rasterio.crs import CRS  # noqa: E402
+from rasterio.io import MemoryFile  # noqa: E402
+
+from srcore.geo import read_raster, upscale_raster, write_geotiff  # noqa: E402
+
+SCALE = 2
+
+
+def bicubic(unit: np.ndarray) -> np.ndarray:
+    return np.stack([np.clip(cv2.resize(b, None, fx=SCALE, fy=SCALE, interpolation=cv2.INTER_CUBIC), 0, 1)
+                     for b in unit])
+
+
+def make_raster(dtype: str, count: int, *, crs=None, transform=None, gcps=None, nodata=None,
+                border: int = 0, internal_mask: bool = False) -> bytes:
+    height, width = 40, 48
+    rng = np.random.default_rng(count)
+    smooth = np.stack([cv2.resize(rng.uniform(0, 1, (6, 7)).astype(np.float32), (width, height),
+                                  interpolation=cv2.INTER_CUBIC) for _ in range(count)]).clip(0, 1)
+    if np.issubdtype(np.dtype(dtype), np.integer):
+        high = min(np.iinfo(dtype).max, 12000)
+        bands = (10 + smooth * (high - 10)).astype(dtype)
+    else:
+        bands = (smooth * 0.6).astype(dtype)
+    valid = np.ones((height, width), bool)
+    if border:
+        valid[:border], valid[:, :border] = False, False
+    profile = {"driver": "GTiff", "width": width, "height": height, "count": count, "dtype": dtype}
+    if crs is not None:
+        profile["crs"] = crs
+    if transform is not None:
+        profile["transform"] = transform
+    if nodata is not None:
+        profile["nodata"] = nodata
+        bands[:, ~valid] = nodata
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), MemoryFile() as memory:
+        with memory.open(**profile) as dst:
+            if gcps:
+                dst.gcps = (gcps, crs)
+            dst.write(bands)
+            for i in range(count):
+                dst.set_band_description(i + 1, f"band {i + 1}")
+            if internal_mask:
+                dst.write_mask(np.where(valid, 255, 0).astype(np.uint8))
+        return memory.read()
+
+
+UTM = CRS.from_epsg(32633)
+CASES = {
+    "utm-uint16-4": dict(dtype="uint16", count=4, crs=UTM, transform=Affine(10, 0, 500000, 0, -10, 4600000),
+                         nodata=0, border=5),
+    "wgs84-uint8-3": dict(dtype="uint8", count=3, crs=CRS.from_epsg(4326),
+                          transform=Affine(0.001, 0, 12.5, 0, -0.001, 41.9)),
+    "rotated-int16-1": dict(dtype="int16", count=1, crs=UTM,
+                            transform=Affine.translation(500000, 4600000) @ Affine.rotation(20) @ Affine.scale(10, -10),
+                            nodata=-9999, border=3),
+    "float32-6-mask": dict(dtype="float32", count=6, crs=UTM, transform=Affine(20, 0, 300000, 0, -20, 5000000),
+                           border=4, internal_mask=True),
+    "gcps-uint16-3": dict(dtype="uint16", count=3, crs=CRS.from_epsg(4326), gcps=[
+        GroundControlPoint(row=0, col=0, x=10.0, y=50.0), GroundControlPoint(row=0, col=48, x=10.5, y=50.0),
+        GroundControlPoint(row=40, col=0, x=10.0, y=49.6), GroundControlPoint(row=40, col=48, x=10.5, y=49.6)]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_georeferencing_dtype_bands_and_nodata_survive_upscaling(case):
+    spec = CASES[case]
+    data = make_raster(**spec)
+    source = read_raster(data)
+    out = write_geotiff(upscale_raster(source, bicubic, SCALE), {"model": "bicubic", "scale": str(SCALE)})
+    with MemoryFile(data) as m_in, m_in.open() as src, MemoryFile(out) as m_out, m_out.open() as dst:
+        assert (dst.width, dst.height) == (src.width * SCALE, src.height * SCALE)
+        assert dst.crs == src.crs and dst.dtypes == src.dtypes and dst.count == src.count
+        assert dst.descriptions == src.descriptions and dst.nodata == src.nodata
+        assert dst.tags()["SRCORE_MODEL"] == "bicubic"
+        if spec.get("gcps"):
+            got, _ = dst.gcps
+            assert [(g.row, g.col, g.x, g.y) for g in got] == [(g.row * SCALE, g.col * SCALE, g.x, g.y)
+                                                               for g in spec["gcps"]]
+        else:
+            assert dst.transform.almost_equals(src.transform @ Affine.scale(1 / SCALE), precision=1e-9)
+            pixel = abs(src.transform.a) + abs(src.transform.b)
+            assert np.allclose(dst.bounds, src.bounds, atol=1e-6 * pixel)
+        valid_in = (src.read_masks() > 0).any(axis=0)
+        valid_out = (dst.read_masks() > 0).any(axis=0)
+        assert np.array_equal(valid_out, valid_in.repeat(SCALE, 0).repeat(SCALE, 1))
+        if src.nodata is not None:
+            assert (dst.read()[:, ~valid_out] == src.nodata).all()
+            # the network never saw the nodata value: the data next to the border is not pulled towards it
+            inner, data = dst.read()[:, valid_out].astype(float), src.read()[:, valid_in].astype(float)
+            assert inner.min() > data.min() - 0.05 * (np.ptp(data) + 1)
+
+
+def test_values_map_to_unit_and_back_by_the_dtype_range_or_a_recorded_stretch():
+    from srcore.geo import from_unit, to_unit
+
+    bands = np.array([[[0, 1000, 65535]]], np.uint16)
+    unit, ranges = to_unit(bands, np.ones((1, 3), bool))
+    assert ranges == [(0.0, 65535.0)] and np.array_equal(from_unit(unit, ranges, np.uint16), bands)
+    reflectance = np.linspace(0, 1, 1000, dtype=np.float32).reshape(1, 10, 100)
+    unit, ranges = to_unit(reflectance, np.ones((10, 100), bool))
+    assert 0 < ranges[0][0] < 0.01 and 0.99 < ranges[0][1] < 1
+    back = from_unit(unit, ranges, np.float32)
+    inside = (reflectance >= ranges[0][0]) & (reflectance <= ranges[0][1])
+    assert np.allclose(back[inside], reflectance[inside], atol=1e-6)
