@@ -11,7 +11,8 @@ The rules, stated once:
   tags (``SRCORE_STRETCH_<band>``).
 - **Nodata**: pixels that are nodata (the nodata value, an internal mask, or an alpha band of 0) are filled
   from their valid neighbours (GDAL's FillNodata) before the network sees them; the output is nodata
-  exactly where the nearest-upsampled input mask is, and the nodata value stays in the profile.
+  exactly where the nearest-upsampled input mask is (data that comes out equal to the nodata value moves
+  to the nearest other value), and the nodata value stays in the profile.
 """
 
 from __future__ import annotations
@@ -117,6 +118,8 @@ def upscale_raster(raster: Raster, upscale: Callable[[np.ndarray], np.ndarray], 
         raise ValueError(f"the upscaler gave {out.shape[1:]} for {unit.shape[1:]} at x{scale}")
     bands = from_unit(out, ranges, raster.bands.dtype)
     valid = raster.valid.repeat(scale, axis=0).repeat(scale, axis=1)
+    if raster.nodata is not None:  # data that came out equal to the nodata value would read as nodata
+        bands[(bands == raster.nodata) & valid] = _next_to(raster.nodata, bands.dtype)
     if not valid.all():
         bands[:, ~valid] = raster.nodata if raster.nodata is not None else 0
     tags = dict(raster.tags)
@@ -129,6 +132,13 @@ def upscale_raster(raster: Raster, upscale: Callable[[np.ndarray], np.ndarray], 
                   gcps=gcps, gcps_crs=raster.gcps_crs, nodata=raster.nodata, descriptions=raster.descriptions,
                   colorinterp=raster.colorinterp, tags=tags, band_tags=raster.band_tags, scales=raster.scales,
                   offsets=raster.offsets, driver=raster.driver)
+
+
+def _next_to(nodata: float, dtype: np.dtype):
+    """The value nearest ``nodata`` that is not it, inside ``dtype``."""
+    if np.issubdtype(dtype, np.integer):
+        return nodata + 1 if nodata < np.iinfo(dtype).max else nodata - 1
+    return np.nextafter(dtype.type(nodata), dtype.type(np.inf))
 
 
 def write_geotiff(raster: Raster, provenance: dict[str, str] | None = None) -> bytes:
@@ -170,3 +180,52 @@ def write_geotiff(raster: Raster, provenance: dict[str, str] | None = None) -> b
                 dst.scales = raster.scales
                 dst.offsets = raster.offsets
         return memory.read()
+
+
+def read_if_georeferenced(data: bytes, name: str) -> Raster | None:
+    """The raster of a TIFF/JPEG 2000 file that carries georeferencing (CRS, transform or GCPs), else None:
+    plain TIFFs keep the image path. None too when rasterio (the ``geo`` extra) is not installed."""
+    try:
+        import rasterio  # noqa: F401
+    except ImportError:
+        return None
+    try:
+        raster = read_raster(data, name)
+    except Exception:  # not a raster GDAL reads: the image decoder says why
+        return None
+    return raster if raster.georeferenced else None
+
+
+def network_bands(upscaler, rgb: tuple[int, ...] | None = None, others: str = "network"
+                  ) -> Callable[[np.ndarray], np.ndarray]:
+    """An upscale function for :func:`upscale_raster` from an RGB :class:`srcore.inference.Upscaler`.
+
+    ``rgb``: the three bands (1-based, e.g. Sentinel-2 B04, B03, B02 as 4,3,2 of a 4-band file) that feed
+    the network as R, G, B; default the first three of a file with three or more bands, none for one or two.
+    ``others``: every other band ``"network"`` (as gray: repeated into R, G and B, the mean taken back) or
+    ``"bicubic"``.
+    """
+    import cv2
+
+    if others not in ("network", "bicubic"):
+        raise ValueError(f"others must be 'network' or 'bicubic', got {others!r}")
+
+    def upscale(unit: np.ndarray) -> np.ndarray:
+        count = unit.shape[0]
+        chosen = [b - 1 for b in rgb] if rgb else ([0, 1, 2] if count >= 3 else [])
+        if chosen and (len(chosen) != 3 or min(chosen) < 0 or max(chosen) >= count):
+            raise ValueError(f"--bands {rgb}: need three band numbers of 1..{count}")
+        s = upscaler.scale
+        out = np.empty((count, unit.shape[1] * s, unit.shape[2] * s), np.float32)
+        if chosen:
+            out[chosen] = np.moveaxis(upscaler.upscale_array(np.ascontiguousarray(np.moveaxis(unit[chosen], 0, -1))),
+                                      -1, 0)
+        for band in (b for b in range(count) if b not in chosen):
+            if others == "bicubic":
+                out[band] = np.clip(cv2.resize(unit[band], None, fx=s, fy=s, interpolation=cv2.INTER_CUBIC), 0, 1)
+            else:
+                gray = np.repeat(unit[band][..., None], 3, axis=-1)
+                out[band] = upscaler.upscale_array(gray).mean(axis=-1)
+        return out
+
+    return upscale

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from .atomic import atomic_path
+from .geo import GEO_SUFFIXES, network_bands, read_if_georeferenced, upscale_raster, write_geotiff
 from .imageio import DEFAULT_MAX_PIXELS, EXTENSIONS, FORMATS, Picture, Provenance, decode, encode, png_chunks
 from .inference import Upscaler
 from .metrics import LR_CHECK_PIXELS, LrCheck
@@ -238,6 +239,24 @@ def upscale_bytes(upscaler: Upscaler, data: bytes, name: str, model_id: str,
     return UpscaleResult(out, fmt, source, output)
 
 
+def _upscale_geo(upscaler: Upscaler, raster, src: Path, target: Path, options: OutputOptions,
+                 provenance: Provenance) -> tuple[Path, tuple[int, int]]:
+    """A georeferenced raster (:mod:`srcore.geo`): every band, georeferencing and nodata kept, as GeoTIFF."""
+    if options.outscale not in (None, upscaler.scale):
+        raise ValueError(f"{src}: --outscale is not applied to georeferenced rasters (they keep the model's "
+                         f"x{upscaler.scale}, so pixels stay aligned to the grid)")
+    height, width = raster.bands.shape[1:]
+    if width * height > options.max_input_pixels:
+        raise ValueError(f"{src}: {width}x{height} is over --max-input-pixels ({options.max_input_pixels})")
+    out = upscale_raster(raster, network_bands(upscaler), upscaler.scale)
+    tags = {"notice": "AI-upscaled: details may be synthesized, not measured",
+            "model": provenance.model, "scale": f"{upscaler.scale}", "source": provenance.source,
+            "source_version": provenance.source_version, "run": provenance.run or ""}
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(write_geotiff(out, tags))
+    return target, (width * upscaler.scale, height * upscaler.scale)
+
+
 def upscale_file(upscaler: Upscaler, src: str | os.PathLike, out_dir: str | os.PathLike, model_id: str,
                  options: OutputOptions = OutputOptions(), stem: str | None = None,
                  run: str | None = None) -> tuple[Path, tuple[int, int]]:
@@ -249,7 +268,10 @@ def upscale_file(upscaler: Upscaler, src: str | os.PathLike, out_dir: str | os.P
     src = Path(src)
     provenance = Provenance(model_id, options.outscale or upscaler.scale, src.resolve().as_posix(),
                             local_version(src), run)
-    source = decode(src.read_bytes(), str(src), options.max_input_pixels)
+    data = src.read_bytes()
+    if src.suffix.lower() in GEO_SUFFIXES and (raster := read_if_georeferenced(data, str(src))) is not None:
+        return _upscale_geo(upscaler, raster, src, Path(out_dir) / f"{stem or src.stem}.tif", options, provenance)
+    source = decode(data, str(src), options.max_input_pixels)
     fmt = output_format(str(src), options.format)
     target = Path(out_dir) / f"{stem or src.stem}{EXTENSIONS[fmt]}"
     with atomic_path(target) as tmp:

@@ -115,3 +115,32 @@ def test_values_map_to_unit_and_back_by_the_dtype_range_or_a_recorded_stretch():
     back = from_unit(unit, ranges, np.float32)
     inside = (reflectance >= ranges[0][0]) & (reflectance <= ranges[0][1])
     assert np.allclose(back[inside], reflectance[inside], atol=1e-6)
+
+
+def test_the_cli_keeps_a_geotiffs_georeferencing_bands_dtype_and_nodata(tmp_path):
+    """``srcore upscale`` on a 4-band uint16 UTM GeoTIFF with a nodata border (the case that failed as "not a
+    recognised image format"): a GeoTIFF out, every band through the bundled-architecture network."""
+    import subprocess
+    import sys
+
+    import torch
+
+    import srcore
+
+    torch.manual_seed(0)
+    weights = srcore.save_model(srcore.create_model("realesr-animevideov3", num_feat=8, num_conv=1, upscale=2),
+                                tmp_path / "tiny.safetensors")
+    spec = CASES["utm-uint16-4"]
+    (tmp_path / "scene.tif").write_bytes(make_raster(**spec))
+    result = subprocess.run([sys.executable, "-m", "srcore.cli", "upscale", str(tmp_path / "scene.tif"), "-o",
+                             str(tmp_path / "out"), "--model", str(weights)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    with rasterio.open(tmp_path / "scene.tif") as src, rasterio.open(tmp_path / "out" / "scene.tif") as dst:
+        assert (dst.count, dst.dtypes, dst.crs, dst.nodata) == (4, src.dtypes, src.crs, 0)
+        assert dst.transform.almost_equals(src.transform @ Affine.scale(1 / 2), precision=1e-9)
+        tags = dst.tags()
+        assert tags["SRCORE_MODEL"].startswith("tiny.safetensors@") and "AI-upscaled" in tags["SRCORE_NOTICE"]
+        valid_out = (dst.read_masks() > 0).any(axis=0)
+        assert np.array_equal(valid_out, (src.read_masks() > 0).any(axis=0).repeat(2, 0).repeat(2, 1))
+        # an untrained network gives zeros too: data equal to the nodata value would read as nodata
+        assert (dst.read()[:, ~valid_out] == 0).all() and (dst.read()[:, valid_out] != 0).all()
