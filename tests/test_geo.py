@@ -144,3 +144,17 @@ def test_the_cli_keeps_a_geotiffs_georeferencing_bands_dtype_and_nodata(tmp_path
         assert np.array_equal(valid_out, (src.read_masks() > 0).any(axis=0).repeat(2, 0).repeat(2, 1))
         # an untrained network gives zeros too: data equal to the nodata value would read as nodata
         assert (dst.read()[:, ~valid_out] == 0).all() and (dst.read()[:, valid_out] != 0).all()
+
+
+def test_a_jpeg2000_band_file_keeps_its_georeferencing(tmp_path):
+    """Sentinel-2 L2A band files are JPEG 2000 (GDAL's JP2OpenJPEG driver, bundled with rasterio)."""
+    from rasterio.shutil import copy as copy_raster
+
+    spec = dict(dtype="uint16", count=1, crs=UTM, transform=Affine(10, 0, 600000, 0, -10, 5100000))
+    (tmp_path / "b04.tif").write_bytes(make_raster(**spec))
+    copy_raster(tmp_path / "b04.tif", tmp_path / "B04.jp2", driver="JP2OpenJPEG", QUALITY=100, REVERSIBLE=True)
+    source = read_raster((tmp_path / "B04.jp2").read_bytes())
+    assert source.driver == "JP2OpenJPEG" and source.georeferenced
+    with MemoryFile(write_geotiff(upscale_raster(source, bicubic, SCALE))) as memory, memory.open() as dst:
+        assert dst.crs == UTM and dst.dtypes == ("uint16",)
+        assert dst.transform.almost_equals(spec["transform"] @ Affine.scale(1 / SCALE), precision=1e-9)
