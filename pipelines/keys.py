@@ -13,8 +13,6 @@ import unicodedata
 from collections.abc import Sequence
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from srcore.imageio import EXTENSIONS, IMAGE_SUFFIXES
 from srcore.upscale import output_format
@@ -51,31 +49,13 @@ def plan_outputs(relatives: Sequence[str], fmt: str | None) -> list[str]:
     The output key is the safe input key with the output format's extension. Inputs that would share an
     output key (``photo.jpg`` and ``photo.png`` written as PNG, two Unicode spellings of one name, or two
     cases of one, which collide on macOS and Windows) each get a short hash of their own key instead, so no
-    output overwrites another. Deterministic for a given listing. (:func:`plan_output_keys` on Arrow.)
+    output overwrites another. Deterministic for a given listing. The bucket job's plan runs the same three
+    steps a page at a time (:func:`wanted_keys`, :func:`clashing`, :func:`renamed_keys`).
     """
-    return plan_output_keys(pa.array(relatives, pa.string()), fmt).to_pylist()
-
-
-def plan_output_keys(relatives: pa.Array | pa.ChunkedArray, fmt: str | None,
-                     chunk: int = 1 << 16) -> pa.Array:
-    """:func:`plan_outputs` over an Arrow column: keys made a slice at a time (:func:`wanted_keys`), clashes
-    found on their digests (:func:`clashing`) and renamed (:func:`renamed_keys`)."""
-    relatives = relatives.combine_chunks() if isinstance(relatives, pa.ChunkedArray) else relatives
-    pieces, digests = [], []
-    for start in range(0, len(relatives), chunk):
-        keys, key_digests = wanted_keys(relatives.slice(start, chunk).to_pylist(), fmt)
-        pieces.append(pa.array(keys, pa.string()))
-        digests.append(key_digests)
-    keys = pa.concat_arrays(pieces) if pieces else pa.array([], pa.string())
-    candidates = clashing(np.concatenate(digests) if digests else np.empty(0, np.uint64))
-    if not len(candidates):
-        return keys
-    renamed = renamed_keys([(int(i), keys[int(i)].as_py(), relatives[int(i)].as_py()) for i in candidates])
-    if not renamed:
-        return keys
-    mask = np.zeros(len(keys), bool)
-    mask[sorted(renamed)] = True
-    return pc.replace_with_mask(keys, pa.array(mask), pa.array([renamed[i] for i in sorted(renamed)], pa.string()))
+    relatives = list(relatives)
+    keys, key_digests = wanted_keys(relatives, fmt)
+    renamed = renamed_keys([(int(i), keys[i], relatives[i]) for i in clashing(key_digests)])
+    return [renamed.get(i, key) for i, key in enumerate(keys)]
 
 
 def wanted_keys(relatives: list[str], fmt: str | None) -> tuple[list[str], np.ndarray]:

@@ -19,7 +19,7 @@ from srcore.upscale import output_format
 
 from ..inventory import manifest_pages
 from ..keys import clashing, digests, renamed_keys, wanted_keys
-from ..storage import Store
+from ..storage import LISTING_SCHEMA, Store
 from .finished import OutputIndex, ReportWord, scan_outputs, what_reports_say
 from .options import UpscaleJob, _inside
 from .pages import PageFile
@@ -59,8 +59,7 @@ class Manifest:
 
 
 PLAN_SCHEMA = pa.schema(list(MANIFEST_SCHEMA) + [("output_bytes", pa.int64())])
-_LISTED_SCHEMA = pa.schema([("path", pa.string()), ("relative", pa.string()), ("size", pa.int64()),
-                            ("version", pa.string()), ("key", pa.string())])
+_LISTED_SCHEMA = pa.schema(list(LISTING_SCHEMA) + [("key", pa.string())])
 
 
 def plan(job: UpscaleJob, model: str, scale: float | None = None) -> Manifest:
