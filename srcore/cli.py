@@ -53,7 +53,9 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     with tqdm(inputs, desc="upscaling", unit="img") as bar:
         for path, stem in bar:
             try:
-                _, (w, h) = upscale_file(upscaler, path, args.output, name, options, stem, run)
+                # a large raster goes window by window: its progress shows in the bar's postfix
+                _, (w, h) = upscale_file(upscaler, path, args.output, name, options, stem, run,
+                                         progress=lambda d, n: bar.set_postfix(windows=f"{d}/{n}"))
                 megapixels += w * h / 1e6
                 bar.set_postfix(MP=f"{megapixels:.1f}")
             except Exception as exc:  # one bad file must not stop the batch

@@ -24,9 +24,10 @@ Image.MAX_IMAGE_PIXELS = None
 # 200 MP lets a Sentinel-2 tile (10980^2 = 121 MP) through and refuses a 20000^2 bomb by default
 DEFAULT_MAX_PIXELS = 200_000_000
 FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP", "tiff": "TIFF", "tif": "TIFF"}
-EXTENSIONS = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "TIFF": ".tif"}
-# input file names srcore treats as images (folders, buckets, benchmark sets)
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+# COG: a Cloud-Optimized GeoTIFF, written by srcore.geo for georeferenced rasters
+EXTENSIONS = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "TIFF": ".tif", "COG": ".tif"}
+# input file names srcore treats as images (folders, buckets, benchmark sets); .jp2: JPEG 2000 rasters
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".jp2")
 # IPTC's term for media changed by a trained model (used by C2PA and photo agencies)
 DIGITAL_SOURCE_TYPE = "http://cv.iptc.org/newscodes/digitalsourcetype/compositeWithTrainedAlgorithmicMedia"
 ORIENTATION_TAG = 0x0112

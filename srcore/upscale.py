@@ -9,13 +9,24 @@ import argparse
 import os
 import posixpath
 import uuid
+from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import BinaryIO
 
 from .atomic import atomic_path
-from .geo import GEO_SUFFIXES, network_bands, read_if_georeferenced, upscale_raster, write_geotiff
+from .geo import (
+    GEO_SUFFIXES,
+    OTHER_BANDS,
+    SceneResult,
+    gdal_env,
+    is_georeferenced,
+    network_bands,
+    open_raster,
+    parse_bands,
+    upscale_scene,
+)
 from .imageio import DEFAULT_MAX_PIXELS, EXTENSIONS, FORMATS, Picture, Provenance, decode, encode, png_chunks
 from .inference import Upscaler
 from .metrics import LR_CHECK_PIXELS, LrCheck
@@ -89,10 +100,14 @@ class OutputOptions:
         alpha: ``"bicubic"`` or ``"network"`` upscaling of the alpha channel.
         outscale: final scale (None: the model's).
         max_input_pixels: inputs above this many pixels are refused before decoding (decompression bombs).
+        bands: georeferenced rasters: the three 1-based bands that feed the network as R, G, B (``4,3,2``);
+            default the first three.
+        other_bands: georeferenced rasters: every other band through the network as gray, or bicubic.
     """
 
-    format: str | None = _flag(None, "output format (default: the input's, PNG for formats srcore cannot write)",
-                               choices=tuple(sorted(FORMATS)))
+    format: str | None = _flag(None, "output format (default: the input's, PNG for formats srcore cannot write); "
+                               "georeferenced rasters are GeoTIFF, or with 'cog' Cloud-Optimized GeoTIFF",
+                               choices=tuple(sorted(FORMATS)) + ("cog",))
     quality: int = _flag(95, "JPEG/WebP quality", parse=int)
     png_compression: int = _flag(1, "PNG zlib level 0-9 (1: fastest; 6+ for ~7%% smaller files, 4.5x slower)",
                                  parse=int)
@@ -100,16 +115,23 @@ class OutputOptions:
     outscale: float | None = _flag(None, "final scale (default: the model's)", parse=float)
     max_input_pixels: int | None = _flag(DEFAULT_MAX_PIXELS, "refuse larger inputs before decoding "
                                          "(decompression bombs)", parse=int)
+    bands: str | None = _flag(None, "georeferenced rasters: the three bands (1-based) that feed the network as "
+                              "R,G,B, e.g. 4,3,2 for Sentinel-2 B04,B03,B02 (default: the first three)")
+    other_bands: str = _flag("network", "georeferenced rasters: every other band (NIR, SWIR, ...) through the "
+                             "network as gray, or bicubic", choices=OTHER_BANDS)
 
     def __post_init__(self):
         check_flags([
-            (self.format is None or self.format.lower() in FORMATS, "format", f"must be one of {sorted(FORMATS)}"),
+            (self.format is None or self.format.lower() in (*FORMATS, "cog"), "format",
+             f"must be one of {sorted(FORMATS) + ['cog']}"),
             (1 <= self.quality <= 100, "quality", "must be in 1..100"),
             (0 <= self.png_compression <= 9, "png-compression", "must be in 0..9"),
             (self.alpha in ALPHA_MODES, "alpha", "must be 'bicubic' or 'network'"),
             (self.outscale is None or self.outscale > 0, "outscale", "must be > 0"),
             (self.max_input_pixels is None or self.max_input_pixels > 0, "max-input-pixels", "must be > 0"),
+            (self.other_bands in OTHER_BANDS, "other-bands", "must be 'network' or 'bicubic'"),
         ], self)
+        parse_bands(self.bands)  # names --bands in its error
 
 
 def check_flags(rules: list[tuple[bool, str, str]], options) -> None:
@@ -136,7 +158,13 @@ def from_flags(options: type, args: argparse.Namespace):
 
 def output_format(name: str, fmt: str | None) -> str:
     """The output format (``PNG``...) for an input file or key: ``fmt`` if given, else the input's by its
-    extension when srcore can write it, else PNG (bmp, gif)."""
+    extension when srcore can write it, else PNG (bmp, gif). Rasters (.tif, .tiff, .jp2) are TIFF (GeoTIFF
+    when georeferenced), or with ``cog`` COG; ``cog`` leaves other inputs to the default rule."""
+    suffix = posixpath.splitext(name)[1].lower()
+    if fmt and fmt.lower() == "cog":
+        return "COG" if suffix in GEO_SUFFIXES else output_format(name, None)
+    if suffix == ".jp2" and not fmt:
+        return "TIFF"
     if fmt:
         if fmt.lower() not in FORMATS:
             raise ValueError(f"--format must be one of {sorted(FORMATS)}, got {fmt!r}")
@@ -239,40 +267,79 @@ def upscale_bytes(upscaler: Upscaler, data: bytes, name: str, model_id: str,
     return UpscaleResult(out, fmt, source, output)
 
 
-def _upscale_geo(upscaler: Upscaler, raster, src: Path, target: Path, options: OutputOptions,
-                 provenance: Provenance) -> tuple[Path, tuple[int, int]]:
-    """A georeferenced raster (:mod:`srcore.geo`): every band, georeferencing and nodata kept, as GeoTIFF."""
-    if options.outscale not in (None, upscaler.scale):
-        raise ValueError(f"{src}: --outscale is not applied to georeferenced rasters (they keep the model's "
-                         f"x{upscaler.scale}, so pixels stay aligned to the grid)")
-    height, width = raster.bands.shape[1:]
-    if width * height > options.max_input_pixels:
-        raise ValueError(f"{src}: {width}x{height} is over --max-input-pixels ({options.max_input_pixels})")
-    out = upscale_raster(raster, network_bands(upscaler), upscaler.scale)
-    tags = {"notice": "AI-upscaled: details may be synthesized, not measured",
-            "model": provenance.model, "scale": f"{upscaler.scale}", "source": provenance.source,
-            "source_version": provenance.source_version, "run": provenance.run or ""}
-    with atomic_path(target) as tmp:
-        tmp.write_bytes(write_geotiff(out, tags))
-    return target, (width * upscaler.scale, height * upscaler.scale)
+def opens_as_raster(name: str, open_source: Callable[[], object]):
+    """The open rasterio dataset of a georeferenced raster input (.tif, .tiff: when georeferenced; .jp2:
+    always), else None: other inputs, and all when the ``geo`` extra is not installed, keep the image path.
+    ``open_source`` opens the dataset (:func:`srcore.geo.open_raster`); call inside :func:`gdal_env`."""
+    suffix = posixpath.splitext(name)[1].lower()
+    if suffix not in GEO_SUFFIXES:
+        return None
+    try:
+        import rasterio  # noqa: F401
+    except ImportError:
+        return None
+    try:
+        src = open_source()
+    except Exception:
+        if suffix == ".jp2":
+            raise
+        return None  # not a raster GDAL reads: the image decoder says why
+    if suffix == ".jp2" or is_georeferenced(src):
+        return src
+    src.close()
+    return None
+
+
+GEO_NOTICE = "AI-upscaled: details may be synthesized, not measured"
+
+
+def render_raster(upscaler: Upscaler, src, name: str, path: str, fmt: str, options: OutputOptions,
+                  provenance: Provenance, progress: Callable[[int, int], None] | None = None) -> SceneResult:
+    """Upscale an open georeferenced raster into a GeoTIFF (``fmt`` TIFF) or COG at the local ``path``
+    (:func:`srcore.geo.upscale_scene`): every band, georeferencing and nodata kept, memory bounded by the
+    window; the provenance in its ``SRCORE_*`` tags. Errors name ``name``."""
+    s = upscaler.scale
+    if fmt not in ("TIFF", "COG"):
+        raise ValueError(f"{name}: a georeferenced raster is written as GeoTIFF (--format tiff) or COG (--format "
+                         f"cog); --format {fmt.lower()} would drop its georeferencing")
+    if options.outscale not in (None, s):
+        raise ValueError(f"{name}: --outscale is not applied to georeferenced rasters (they keep the model's "
+                         f"x{s}, so pixels stay aligned to the grid)")
+    if options.max_input_pixels and src.width * src.height > options.max_input_pixels:
+        raise ValueError(f"{name}: {src.width}x{src.height} is over --max-input-pixels ({options.max_input_pixels})")
+    tags = {"notice": GEO_NOTICE, "model": provenance.model, "scale": f"{s}", "source": provenance.source,
+            "source_version": provenance.source_version, "run": provenance.run or "",
+            "bands_rgb": options.bands or "1,2,3", "other_bands": options.other_bands}
+    upscale = network_bands(upscaler, parse_bands(options.bands), options.other_bands)
+    try:
+        return upscale_scene(src, path, upscale, s, margin=upscaler.overlap // 2, cog=fmt == "COG", tags=tags,
+                             progress=progress)
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from exc
 
 
 def upscale_file(upscaler: Upscaler, src: str | os.PathLike, out_dir: str | os.PathLike, model_id: str,
-                 options: OutputOptions = OutputOptions(), stem: str | None = None,
-                 run: str | None = None) -> tuple[Path, tuple[int, int]]:
+                 options: OutputOptions = OutputOptions(), stem: str | None = None, run: str | None = None,
+                 progress: Callable[[int, int], None] | None = None) -> tuple[Path, tuple[int, int]]:
     """Upscale ``src`` into ``out_dir/<stem><ext>``, written atomically (temporary name, then rename); returns
     the output's path and (width, height). Large PNG outputs are streamed (:func:`streams`).
 
-    The output's provenance names the source file and its version, as the bucket job's do.
+    The output's provenance names the source file and its version, as the bucket job's do. Georeferenced
+    rasters become GeoTIFFs (:func:`render_raster`), calling ``progress(windows done, windows)`` as they go.
     """
     src = Path(src)
     provenance = Provenance(model_id, options.outscale or upscaler.scale, src.resolve().as_posix(),
                             local_version(src), run)
-    data = src.read_bytes()
-    if src.suffix.lower() in GEO_SUFFIXES and (raster := read_if_georeferenced(data, str(src))) is not None:
-        return _upscale_geo(upscaler, raster, src, Path(out_dir) / f"{stem or src.stem}.tif", options, provenance)
-    source = decode(data, str(src), options.max_input_pixels)
     fmt = output_format(str(src), options.format)
+    with gdal_env():
+        raster = opens_as_raster(src.name, lambda: open_raster(str(src)))
+        if raster is not None:
+            target = Path(out_dir) / f"{stem or src.stem}.tif"
+            with raster, atomic_path(target) as tmp:
+                out = render_raster(upscaler, raster, str(src), str(tmp), fmt, options, provenance, progress)
+            return target, (out.width * upscaler.scale, out.height * upscaler.scale)
+    source = decode(src.read_bytes(), str(src), options.max_input_pixels)
+    fmt = "TIFF" if fmt == "COG" else fmt  # a plain TIFF asked for as COG
     target = Path(out_dir) / f"{stem or src.stem}{EXTENSIONS[fmt]}"
     with atomic_path(target) as tmp:
         if streams(upscaler, source, fmt, options):
