@@ -45,7 +45,8 @@ def gdal_env(**options):
     """The GDAL settings every srcore raster read and write runs under."""
     import rasterio
 
-    return rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB, GDAL_TIFF_INTERNAL_MASK=True, **options)
+    return rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB, GDAL_TIFF_INTERNAL_MASK=True,
+                        GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR", **options)
 
 
 def open_raster(path: str, opener=None):

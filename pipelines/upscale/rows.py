@@ -14,6 +14,8 @@ REPORT_SCHEMA = pa.schema([
     ("encode_s", pa.float32()), ("write_s", pa.float32()),
     ("check_s", pa.float32()), ("node", pa.string()), ("device", pa.string()),
     ("run", pa.string()),
+    # rasters (srcore.geo) fill all four; images bands and dtype
+    ("crs", pa.string()), ("bands", pa.int16()), ("dtype", pa.string()), ("nodata_fraction", pa.float32()),
 ])
 # what the driver plans: one row per input of this run
 MANIFEST_SCHEMA = pa.schema([
@@ -22,9 +24,12 @@ MANIFEST_SCHEMA = pa.schema([
     ("run", pa.string()), ("output_format", pa.string()), ("status", pa.string()), ("preview", pa.bool_()),
 ])
 PREVIEW_FIELDS = [("preview_before", pa.binary()), ("preview_after", pa.binary())]
-# what flows from the decode tasks to the actors: the report columns so far, and the decoded picture
+# what flows from the decode tasks to the actors: the report columns so far, and the decoded picture (or, for
+# a georeferenced raster, which the actor reads window by window itself, raster=True and no pixels)
 DECODED_SCHEMA = pa.schema(list(REPORT_SCHEMA) + [
-    ("output_key", pa.string()), ("preview", pa.bool_()), ("pixels", pa.large_binary()), ("dtype", pa.string()),
+    ("input_key", pa.string()), ("output_key", pa.string()), ("preview", pa.bool_()), ("raster", pa.bool_()),
+    ("pixels", pa.large_binary()),
+    ("pixel_dtype", pa.string()),
     ("shape", pa.list_(pa.int32())), ("source_mode", pa.string()), ("icc_profile", pa.binary()),
     ("exif", pa.binary()), ("text", pa.string()),
 ])

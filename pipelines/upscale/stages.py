@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
+import tempfile
 import time
 import traceback
 from collections.abc import Iterator
@@ -14,9 +16,10 @@ from functools import lru_cache
 import numpy as np
 import pyarrow as pa
 
+from srcore.geo import gdal_env, open_raster
 from srcore.imageio import ImageDecodeError, Picture, Provenance, decode
 from srcore.metrics import lr_consistency
-from srcore.upscale import encode_output, stream_png, streams
+from srcore.upscale import encode_output, opens_as_raster, render_raster, stream_png, streams
 
 from .finished import output_is_finished
 from .options import UpscaleJob
@@ -57,14 +60,22 @@ def read_and_decode(batch: pa.Table, job: UpscaleJob) -> Iterator[pa.Table]:
                     continue
                 row["status"] = "todo"
             t0 = time.perf_counter()
+            if _read_raster_header(row, source):
+                row["read_s"] = time.perf_counter() - t0
+                out.append(row)
+                continue
+            if row["output_format"] == "COG":  # --format cog on a TIFF without georeferencing: a plain TIFF
+                row["output_format"] = "TIFF"
             data = source.read(row["input_key"])
             t1 = time.perf_counter()
             picture = decode(data, row["input"], job.output_options.max_input_pixels)
+            pixels = picture.pixels
             row.update(read_s=t1 - t0, decode_s=time.perf_counter() - t1, input_bytes=len(data),
                        input_width=picture.size[0], input_height=picture.size[1], input_mode=picture.mode,
-                       input_format=picture.format, pixels=picture.pixels.tobytes(), dtype=picture.pixels.dtype.str,
-                       shape=list(picture.pixels.shape), source_mode=picture.source_mode,
-                       icc_profile=picture.icc_profile, exif=picture.exif, text=json.dumps(picture.text))
+                       input_format=picture.format, pixels=pixels.tobytes(), pixel_dtype=pixels.dtype.str,
+                       shape=list(pixels.shape), source_mode=picture.source_mode, bands=pixels.shape[-1] if
+                       pixels.ndim == 3 else 1, dtype=pixels.dtype.name, icc_profile=picture.icc_profile,
+                       exif=picture.exif, text=json.dumps(picture.text))
         except ImageDecodeError as exc:
             row.update(status="failed", error=str(exc))
         except Exception as exc:  # the store refused the read, or an unforeseen error: recorded, the job goes on
@@ -72,6 +83,20 @@ def read_and_decode(batch: pa.Table, job: UpscaleJob) -> Iterator[pa.Table]:
         out.append(row)
     if out:
         yield _table(out, DECODED_SCHEMA)
+
+
+def _read_raster_header(row: dict, source) -> bool:
+    """A georeferenced raster (:func:`srcore.upscale.opens_as_raster`): fill the row from its header and mark
+    it for the actor, which reads it window by window. False for every other input."""
+    with gdal_env():
+        raster = opens_as_raster(row["input_key"], lambda: open_raster(row["input_key"], opener=source.fs))
+        if raster is None:
+            return False
+        with raster:
+            row.update(raster=True, input_width=raster.width, input_height=raster.height, bands=raster.count,
+                       dtype=raster.dtypes[0], input_mode=f"{raster.count} bands {raster.dtypes[0]}",
+                       input_format=raster.driver, crs=raster.crs.to_string() if raster.crs else None)
+    return True
 
 
 @lru_cache(maxsize=1)
@@ -105,7 +130,7 @@ class UpscaleWriter:
         self.options = job.output_options
         where = torch.cuda.get_device_name() if device == "cuda" else f"cpu x{torch.get_num_threads()}"
         self.device = f"{where} {self.upscaler.precision} {self.upscaler.runtime}"
-        self.target = _store(job.output)
+        self.source, self.target = _store(job.input), _store(job.output)
         self.pool = ThreadPoolExecutor(max_workers=job.io_threads, thread_name_prefix="srcore-write")
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -115,12 +140,16 @@ class UpscaleWriter:
         groups: dict[tuple, list[tuple[dict, Picture]]] = {}
         for r in (r for r in rows if r["status"] == "todo"):
             _inject_worker_death("upscale", r["input"])
+            if r["raster"]:
+                self._raster(r)  # read, upscaled and written window by window, never whole
+                done.append(r)
+                continue
             picture = _picture(r)
             if streams(self.upscaler, picture, r["output_format"], self.options):
                 self._stream(r, picture)  # a large output goes out a tile row at a time, never whole
                 done.append(r)
                 continue
-            groups.setdefault((tuple(r["shape"]), r["dtype"]), []).append((r, picture))
+            groups.setdefault((tuple(r["shape"]), r["pixel_dtype"]), []).append((r, picture))
         futures: list[tuple[dict, Future]] = []
         for members in groups.values():
             group, pictures = [r for r, _ in members], [p for _, p in members]
@@ -160,6 +189,35 @@ class UpscaleWriter:
             row.update(status="failed", error=f"{row['output']}: cannot upscale and write output as it streams "
                                               f"({type(exc).__name__}: {exc})")
 
+    def _raster(self, row: dict) -> None:
+        """Upscale a georeferenced raster window by window into a local scratch GeoTIFF/COG
+        (:func:`srcore.upscale.render_raster`), then upload it in parts; fills the row, or its error."""
+        row.pop("pixels")
+        row.update(device=self.device, node=_node())
+        t0 = time.perf_counter()
+        fd, scratch = tempfile.mkstemp(prefix=".srcore-raster-", suffix=".tif")  # on the worker's TMPDIR
+        os.close(fd)
+        stage = "upscale"
+        try:
+            provenance = Provenance(row["model"], row["scale"], row["input"], row["input_version"], row["run"])
+            with gdal_env(), open_raster(row["input_key"], opener=self.source.fs) as src:
+                scene = render_raster(self.upscaler, src, row["input"], scratch, row["output_format"], self.options,
+                                      provenance)
+            t1 = time.perf_counter()
+            stage = "write"
+            with self.target.open_atomic(row["output_key"]) as file, open(scratch, "rb") as made:
+                shutil.copyfileobj(made, file, 16 << 20)
+                size = file.tell()
+            s = self.upscaler.scale
+            row.update(status="ok", upscale_s=t1 - t0, write_s=time.perf_counter() - t1, output_bytes=size,
+                       output_width=scene.width * s, output_height=scene.height * s, output_mode=row["input_mode"],
+                       crs=scene.crs, bands=scene.bands, dtype=scene.dtype, nodata_fraction=scene.nodata_fraction)
+        except Exception as exc:
+            message = str(exc) if row["input"] in str(exc) else f"{row['input']}: {exc}"
+            row.update(status="failed", error=f"cannot {stage} raster: {message} ({type(exc).__name__})")
+        finally:
+            os.remove(scratch)
+
     def _upscale_one(self, row: dict, picture: Picture) -> np.ndarray | None:
         try:
             return self.upscaler.upscale_pixels(picture.pixels, self.options.alpha, self.options.outscale)
@@ -196,6 +254,6 @@ class UpscaleWriter:
 
 
 def _picture(row: dict) -> Picture:
-    pixels = np.frombuffer(row["pixels"], dtype=np.dtype(row["dtype"])).reshape(row["shape"])
+    pixels = np.frombuffer(row["pixels"], dtype=np.dtype(row["pixel_dtype"])).reshape(row["shape"])
     return Picture(pixels, row["source_mode"], row["icc_profile"], row["exif"], row["input_format"],
                    json.loads(row["text"] or "{}"))
