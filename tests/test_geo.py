@@ -147,3 +147,30 @@ def test_a_jpeg2000_band_file_keeps_its_georeferencing(tmp_path):
     with rasterio.open(tmp_path / "out.tif") as dst:
         assert dst.crs == UTM and dst.dtypes == ("uint16",) and dst.driver == "GTiff"
         assert dst.transform.almost_equals(spec["transform"] @ Affine.scale(1 / SCALE), precision=1e-9)
+
+
+def test_bands_formats_and_bad_choices_through_upscale_file(tmp_path):
+    """``--bands 3,2,1 --other-bands bicubic --format cog`` as the CLI passes them; a wrong band number, a
+    format that would drop georeferencing, or an --outscale off the grid fail naming the file."""
+    from rio_cogeo.cogeo import cog_validate
+
+    from srcore.upscale import OutputOptions, upscale_file
+
+    upscaler = tiny_upscaler()
+    scene = tmp_path / "scene.tif"
+    scene.write_bytes(make_raster(**CASES["utm-uint16-4"]))
+    options = OutputOptions(bands="3,2,1", other_bands="bicubic", format="cog")
+    target, size = upscale_file(upscaler, scene, tmp_path / "out", "tiny", options)
+    assert target.name == "scene.tif" and size == (96, 80)
+    assert cog_validate(str(target))[0]
+    with rasterio.open(target) as dst:
+        assert (dst.tags()["SRCORE_BANDS_RGB"], dst.tags()["SRCORE_OTHER_BANDS"]) == ("3,2,1", "bicubic")
+    for options, phrase in ((OutputOptions(bands="9,2,1"), "the raster has 4 bands"),
+                            (OutputOptions(format="png"), "would drop its georeferencing"),
+                            (OutputOptions(outscale=3), "--outscale is not applied")):
+        with pytest.raises(ValueError, match=phrase) as error:
+            upscale_file(upscaler, scene, tmp_path / "bad", "tiny", options)
+        assert str(scene) in str(error.value)
+    assert not (tmp_path / "bad").exists() or not any((tmp_path / "bad").iterdir())  # nothing half-written
+    with pytest.raises(ValueError, match="--bands must be three band numbers"):
+        OutputOptions(bands="4,3")

@@ -202,7 +202,7 @@ class UpscaleWriter:
             provenance = Provenance(row["model"], row["scale"], row["input"], row["input_version"], row["run"])
             with gdal_env(), open_raster(row["input_key"], opener=self.source.fs) as src:
                 scene = render_raster(self.upscaler, src, row["input"], scratch, row["output_format"], self.options,
-                                      provenance)
+                                      provenance, _window_progress(row["input"], t0))
             t1 = time.perf_counter()
             stage = "write"
             with self.target.open_atomic(row["output_key"]) as file, open(scratch, "rb") as made:
@@ -251,6 +251,23 @@ class UpscaleWriter:
         except Exception:
             pass
         row["check_s"] = time.perf_counter() - t2
+
+
+def _window_progress(name: str, start: float, every_s: float = 30.0):
+    """A progress callback for a scene's windows: a line (windows, rate, ETA) at most every ``every_s``
+    seconds, which Ray forwards to the driver's log: a scene can take many minutes."""
+    last = [start]
+
+    def show(done: int, total: int) -> None:
+        now = time.perf_counter()
+        if done < total and now - last[0] < every_s:
+            return
+        last[0] = now
+        rate = done / max(now - start, 1e-9)
+        print(f"[srcore] {name}: window {done}/{total}, {rate * 60:.1f}/min, ETA {(total - done) / rate:.0f} s",
+              flush=True)
+
+    return show
 
 
 def _picture(row: dict) -> Picture:
