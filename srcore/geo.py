@@ -16,11 +16,12 @@ The rules, stated once:
   by 32768), float bands by the valid pixels' 0.1-99.9 percentile stretch (taken from a decimated read of
   the scene); the mapping is inverted on the way out, so the output has the input's dtype. A float band's
   stretch is recorded in the output's tags (``SRCORE_STRETCH_<band>``) and returned for the report.
-- **Nodata**: pixels that are nodata (the nodata value, an internal mask, or an alpha band of 0) are filled
-  from valid neighbours (GDAL's FillNodata, within the window's margin; further ones take the valid mean)
-  before the network sees them; the output is nodata exactly where the nearest-upsampled input mask is
-  (data that comes out equal to the nodata value moves to the nearest other value), the nodata value stays
-  in the profile, an internal mask stays internal and alpha bands are upsampled nearest.
+- **Nodata**: pixels that are nodata (the nodata value, an internal mask, an alpha band of 0, or a float
+  that is not finite) are filled from valid neighbours (GDAL's FillNodata, within the window's margin;
+  further ones take the valid mean) before the network sees them. The output is nodata exactly where the
+  nearest-upsampled input mask is (data that comes out equal to the nodata value moves to the nearest other
+  value); the nodata value stays in the profile, an internal mask stays internal, alpha bands are upsampled
+  nearest, and a float band without a nodata value keeps NaN there.
 """
 
 from __future__ import annotations
@@ -126,8 +127,10 @@ def fill_nodata(unit: np.ndarray, valid: np.ndarray, reach: int) -> np.ndarray:
     band's valid mean, so the network never sees the nodata value as image content."""
     from rasterio.fill import fillnodata
 
-    if valid.all() or not valid.any():
+    if valid.all():
         return unit
+    if not valid.any():  # a window of nodata only: its output is all nodata, the network sees zeros
+        return np.zeros_like(unit)
     out = unit.copy()
     mask = valid.astype(np.uint8)
     for band in out:
@@ -210,6 +213,8 @@ def upscale_scene(src, path: str, upscale: Callable[[np.ndarray], np.ndarray], s
                 read = Window(left, top, right - left, bottom - top)
                 bands = src.read(window=read)
                 valid = (src.read_masks(data_bands, window=read) > 0).any(axis=0)
+                if floats:  # NaN or inf where no mask says so is nodata too: it must not reach the network
+                    valid &= np.isfinite(bands).all(axis=0)
                 invalid_pixels += int((~valid[row - top:row - top + h, col - left:col - left + w]).sum())
                 unit = fill_nodata(to_unit(bands, ranges), valid, max(margin, 16))
                 out = upscale(unit)
@@ -223,7 +228,7 @@ def upscale_scene(src, path: str, upscale: Callable[[np.ndarray], np.ndarray], s
                 if src.nodata is not None:  # data equal to the nodata value would read as nodata
                     out[(out == src.nodata) & keep] = _next_to(src.nodata, dtype)
                 if not keep.all():
-                    out[:, ~keep] = src.nodata if src.nodata is not None else 0
+                    out[:, ~keep] = src.nodata if src.nodata is not None else (np.nan if floats else 0)
                 target = Window(col * scale, row * scale, w * scale, h * scale)
                 dst.write(out, window=target)
                 if internal_mask:

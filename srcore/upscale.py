@@ -309,7 +309,7 @@ def render_raster(upscaler: Upscaler, src, name: str, path: str, fmt: str, optio
         raise ValueError(f"{name}: {src.width}x{src.height} is over --max-input-pixels ({options.max_input_pixels})")
     tags = {"notice": GEO_NOTICE, "model": provenance.model, "scale": f"{s}", "source": provenance.source,
             "source_version": provenance.source_version, "run": provenance.run or "",
-            "bands_rgb": options.bands or "1,2,3", "other_bands": options.other_bands}
+            "bands_rgb": options.bands or ("1,2,3" if src.count >= 3 else "none"), "other_bands": options.other_bands}
     upscale = network_bands(upscaler, parse_bands(options.bands), options.other_bands)
     try:
         return upscale_scene(src, path, upscale, s, margin=upscaler.overlap // 2, cog=fmt == "COG", tags=tags,

@@ -174,3 +174,24 @@ def test_bands_formats_and_bad_choices_through_upscale_file(tmp_path):
     assert not (tmp_path / "bad").exists() or not any((tmp_path / "bad").iterdir())  # nothing half-written
     with pytest.raises(ValueError, match="--bands must be three band numbers"):
         OutputOptions(bands="4,3")
+
+
+def test_nan_in_a_float_band_is_nodata_and_stays_nan(tmp_path):
+    """Float rasters often mark missing data with NaN and declare no nodata value: NaN never reaches the
+    network (the rest of the output is finite) and stays NaN in the output, nearest-upsampled."""
+    spec = dict(dtype="float32", count=3, crs=UTM, transform=Affine(20, 0, 300000, 0, -20, 5000000))
+    source = tmp_path / "in.tif"
+    source.write_bytes(make_raster(**spec))
+    with rasterio.open(source, "r+") as dst:
+        bands = dst.read()
+        bands[:, 10:14, 20:30] = np.nan
+        dst.write(bands)
+    with gdal_env(), open_raster(str(source)) as src:
+        result = upscale_scene(src, str(tmp_path / "out.tif"), geo.network_bands(tiny_upscaler()), 2, margin=8)
+    with rasterio.open(tmp_path / "out.tif") as dst:
+        out = dst.read()
+    hole = np.zeros((40, 48), bool)
+    hole[10:14, 20:30] = True
+    assert np.isnan(out[:, hole.repeat(2, 0).repeat(2, 1)]).all()
+    assert np.isfinite(out[:, ~hole.repeat(2, 0).repeat(2, 1)]).all()
+    assert result.nodata_fraction == pytest.approx(40 / (40 * 48))
