@@ -171,12 +171,13 @@ def _output_profile(src, scale: int) -> dict:
 
 
 def upscale_scene(src, path: str, upscale: Callable[[np.ndarray], np.ndarray], scale: int, *, margin: int,
-                  cog: bool = False, tags: dict[str, str] | None = None,
+                  cog: bool = False, tags: dict[str, str] | None = None, xmp: bytes | None = None,
                   progress: Callable[[int, int], None] | None = None) -> SceneResult:
     """Upscale every band of the open dataset ``src`` into a GeoTIFF (``cog``: a Cloud-Optimized GeoTIFF with
     overviews) at the local ``path``, window by window (the module's rules). ``upscale``: (C, H, W) float32
     in [0, 1] -> (C, sH, sW); ``margin``: input pixels of context around each window; ``tags``: dataset tags
-    added (provenance); ``progress(done, total)`` after each window. Run it inside :func:`gdal_env`."""
+    added (provenance); ``xmp``: an XMP packet (TIFF tag 700, where srcore reads provenance back from any
+    output); ``progress(done, total)`` after each window. Run it inside :func:`gdal_env`."""
     from rasterio.enums import ColorInterp, MaskFlags
     from rasterio.windows import Window
 
@@ -240,6 +241,8 @@ def upscale_scene(src, path: str, upscale: Callable[[np.ndarray], np.ndarray], s
                 if floats:
                     dst.update_tags(**{f"SRCORE_STRETCH_{i + 1}": f"{low!r} {high!r}"})
             dst.update_tags(**{f"SRCORE_{k.upper()}": v for k, v in (tags or {}).items()})
+            if xmp:
+                dst.update_tags(ns="xml:XMP", **{"xml:XMP": xmp.decode()})
             for i in range(src.count):
                 if src.descriptions[i]:
                     dst.set_band_description(i + 1, src.descriptions[i])

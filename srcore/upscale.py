@@ -313,7 +313,7 @@ def render_raster(upscaler: Upscaler, src, name: str, path: str, fmt: str, optio
     upscale = network_bands(upscaler, parse_bands(options.bands), options.other_bands)
     try:
         return upscale_scene(src, path, upscale, s, margin=upscaler.overlap // 2, cog=fmt == "COG", tags=tags,
-                             progress=progress)
+                             xmp=provenance.xmp(), progress=progress)
     except ValueError as exc:
         raise ValueError(f"{name}: {exc}") from exc
 

@@ -154,6 +154,7 @@ def test_bands_formats_and_bad_choices_through_upscale_file(tmp_path):
     format that would drop georeferencing, or an --outscale off the grid fail naming the file."""
     from rio_cogeo.cogeo import cog_validate
 
+    from srcore.imageio import read_provenance
     from srcore.upscale import OutputOptions, upscale_file
 
     upscaler = tiny_upscaler()
@@ -165,6 +166,9 @@ def test_bands_formats_and_bad_choices_through_upscale_file(tmp_path):
     assert cog_validate(str(target))[0]
     with rasterio.open(target) as dst:
         assert (dst.tags()["SRCORE_BANDS_RGB"], dst.tags()["SRCORE_OTHER_BANDS"]) == ("3,2,1", "bicubic")
+    # the same XMP provenance as every other output: what a rerun reads to skip finished outputs
+    provenance = read_provenance(target.read_bytes())
+    assert provenance["model"] == "tiny" and provenance["source"] == scene.resolve().as_posix()
     for options, phrase in ((OutputOptions(bands="9,2,1"), "the raster has 4 bands"),
                             (OutputOptions(format="png"), "would drop its georeferencing"),
                             (OutputOptions(outscale=3), "--outscale is not applied")):
