@@ -97,6 +97,10 @@ def _process(job: UpscaleJob, model, manifest: Manifest, progress: bool, report)
     # A block whose workers keep dying (out of memory, a native crash) is dropped instead of ending the run;
     # its inputs are retried one at a time below, so one poison input costs only its own row.
     ctx.max_errored_blocks = -1
+    # Ray Data ends a run whose blocks make no progress for 30 minutes; one actor call on a satellite scene
+    # can legitimately take longer (a 10980^2 scene at x4 on one CPU: ~33 min; with RRDBNet, hours), and the
+    # scene's own progress lines show it is alive. Ending the run would throw away every other input's work.
+    ctx.execution_no_progress_timeout_s = -1
     model_ref = [ray.put(model)]
     answered: list[np.ndarray] = []  # digests of the inputs that have a report row
 
