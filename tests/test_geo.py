@@ -4,6 +4,8 @@ CLI's and the window tests run a real, tiny network)."""
 
 from __future__ import annotations
 
+import os
+
 import cv2
 import numpy as np
 import pytest
@@ -199,3 +201,24 @@ def test_nan_in_a_float_band_is_nodata_and_stays_nan(tmp_path):
     assert np.isnan(out[:, hole.repeat(2, 0).repeat(2, 1)]).all()
     assert np.isfinite(out[:, ~hole.repeat(2, 0).repeat(2, 1)]).all()
     assert result.nodata_fraction == pytest.approx(40 / (40 * 48))
+
+
+def test_scratch_rasters_of_dead_actors_are_removed_and_live_ones_kept(tmp_path):
+    """An actor killed mid-scene leaves its scratch GeoTIFF (gigabytes) on the node; the next actor removes
+    it, and never one whose writer is still alive."""
+    import subprocess
+    import sys
+
+    from pipelines.upscale.stages import SCRATCH_PREFIX, remove_dead_scratch
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    (tmp_path / f"{SCRATCH_PREFIX}{dead}-abc.tif").write_bytes(b"x" * 1000)
+    (tmp_path / f"{SCRATCH_PREFIX}{os.getpid()}-def.tif").write_bytes(b"y")
+    (tmp_path / f"{SCRATCH_PREFIX}{dead}-recent.tif").write_bytes(b"w")  # touched lately: kept
+    (tmp_path / "other.tif").write_bytes(b"z")
+    for name in (f"{SCRATCH_PREFIX}{dead}-abc.tif", f"{SCRATCH_PREFIX}{os.getpid()}-def.tif", "other.tif"):
+        os.utime(tmp_path / name, (0, 0))
+    assert remove_dead_scratch(str(tmp_path)) == [f"{SCRATCH_PREFIX}{dead}-abc.tif"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f"{SCRATCH_PREFIX}{os.getpid()}-def.tif",
+                                                                 f"{SCRATCH_PREFIX}{dead}-recent.tif", "other.tif"])

@@ -132,6 +132,7 @@ class UpscaleWriter:
         self.device = f"{where} {self.upscaler.precision} {self.upscaler.runtime}"
         self.source, self.target = _store(job.input), _store(job.output)
         self.pool = ThreadPoolExecutor(max_workers=job.io_threads, thread_name_prefix="srcore-write")
+        remove_dead_scratch()
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows = batch.to_pylist()
@@ -195,7 +196,7 @@ class UpscaleWriter:
         row.pop("pixels")
         row.update(device=self.device, node=_node())
         t0 = time.perf_counter()
-        fd, scratch = tempfile.mkstemp(prefix=".srcore-raster-", suffix=".tif")  # on the worker's TMPDIR
+        fd, scratch = tempfile.mkstemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-", suffix=".tif")  # worker's TMPDIR
         os.close(fd)
         stage = "upscale"
         try:
@@ -251,6 +252,41 @@ class UpscaleWriter:
         except Exception:
             pass
         row["check_s"] = time.perf_counter() - t2
+
+
+SCRATCH_PREFIX = ".srcore-raster-"  # then the writing process's pid
+
+
+def remove_dead_scratch(folder: str | None = None, idle_s: float = 3600) -> list[str]:
+    """Delete scratch rasters (often gigabytes) left in ``folder`` (default TMPDIR) by actors that were killed
+    mid-scene: files whose writer's pid is gone and that nothing touched for ``idle_s`` (a TMPDIR shared across
+    pid namespaces must not lose a live file). Returns the removed names."""
+    folder = folder or tempfile.gettempdir()
+    removed = []
+    for name in os.listdir(folder):
+        if not name.startswith(SCRATCH_PREFIX):
+            continue
+        try:
+            if time.time() - os.stat(os.path.join(folder, name)).st_mtime < idle_s:
+                continue
+        except OSError:
+            continue
+        pid = name[len(SCRATCH_PREFIX):].split("-", 1)[0]
+        try:
+            os.kill(int(pid), 0)
+            continue  # its writer is alive
+        except ValueError:
+            continue  # not one of ours
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue  # alive, another user's
+        try:
+            os.remove(os.path.join(folder, name))
+            removed.append(name)
+        except OSError:
+            pass
+    return removed
 
 
 def _window_progress(name: str, start: float, every_s: float = 30.0):
