@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields, replace
 from datetime import datetime, timezone
+from functools import lru_cache
 from pathlib import Path
 from typing import BinaryIO
 
@@ -267,24 +268,34 @@ def upscale_bytes(upscaler: Upscaler, data: bytes, name: str, model_id: str,
     return UpscaleResult(out, fmt, source, output)
 
 
-def opens_as_raster(name: str, open_source: Callable[[], object]):
-    """The open rasterio dataset of a georeferenced raster input (.tif, .tiff: when georeferenced; .jp2:
-    always), else None: other inputs, and all when the ``geo`` extra is not installed, keep the image path.
-    ``open_source`` opens the dataset (:func:`srcore.geo.open_raster`); call inside :func:`gdal_env`."""
-    suffix = posixpath.splitext(name)[1].lower()
-    if suffix not in GEO_SUFFIXES:
-        return None
+@lru_cache(maxsize=1)
+def geo_installed() -> bool:
+    """Is rasterio (the ``geo`` extra) installed? Without it every input takes the image path."""
     try:
         import rasterio  # noqa: F401
     except ImportError:
-        return None
+        return False
+    return True
+
+
+def may_be_raster(name: str) -> bool:
+    """Could this input be a raster for :mod:`srcore.geo` (.tif, .tiff, .jp2, with the ``geo`` extra)?
+    Only then is GDAL involved at all (:func:`opens_as_raster`, inside :func:`srcore.geo.gdal_env`)."""
+    return posixpath.splitext(name)[1].lower() in GEO_SUFFIXES and geo_installed()
+
+
+def opens_as_raster(name: str, open_source: Callable[[], object]):
+    """The open rasterio dataset of a raster input that :func:`may_be_raster`: a georeferenced .tif/.tiff, or
+    any .jp2; else None (plain TIFFs keep the image path). ``open_source`` opens it
+    (:func:`srcore.geo.open_raster`); call inside :func:`srcore.geo.gdal_env`."""
+    jp2 = posixpath.splitext(name)[1].lower() == ".jp2"
     try:
         src = open_source()
     except Exception:
-        if suffix == ".jp2":
+        if jp2:
             raise
         return None  # not a raster GDAL reads: the image decoder says why
-    if suffix == ".jp2" or is_georeferenced(src):
+    if jp2 or is_georeferenced(src):
         return src
     src.close()
     return None
@@ -331,13 +342,14 @@ def upscale_file(upscaler: Upscaler, src: str | os.PathLike, out_dir: str | os.P
     provenance = Provenance(model_id, options.outscale or upscaler.scale, src.resolve().as_posix(),
                             local_version(src), run)
     fmt = output_format(str(src), options.format)
-    with gdal_env():
-        raster = opens_as_raster(src.name, lambda: open_raster(str(src)))
-        if raster is not None:
-            target = Path(out_dir) / f"{stem or src.stem}.tif"
-            with raster, atomic_path(target) as tmp:
-                out = render_raster(upscaler, raster, str(src), str(tmp), fmt, options, provenance, progress)
-            return target, (out.width * upscaler.scale, out.height * upscaler.scale)
+    if may_be_raster(src.name):
+        with gdal_env():
+            raster = opens_as_raster(src.name, lambda: open_raster(str(src)))
+            if raster is not None:
+                target = Path(out_dir) / f"{stem or src.stem}.tif"
+                with raster, atomic_path(target) as tmp:
+                    out = render_raster(upscaler, raster, str(src), str(tmp), fmt, options, provenance, progress)
+                return target, (out.width * upscaler.scale, out.height * upscaler.scale)
     source = decode(src.read_bytes(), str(src), options.max_input_pixels)
     fmt = "TIFF" if fmt == "COG" else fmt  # a plain TIFF asked for as COG
     target = Path(out_dir) / f"{stem or src.stem}{EXTENSIONS[fmt]}"

@@ -5,6 +5,7 @@ CLI's and the window tests run a real, tiny network)."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -222,3 +223,24 @@ def test_scratch_rasters_of_dead_actors_are_removed_and_live_ones_kept(tmp_path)
     assert remove_dead_scratch(str(tmp_path)) == [f"{SCRATCH_PREFIX}{dead}-abc.tif"]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f"{SCRATCH_PREFIX}{os.getpid()}-def.tif",
                                                                  f"{SCRATCH_PREFIX}{dead}-recent.tif", "other.tif"])
+
+
+def test_without_the_geo_extra_images_and_plain_tiffs_work_as_before(tmp_path, monkeypatch):
+    """rasterio is an extra: without it no input touches GDAL, and PNGs and TIFFs take the image path."""
+    import sys
+
+    from PIL import Image
+
+    from srcore import upscale
+
+    monkeypatch.setitem(sys.modules, "rasterio", None)  # import rasterio raises ImportError
+    upscale.geo_installed.cache_clear()
+    try:
+        assert not upscale.may_be_raster("scene.tif")
+        pixels = np.random.default_rng(0).integers(0, 255, (20, 24, 3), dtype=np.uint8)
+        for name in ("photo.png", "scan.tif"):
+            Image.fromarray(pixels).save(tmp_path / name)
+            target, size = upscale.upscale_file(tiny_upscaler(), tmp_path / name, tmp_path / "out", "tiny")
+            assert size == (48, 40) and target.suffix == Path(name).suffix
+    finally:
+        upscale.geo_installed.cache_clear()

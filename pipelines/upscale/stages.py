@@ -19,7 +19,7 @@ import pyarrow as pa
 from srcore.geo import gdal_env, open_raster
 from srcore.imageio import ImageDecodeError, Picture, Provenance, decode
 from srcore.metrics import lr_consistency
-from srcore.upscale import encode_output, opens_as_raster, render_raster, stream_png, streams
+from srcore.upscale import encode_output, may_be_raster, opens_as_raster, render_raster, stream_png, streams
 
 from .finished import output_is_finished
 from .options import UpscaleJob
@@ -88,6 +88,8 @@ def read_and_decode(batch: pa.Table, job: UpscaleJob) -> Iterator[pa.Table]:
 def _read_raster_header(row: dict, source) -> bool:
     """A georeferenced raster (:func:`srcore.upscale.opens_as_raster`): fill the row from its header and mark
     it for the actor, which reads it window by window. False for every other input."""
+    if not may_be_raster(row["input_key"]):
+        return False
     with gdal_env():
         raster = opens_as_raster(row["input_key"], lambda: open_raster(row["input_key"], opener=source.fs))
         if raster is None:
