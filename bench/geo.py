@@ -8,8 +8,8 @@ high-water mark (``VmHWM`` in /proc). Printed per size: seconds, output MP/s (al
 NIR band each count once), and peak RSS of the driver and of the largest worker. srcore.geo's windows hold at
 most ``WINDOW_OUTPUT_BYTES`` of float output, so the worker's figure should not grow with the scene.
 
-    python bench/geo.py                          # the full 10980^2 scene (about 30 min on 2 cores)
-    python bench/geo.py --sizes 2048,4096 --other-bands bicubic   # the size-independence check, quicker
+    python bench/geo.py --other-bands bicubic    # the 10980^2 scene: 32 min on one CPU actor (2 with network)
+    python bench/geo.py --sizes 1024,2048 --other-bands bicubic   # the size-independence check, quicker
 """
 
 from __future__ import annotations
