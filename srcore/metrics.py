@@ -1,4 +1,4 @@
-"""PSNR and SSIM exactly as SR papers compute them, in numpy (8-bit images) and batched torch.
+"""PSNR and SSIM exactly as SR papers compute them, in numpy (8-bit images) and batched torch; NIQE (no reference).
 
 Conventions: RGB images are scored on the Y channel of ITU-R BT.601 YCbCr
 (Y = 16 + 65.481 R + 128.553 G + 24.966 B, with R, G, B in [0, 1]); a grayscale image on its own
@@ -8,6 +8,10 @@ numpy takes (H, W) or (H, W, C) arrays with values in [0, 255]; torch takes (N, 
 """
 
 from __future__ import annotations
+
+import functools
+import math
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -247,3 +251,98 @@ def _y_pair(lr: np.ndarray, sr: np.ndarray, scale: float):
 def _psnr(down: np.ndarray, ref: np.ndarray) -> float:
     mse = float(((down - ref) ** 2).mean())
     return 10 * float(np.log10(255.0**2 / max(mse, 1e-10)))
+
+
+# --------------------------------------------------------------------------- NIQE (no reference)
+
+NIQE_BLOCK = 96  # the NIQE release's block size, no overlap
+
+
+@functools.lru_cache(maxsize=1)
+def niqe_pristine_model() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mu (1, 36), cov (36, 36), 7x7 Gaussian window) of the NIQE authors' pristine model (see data/NOTICE.md)."""
+    params = np.load(Path(__file__).parent / "data" / "niqe_pris_params.npz")
+    return params["mu_pris_param"], params["cov_pris_param"], params["gaussian_window"]
+
+
+@functools.lru_cache(maxsize=1)
+def _aggd_table() -> tuple[np.ndarray, np.ndarray]:
+    shapes = np.arange(0.2, 10.001, 0.001)
+    ratio = np.array([math.gamma(2 / a) ** 2 / (math.gamma(1 / a) * math.gamma(3 / a)) for a in shapes])
+    return shapes, ratio
+
+
+def _aggd_params(block: np.ndarray) -> tuple[float, float, float]:
+    """Asymmetric generalised Gaussian fit (shape alpha, left and right scales) by moment matching."""
+    block = block.ravel()
+    shapes, ratio = _aggd_table()
+    left_std = np.sqrt(np.mean(block[block < 0] ** 2))
+    right_std = np.sqrt(np.mean(block[block > 0] ** 2))
+    gamma_hat = left_std / right_std
+    r_hat = np.mean(np.abs(block)) ** 2 / np.mean(block**2)
+    r_norm = r_hat * (gamma_hat**3 + 1) * (gamma_hat + 1) / (gamma_hat**2 + 1) ** 2
+    alpha = shapes[np.argmin((ratio - r_norm) ** 2)]
+    spread = np.sqrt(math.gamma(1 / alpha) / math.gamma(3 / alpha))
+    return alpha, left_std * spread, right_std * spread
+
+
+def _niqe_features(block: np.ndarray) -> list[float]:
+    """18 features of one normalised block: its AGGD fit, and that of its products with 4 neighbours."""
+    alpha, left, right = _aggd_params(block)
+    feats = [alpha, (left + right) / 2]
+    for shift in ((0, 1), (1, 0), (1, 1), (1, -1)):
+        alpha, left, right = _aggd_params(block * np.roll(block, shift, axis=(0, 1)))
+        feats += [alpha, (right - left) * math.gamma(2 / alpha) / math.gamma(1 / alpha), left, right]
+    return feats
+
+
+def _smooth(image: np.ndarray, window: np.ndarray) -> np.ndarray:
+    """``scipy.ndimage.convolve(image, window, mode='nearest')`` for a symmetric odd window: sums in float64,
+    result in the input's dtype, as scipy gives it."""
+    r = window.shape[0] // 2
+    padded = np.pad(image.astype(np.float64), r, mode="edge")
+    h, w = image.shape
+    out = np.zeros((h, w))
+    for dy in range(window.shape[0]):
+        for dx in range(window.shape[1]):
+            out += window[dy, dx] * padded[dy:dy + h, dx:dx + w]
+    return out.astype(image.dtype)
+
+
+def niqe_y(y: np.ndarray) -> float:
+    """NIQE of a Y (or gray) plane in [0, 255] of at least two 96x96 blocks; lower is more natural.
+
+    Arithmetic in float32 where BasicSR's is (its reference values depend on it: the local variance
+    E[x^2] - E[x]^2 cancels in float32 on flat areas).
+    """
+    mu_p, cov_p, window = niqe_pristine_model()
+    h, w = y.shape
+    nh, nw = h // NIQE_BLOCK, w // NIQE_BLOCK
+    if nh * nw < 2:  # one block has no covariance (BasicSR fails there with "SVD did not converge")
+        raise ValueError(f"NIQE needs at least two {NIQE_BLOCK}x{NIQE_BLOCK} blocks (e.g. {NIQE_BLOCK}x"
+                         f"{2 * NIQE_BLOCK} pixels), got {w}x{h}")
+    img = np.asarray(y, dtype=np.float32)[: nh * NIQE_BLOCK, : nw * NIQE_BLOCK]
+    per_scale = []
+    for scale in (1, 2):
+        mu = _smooth(img, window)
+        sigma = np.sqrt(np.abs(_smooth(np.square(img), window) - np.square(mu)))
+        normalised = (img - mu) / (sigma + 1)
+        size = NIQE_BLOCK // scale
+        per_scale.append(np.array([_niqe_features(normalised[i * size:(i + 1) * size, j * size:(j + 1) * size])
+                                   for j in range(nw) for i in range(nh)]))
+        if scale == 1:
+            img = imresize_torch(torch.from_numpy(img / 255.0), 0.5).numpy() * 255.0
+    feats = np.concatenate(per_scale, axis=1)
+    mu_d = np.nanmean(feats, axis=0)
+    cov_d = np.cov(feats[~np.isnan(feats).any(axis=1)], rowvar=False)
+    diff = mu_p - mu_d
+    return float(np.sqrt(np.squeeze(diff @ np.linalg.pinv((cov_p + cov_d) / 2) @ diff.T)))
+
+
+def niqe(image: np.ndarray, crop_border: int = 0) -> float:
+    """NIQE (Mittal et al. 2013) as BasicSR's ``calculate_niqe(..., convert_to='y')`` computes it.
+
+    ``image``: (H, W) or (H, W, 3) RGB, values in [0, 255]. Scored on Y (rounded to integers, as the MATLAB
+    release's input is), ``crop_border`` pixels removed at each border, 96x96 blocks, two scales.
+    """
+    return niqe_y(np.round(_crop(to_y_np(image).astype(np.float32), crop_border)))

@@ -7,6 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from srcore.zoo import cache_dir
+
+# the user's weights cache as the session started, before each test gets an empty one: converted perceptual
+# backbones (`make perceptual-weights`) are read from here
+USER_CACHE = cache_dir()
 SHARED = Path(os.environ.get("SRCORE_SHARED", Path(__file__).resolve().parents[1] / ".." / "shared")).resolve()
 
 

