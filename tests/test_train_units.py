@@ -112,3 +112,56 @@ def test_generator_scale_must_match_data_scale():
     with pytest.raises(ValueError, match="is x4, but data.scale is 2"):
         SRTrainer(load_config(base=tiny_config(data={"train": ["x"], "scale": 2, "patch_size": 32})),
                   torch.device("cpu"))
+
+
+def test_degradation_settings_come_from_the_config_and_reach_the_pairs():
+    base = tiny_config(data={"train": ["x"], "patch_size": 32, "batch_size": 2, "degradation": "realesrgan"})
+    mild = load_config(base=base, overrides=["data.degradations={noise_range: [1, 2], noise_range2: [1, 2], "
+                                             "gaussian_noise_prob: 1, gaussian_noise_prob2: 1, "
+                                             "jpeg_range: [94, 95], jpeg_range2: [94, 95], second_blur_prob: 0}"])
+    assert mild.data.degradations.jpeg_range == (94.0, 95.0) and mild.data.degradations.second_blur_prob == 0
+    strong = load_config(base=base, overrides=["data.degradations={noise_range: [40, 50], noise_range2: [40, 50], "
+                                               "gaussian_noise_prob: 1, gaussian_noise_prob2: 1}"])
+    hr = np.full((2, 32, 32, 3), 128, np.uint8)
+    spread = {}
+    for name, cfg in (("mild", mild), ("strong", strong)):
+        lr, _ = SRTrainer(cfg, torch.device("cpu")).make_pair(hr)
+        spread[name] = lr.std().item()
+    assert spread["strong"] > 3 * spread["mild"]  # the noise setting changed the LR images
+    with pytest.raises(ConfigError, match="data.degradations.blur1"):
+        load_config(base=base, overrides=["data.degradations={blur1: {sigma_range: [3, 1]}}"])
+    with pytest.raises(ConfigError, match="data.degradations: unknown key|unknown key 'data.degradations.jpeg'"):
+        load_config(base=base, overrides=["data.degradations={jpeg: 3}"])
+
+
+def test_the_pair_pool_mixes_batches_after_it_fills():
+    from srcore.train.pool import PairPool
+
+    pool = PairPool(8, seed=0)
+    batches = [torch.full((2, 1, 1, 1), float(i)) for i in range(12)]
+    out = [pool.exchange(b, b.clone())[0] for b in batches]
+    assert all(torch.equal(o, b) for o, b in zip(out[:4], batches[:4], strict=True))  # filling: passed through
+    later = torch.cat(out[4:]).flatten().tolist()
+    assert any(len({v for v in o.flatten().tolist()}) > 1 for o in out[4:])  # a batch mixes sources
+    assert set(later) <= set(range(12)) and max(later) > 3 and min(later) < 4
+    with pytest.raises(ValueError, match="multiple of the batch size"):
+        pool.exchange(torch.zeros(3, 1, 1, 1), torch.zeros(3, 1, 1, 1))
+    with pytest.raises(ConfigError, match="data.pair_pool"):
+        load_config(base=tiny_config(data={"train": ["x"], "patch_size": 32, "batch_size": 4, "pair_pool": 6}))
+
+
+def test_discriminator_warm_up_leaves_the_generator_alone():
+    cfg = load_config(base=tiny_config("gan", d_warmup=3))
+    trainer = SRTrainer(cfg, torch.device("cpu"))
+    hr = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), np.uint8)
+    g0 = {k: v.clone() for k, v in trainer.g_module.state_dict().items()}
+    d0 = {k: v.clone() for k, v in trainer.d_module.state_dict().items()}
+    for _ in range(3):
+        terms = trainer.step(hr)
+        assert "loss/g_total" not in terms and "loss/d" in terms
+    assert all(torch.equal(v, trainer.g_module.state_dict()[k]) for k, v in g0.items())
+    assert any(not torch.equal(v, trainer.d_module.state_dict()[k]) for k, v in d0.items())
+    assert "loss/g_total" in trainer.step(hr)
+    assert any(not torch.equal(v, trainer.g_module.state_dict()[k]) for k, v in g0.items())
+    with pytest.raises(ConfigError, match="d_warmup"):
+        load_config(base=tiny_config("gan", d_warmup=20))
