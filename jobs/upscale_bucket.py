@@ -22,7 +22,7 @@ from pipelines.report import report_files
 from pipelines.storage import ListingError
 from pipelines.upscale import UpscaleJob, run
 from srcore.archs.registry import DEFAULT_MODEL
-from srcore.upscale import EngineOptions, OutputOptions, add_flags, from_flags
+from srcore.upscale import EngineOptions, OutputOptions, add_flags, add_realism_flag, from_flags
 from srcore.weights import WeightsError
 
 
@@ -46,6 +46,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "bucket (local folders: to the folder)")
     p.add_argument("--output", required=True, help="where outputs go, same relative keys (and the report)")
     p.add_argument("--model", default=DEFAULT_MODEL, help="registered name or weights file (default: %(default)s)")
+    add_realism_flag(p)
     add_flags(p, OutputOptions)  # the same flags, defaults and checks as `srcore upscale`
     add_flags(p, EngineOptions)
     p.add_argument("--images-per-batch", type=int, default=8, help="images per actor call")
@@ -86,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--max-failure-rate must be in 0..1, got {args.max_failure_rate}")
         job = UpscaleJob(
             input=args.input, output=args.output, input_manifest=args.input_manifest, model=args.model,
+            realism=args.realism,
             engine=from_flags(EngineOptions, args),
             output_options=from_flags(OutputOptions, args), images_per_batch=args.images_per_batch,
             num_gpus_per_actor=args.num_gpus_per_actor, cpus_per_actor=args.cpus_per_actor,

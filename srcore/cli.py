@@ -12,8 +12,16 @@ from tqdm import tqdm
 
 from .archs.registry import DEFAULT_MODEL, VARIANTS, describe, list_models
 from .imageio import IMAGE_SUFFIXES
-from .upscale import EngineOptions, OutputOptions, add_flags, from_flags, new_run_id, upscale_file
-from .weights import WeightsError, load_model, model_id
+from .upscale import (
+    EngineOptions,
+    OutputOptions,
+    add_flags,
+    add_realism_flag,
+    from_flags,
+    new_run_id,
+    upscale_file,
+)
+from .weights import WeightsError, load_upscaling_model
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -43,8 +51,8 @@ def expand_inputs(items: list[str]) -> list[tuple[Path, str]]:
 def cmd_upscale(args: argparse.Namespace) -> int:
     try:
         options = from_flags(OutputOptions, args)
-        upscaler = from_flags(EngineOptions, args).build(load_model(args.model), args.device)
-        name = model_id(args.model)
+        model, name = load_upscaling_model(args.model, args.realism)
+        upscaler = from_flags(EngineOptions, args).build(model, args.device)
     except (WeightsError, KeyError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -91,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("-o", "--output", required=True, help="output folder")
     up.add_argument("--model", default=DEFAULT_MODEL, help="weights file (.pth/.safetensors) or registered name")
     up.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda if available)")
+    add_realism_flag(up)
     add_flags(up, OutputOptions)  # the same flags, defaults and checks as the bucket job's
     add_flags(up, EngineOptions)
     up.set_defaults(func=cmd_upscale)

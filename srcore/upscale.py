@@ -152,6 +152,14 @@ def add_flags(parser: argparse.ArgumentParser, options: type) -> None:
                             choices=meta.get("choices"), help=help_text)
 
 
+def add_realism_flag(parser: argparse.ArgumentParser) -> None:
+    """``--realism``, shared by ``srcore upscale``, the bucket job and the evaluate job."""
+    parser.add_argument("--realism", type=float, default=None, metavar="A",
+                        help="fidelity-realism knob, 0..1, for a model with a GAN / PSNR pair (srcore-compact-x4-gan "
+                             "and srcore-compact-x4): A * GAN + (1 - A) * PSNR weights; 0 = the PSNR model (faithful, "
+                             "smooth), 1 = the GAN model (sharp, invented texture); recorded in the provenance")
+
+
 def from_flags(options: type, args: argparse.Namespace):
     """The options dataclass from parsed :func:`add_flags` flags."""
     return options(**{f.name: getattr(args, f.name) for f in fields(options)})

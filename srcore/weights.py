@@ -180,6 +180,25 @@ def save_model(model: nn.Module, path: str | os.PathLike, *, name: str | None = 
     return path
 
 
+def load_upscaling_model(model: str | os.PathLike, realism: float | None = None) -> tuple[nn.Module, str]:
+    """The model that ``srcore upscale``, the bucket job and the evaluate job run, and its id for provenance and
+    reports.
+
+    ``realism`` (0..1), the fidelity-realism knob: for a model with a GAN / PSNR pair (``srcore models``), the
+    weights ``realism * GAN + (1 - realism) * PSNR`` (network interpolation, ESRGAN); 0 is the PSNR model
+    exactly and 1 the GAN model exactly. The id records it: ``srcore-compact-x4-gan@realism=0.5``.
+    """
+    if realism is None:
+        return load_model(model), model_id(model)
+    from .archs.registry import realism_pair
+    from .inference import interpolate_models
+
+    if not 0 <= realism <= 1:
+        raise ValueError(f"realism must be in 0..1, got {realism}")
+    gan, psnr = realism_pair(str(model))
+    return interpolate_models(load_model(gan), load_model(psnr), realism), f"{gan}@realism={realism:g}"
+
+
 def model_id(model: str | os.PathLike) -> str:
     """A stable name for a model in outputs and reports: the registered name, or file name @ content hash."""
     from .archs.registry import VARIANTS

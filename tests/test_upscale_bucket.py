@@ -155,12 +155,15 @@ def test_local_folders_work_the_same_and_overwrite_redoes_finished_outputs(tmp_p
         written = next((out / "sub dir").glob(name.split("/")[1].rsplit(".", 1)[0] + ".*"))
         assert decode(written.read_bytes()).size == tuple(4 * v for v in images[key][1])
     first_run = summary_of(first)["run"]
-    second = run_job("--input", str(source), "--output", str(out), "--overwrite")
+    # the rerun also turns the realism knob: a blend of the bundled GAN and PSNR models, named in provenance
+    second = run_job("--input", str(source), "--output", str(out), "--overwrite", "--realism", "0.5")
     assert second.returncode == 0, second.stderr[-3000:]
     summary = summary_of(second)
     assert (summary["ok"], summary["skipped"]) == (3, 0)
-    runs = {read_provenance(p.read_bytes())["run"] for p in (out / "sub dir").iterdir()}
+    provenance = [read_provenance(p.read_bytes()) for p in (out / "sub dir").iterdir()]
+    runs = {p["run"] for p in provenance}
     assert runs == {summary["run"]} and first_run not in runs
+    assert {p["model"] for p in provenance} == {"srcore-compact-x4-gan@realism=0.5"} == {summary["model"]}
     assert (out / "_reports" / summary["run"] / "report.html").exists()
 
 

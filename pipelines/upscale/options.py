@@ -23,6 +23,7 @@ class UpscaleJob:
     Attributes:
         input, output: URIs (``s3://bucket/prefix``, ``gs://...``) or local folders.
         model: registered name (``srcore models``) or weights file; default: the bundled model.
+        realism: 0..1 blend of a GAN model and its PSNR partner (``srcore.weights.load_upscaling_model``).
         engine: how the network runs, and output_options: how outputs are made: the same dataclasses (and
             flags) as ``srcore upscale``'s, so a folder upscaled by either gives the same bytes.
         images_per_batch: images per actor call; similar sizes share forward passes.
@@ -46,6 +47,7 @@ class UpscaleJob:
     output: str
     input_manifest: str | None = None
     model: str = DEFAULT_MODEL
+    realism: float | None = None
     engine: EngineOptions = field(default_factory=EngineOptions)
     output_options: OutputOptions = field(default_factory=OutputOptions)
     images_per_batch: int = 8

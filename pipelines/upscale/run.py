@@ -42,13 +42,12 @@ def run(job: UpscaleJob, progress: bool = True, connect=None) -> RunResult:
     whose inputs are all finished (known from earlier reports) starts no Ray at all. The plan's rows stream
     from local scratch pages into the pipeline, and the report rows stream into report parts as they come.
     """
-    from srcore.weights import load_model, model_id
+    from srcore.weights import load_upscaling_model
 
     from ..report import ReportWriter
 
     start = time.time()
-    model = load_model(job.model)  # fails fast, before any listing, on a bad name or file
-    name = model_id(job.model)
+    model, name = load_upscaling_model(job.model, job.realism)  # fails fast, before any listing, on a bad name
     _store(job.input).check_exists()  # before the lease: a wrong input leaves nothing behind in the output
     target = _store(job.output)
     # one run at a time per output prefix; held from planning to the report (LeaseHeld: another run writes)

@@ -26,6 +26,8 @@ class ModelVariant:
         url: published weights file, when there is one.
         sha256: hex digest of that file, when verified.
         bundled: a weights file shipped inside the package (``srcore/pretrained/``).
+        fidelity_partner: for a GAN model, the PSNR model of the same architecture it was fine-tuned from:
+            ``--realism`` blends the two by network interpolation.
     """
 
     name: str
@@ -35,6 +37,7 @@ class ModelVariant:
     url: str | None = None
     sha256: str | None = None
     bundled: str | None = None
+    fidelity_partner: str | None = None
 
     @property
     def filename(self) -> str | None:
@@ -86,6 +89,9 @@ VARIANTS: dict[str, ModelVariant] = {
         ModelVariant("srcore-compact-x4", "srvgg", dict(num_feat=48, num_conv=10, upscale=4, skip="bicubic"),
                      "srcore's bundled default: compact SRVGGNet with bicubic skip, 230k params",
                      bundled="srcore-compact-x4.safetensors"),
+        ModelVariant("srcore-compact-x4-gan", "srvgg", dict(num_feat=48, num_conv=10, upscale=4, skip="bicubic"),
+                     "srcore-compact-x4 fine-tuned as a GAN on real-world degradations (realism; --realism)",
+                     bundled="srcore-compact-x4-gan.safetensors", fidelity_partner="srcore-compact-x4"),
         *[_swinir_classical(s) for s in (2, 3, 4, 8)],
         *[_swinir_lightweight(s) for s in (2, 3, 4)],
         ModelVariant("swinir-realworld-m-x4", "swinir",
@@ -115,6 +121,15 @@ def list_models(kind: str | None = None) -> list[str]:
     if kind is not None:
         names = [n for n in names if describe(n).kind == kind]
     return names
+
+
+def realism_pair(name: str) -> tuple[str, str]:
+    """(GAN model, its PSNR partner) for a model that has one, named by either of the two."""
+    for variant in VARIANTS.values():
+        if variant.fidelity_partner and name in (variant.name, variant.fidelity_partner):
+            return variant.name, variant.fidelity_partner
+    pairs = ", ".join(f"{v.name} / {v.fidelity_partner}" for v in VARIANTS.values() if v.fidelity_partner)
+    raise ValueError(f"realism: {name} has no GAN / PSNR pair to blend; models with one: {pairs}")
 
 
 def get_variant(name: str) -> ModelVariant:

@@ -120,7 +120,8 @@ class SRTrainer:
             self._update(self.opt_g, loss, self.g_module)
         else:
             terms = self._gan_step(sr, hr)
-        self.sched_g.step()
+        if not warming_up:
+            self.sched_g.step()
         self.ema.update_parameters(self.g_module)
         self.iteration += 1
         return terms
