@@ -2,6 +2,13 @@
 
     python jobs/evaluate.py --model bicubic --scale 4 --sets Set5,Set14,B100,Urban100
     python jobs/evaluate.py --model path/to/model.safetensors --scale 4 --sets Set5 --out eval-out
+    python jobs/evaluate.py --model srcore-compact-x4-gan --realism 0.5 --scale 4 --sets RealWorld
+
+Sets with an HR folder (<data-root>/<set>/HR) are scored as papers do: PSNR/SSIM on Y against the HR images,
+from their MATLAB-bicubic LR. Folders of real low-quality inputs without ground truth (<data-root>/RealWorld)
+are upscaled as they are and get the no-reference scores only: NIQE of the output (lower is more natural)
+and LR-consistency (the output downscaled by MATLAB bicubic against the input, Y, dB). Every set also
+reports NIQE and the upscaling seconds per image.
 
 Runs on one machine; no Ray needed.
 """
@@ -14,7 +21,8 @@ import sys
 from pathlib import Path
 
 from srcore.evaluation import bicubic_upscaler, evaluate_set, markdown_table, model_upscaler, resolve_sets, write_report
-from srcore.weights import load_model
+from srcore.upscale import add_realism_flag
+from srcore.weights import WeightsError, load_upscaling_model
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -28,6 +36,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="folder holding <Set>/HR (default: $SRCORE_SHARED/datasets = %(default)s)")
     p.add_argument("--out", type=Path, default=Path("eval-out"), help="output folder (default: %(default)s)")
     p.add_argument("--device", default="cpu", help="torch device for the model (default: %(default)s)")
+    add_realism_flag(p)
+    p.add_argument("--no-reference", action="store_true",
+                   help="treat every set as real LR inputs without ground truth (NIQE and LR-consistency only)")
     return p.parse_args(argv)
 
 
@@ -37,20 +48,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --scale must be >= 1, got {args.scale}", file=sys.stderr)
         return 2
     try:
-        sets = resolve_sets([s for s in args.sets.split(",") if s], args.data_root)
+        sets = resolve_sets([s for s in args.sets.split(",") if s], args.data_root,
+                            reference=False if args.no_reference else None)
+        name = args.model
         if args.model == "bicubic":
             upscale = bicubic_upscaler(args.scale)
         else:
-            model = load_model(args.model)
+            model, name = load_upscaling_model(args.model, args.realism)
             if model.descriptor.scale != args.scale:
                 raise ValueError(f"{args.model} is a x{model.descriptor.scale} model, but --scale is {args.scale}")
             upscale = model_upscaler(model, args.device)
-    except (ValueError, KeyError) as exc:
+    except (ValueError, KeyError, WeightsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    results = [evaluate_set(upscale, folder, args.scale, name) for name, folder in sets]
-    md, js = write_report(args.out, args.model, results)
-    print(markdown_table(args.model, results), end="")
+    results = [evaluate_set(upscale, folder, args.scale, label, reference=reference)
+               for label, folder, reference in sets]
+    md, js = write_report(args.out, name, results)
+    print(markdown_table(name, results), end="")
     print(f"wrote {md} and {js}")
     return 0
 

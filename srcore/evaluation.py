@@ -20,7 +20,7 @@ from tqdm import tqdm
 from .atomic import atomic_path
 from .imageio import IMAGE_SUFFIXES
 from .inference import Upscaler
-from .metrics import lr_consistency, psnr_np, ssim_np
+from .metrics import lr_consistency, niqe, psnr_np, ssim_np
 from .resize import imresize_np
 
 # (H, W[, C]) uint8 LR -> (H*s, W*s[, C]) uint8 SR
@@ -67,11 +67,15 @@ def model_upscaler(model: torch.nn.Module, device: str | torch.device = "cpu", p
 
 @dataclass
 class ImageScore:
+    """One image's scores; ``psnr``/``ssim`` are None without a reference, ``niqe`` when the output is smaller
+    than NIQE's two 96x96 blocks."""
+
     image: str
-    psnr: float
-    ssim: float
+    psnr: float | None
+    ssim: float | None
     lr_psnr: float  # LR-consistency PSNR
-    seconds: float
+    niqe: float | None
+    seconds: float  # upscaling only
 
 
 @dataclass
@@ -79,13 +83,22 @@ class SetScore:
     name: str
     scale: int
     images: list[ImageScore] = field(default_factory=list)
+    reference: bool = True  # scored against HR images; False: real LR inputs (NIQE and LR-consistency only)
 
     def mean(self, key: str) -> float:
-        return float(np.mean([getattr(s, key) for s in self.images]))
+        values = [getattr(s, key) for s in self.images if getattr(s, key) is not None]
+        return float(np.mean(values)) if values else float("nan")
+
+    def median(self, key: str) -> float:
+        values = [getattr(s, key) for s in self.images if getattr(s, key) is not None]
+        return float(np.median(values)) if values else float("nan")
 
     def summary(self) -> dict:
-        return {"set": self.name, "scale": self.scale, "count": len(self.images),
-                **{k: self.mean(k) for k in ("psnr", "ssim", "lr_psnr")}}
+        """Per-set means (None where no image has the score) and the median LR-consistency."""
+        values = {k: self.mean(k) for k in ("psnr", "ssim", "lr_psnr", "niqe", "seconds")}
+        values["lr_psnr_median"] = self.median("lr_psnr")
+        return {"set": self.name, "scale": self.scale, "count": len(self.images), "reference": self.reference,
+                **{k: v if np.isfinite(v) else None for k, v in values.items()}}
 
 
 def list_images(folder: Path) -> list[Path]:
@@ -95,48 +108,80 @@ def list_images(folder: Path) -> list[Path]:
     return paths
 
 
-def score_image(upscale: UpscaleFn, hr: np.ndarray, scale: int) -> tuple[float, float, float]:
+def niqe_or_none(sr: np.ndarray, crop_border: int) -> float | None:
+    try:
+        return niqe(sr, crop_border)
+    except ValueError:  # smaller than two 96x96 blocks
+        return None
+
+
+def _timed(upscale: UpscaleFn, lr: np.ndarray) -> tuple[np.ndarray, float]:
+    start = time.perf_counter()
+    sr = upscale(lr)
+    return sr, time.perf_counter() - start
+
+
+def score_image(upscale: UpscaleFn, hr: np.ndarray, scale: int, name: str = "") -> ImageScore:
+    """Paper scores of one HR image: bicubic LR in, PSNR/SSIM against HR, LR-consistency, NIQE (border = scale)."""
     hr = mod_crop(hr, scale)
     lr = bicubic_lr(hr, scale)
-    sr = upscale(lr)
+    sr, seconds = _timed(upscale, lr)
     if sr.shape != hr.shape:
         raise ValueError(f"upscaler returned {sr.shape} for LR {lr.shape}, expected {hr.shape}")
-    return psnr_np(sr, hr, scale), ssim_np(sr, hr, scale), lr_consistency(lr, sr, scale)
+    return ImageScore(name, psnr_np(sr, hr, scale), ssim_np(sr, hr, scale), lr_consistency(lr, sr, scale),
+                      niqe_or_none(sr, scale), seconds)
+
+
+def score_input(upscale: UpscaleFn, lr: np.ndarray, scale: int, name: str = "") -> ImageScore:
+    """No-reference scores of one real LR input: NIQE of the output, LR-consistency with the input."""
+    sr, seconds = _timed(upscale, lr)
+    return ImageScore(name, None, None, lr_consistency(lr, sr, scale), niqe_or_none(sr, scale), seconds)
 
 
 def evaluate_set(upscale: UpscaleFn, folder: Path, scale: int, name: str | None = None,
-                 progress: bool = True) -> SetScore:
-    """Score every image in ``folder``."""
-    result = SetScore(name or folder.name, scale)
+                 progress: bool = True, reference: bool = True) -> SetScore:
+    """Score every image in ``folder``: HR images (``reference``), or real LR inputs without ground truth."""
+    result = SetScore(name or folder.name, scale, reference=reference)
+    score = score_image if reference else score_input
     for path in tqdm(list_images(folder), desc=result.name, unit="img", disable=not progress, leave=False):
-        start = time.perf_counter()
-        psnr, ssim, lr_psnr = score_image(upscale, read_hr(path), scale)
-        result.images.append(ImageScore(path.name, psnr, ssim, lr_psnr, time.perf_counter() - start))
+        result.images.append(score(upscale, read_hr(path), scale, path.name))
     return result
 
 
-def resolve_sets(names: Iterable[str], data_root: Path) -> list[tuple[str, Path]]:
-    """A set name means ``<data_root>/<name>/HR``; an existing folder path is used as it is."""
+def resolve_sets(names: Iterable[str], data_root: Path, reference: bool | None = None) -> list[tuple[str, Path, bool]]:
+    """(name, folder, has reference) per set. A name means ``<data_root>/<name>/HR`` (scored against it), or,
+    without an HR folder, ``<data_root>/<name>`` itself as real LR inputs (like ``RealWorld``); a folder path
+    is HR images unless ``reference`` is False."""
     sets = []
     for name in names:
         as_path = Path(name)
         if as_path.is_dir():
-            sets.append((as_path.name if as_path.name != "HR" else as_path.parent.name, as_path))
+            label = as_path.name if as_path.name != "HR" else as_path.parent.name
+            sets.append((label, as_path, reference is not False))
             continue
         folder = data_root / name / "HR"
-        if not folder.is_dir():
+        if folder.is_dir() and reference is not False:
+            sets.append((name, folder, True))
+        elif (data_root / name).is_dir() and reference is not True:
+            sets.append((name, data_root / name, False))
+        else:
             raise ValueError(f"set {name!r}: {folder} is not a folder (pass --data-root or a folder path)")
-        sets.append((name, folder))
     return sets
 
 
+def _cell(value: float | None, fmt: str) -> str:
+    return "-" if value is None or not np.isfinite(value) else format(value, fmt)
+
+
 def markdown_table(model_name: str, results: list[SetScore]) -> str:
-    lines = ["| model | scale | set | images | PSNR (dB) | SSIM | LR-consistency PSNR (dB) |",
-             "|---|---|---|---|---|---|---|"]
+    """PSNR/SSIM (reference sets), NIQE (lower is more natural), LR-consistency mean and median, s/image."""
+    lines = ["| model | scale | set | images | PSNR (dB) | SSIM | NIQE | LR-consistency mean / median (dB) | s/image |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         s = r.summary()
-        lines.append(f"| {model_name} | x{r.scale} | {r.name} | {s['count']} | {s['psnr']:.2f} | {s['ssim']:.4f} "
-                     f"| {s['lr_psnr']:.2f} |")
+        lines.append(f"| {model_name} | x{r.scale} | {r.name} | {s['count']} | {_cell(s['psnr'], '.2f')} "
+                     f"| {_cell(s['ssim'], '.4f')} | {_cell(s['niqe'], '.2f')} | {_cell(s['lr_psnr'], '.2f')} / "
+                     f"{_cell(s['lr_psnr_median'], '.2f')} | {_cell(s['seconds'], '.2f')} |")
     return "\n".join(lines) + "\n"
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -322,6 +323,13 @@ def niqe_y(y: np.ndarray) -> float:
         raise ValueError(f"NIQE needs at least two {NIQE_BLOCK}x{NIQE_BLOCK} blocks (e.g. {NIQE_BLOCK}x"
                          f"{2 * NIQE_BLOCK} pixels), got {w}x{h}")
     img = np.asarray(y, dtype=np.float32)[: nh * NIQE_BLOCK, : nw * NIQE_BLOCK]
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        # a flat block has no AGGD fit: its features are NaN and left out, as in BasicSR and the MATLAB release
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return _niqe_of(img, mu_p, cov_p, window, nh, nw)
+
+
+def _niqe_of(img: np.ndarray, mu_p, cov_p, window, nh: int, nw: int) -> float:
     per_scale = []
     for scale in (1, 2):
         mu = _smooth(img, window)

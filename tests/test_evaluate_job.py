@@ -62,3 +62,31 @@ def test_x2_rrdbnet_on_set14_is_padded_by_the_engine(tmp_path):
     (entry,) = json.loads((tmp_path / "o" / "results.json").read_text())["sets"]
     assert entry["count"] == len(list(set14.glob("*.png")))
     assert all(np.isfinite(i["psnr"]) and np.isfinite(i["lr_psnr"]) for i in entry["images"])
+
+
+def test_a_folder_without_ground_truth_gets_niqe_and_lr_consistency(tmp_path):
+    """A set with no HR folder (like RealWorld) is real LR inputs: upscaled as they are, scored without a
+    reference. NIQE needs two 96x96 blocks of output: a tiny input gets none, and the set still scores."""
+    real = tmp_path / "Real"
+    real.mkdir()
+    rng = np.random.default_rng(0)
+    smooth = np.kron(rng.integers(0, 256, (8, 12, 3), np.uint8), np.ones((8, 8, 1), np.uint8))  # 64x96 input
+    Image.fromarray(smooth).save(real / "photo.png")
+    Image.fromarray(rng.integers(0, 256, (10, 10), np.uint8)).save(real / "tiny.png")
+    result = evaluate("--model", "srcore-compact-x4", "--scale", "4", "--sets", "Real", "--data-root", str(tmp_path),
+                      "--out", str(tmp_path / "o"))
+    assert result.returncode == 0, result.stderr
+    (entry,) = json.loads((tmp_path / "o" / "results.json").read_text())["sets"]
+    assert entry["reference"] is False and entry["count"] == 2 and entry["psnr"] is None
+    images = {i["image"]: i for i in entry["images"]}
+    assert images["photo.png"]["psnr"] is None and 0 < images["photo.png"]["niqe"] < 30
+    assert images["tiny.png"]["niqe"] is None and np.isfinite(images["tiny.png"]["lr_psnr"])
+    assert entry["niqe"] == images["photo.png"]["niqe"] and images["photo.png"]["seconds"] > 0
+    assert "| srcore-compact-x4 | x4 | Real | 2 | - | - |" in result.stdout
+    # --realism names the blend in the table; a model without a GAN / PSNR pair is refused
+    blend = evaluate("--model", "srcore-compact-x4-gan", "--realism", "0.5", "--scale", "4", "--sets", "Real",
+                     "--data-root", str(tmp_path), "--out", str(tmp_path / "o2"))
+    assert blend.returncode == 0 and "| srcore-compact-x4-gan@realism=0.5 | x4 | Real |" in blend.stdout
+    bad = evaluate("--model", "realesr-animevideov3", "--realism", "0.5", "--scale", "4", "--sets", "Real",
+                   "--data-root", str(tmp_path))
+    assert bad.returncode == 2 and "no GAN / PSNR pair" in bad.stderr

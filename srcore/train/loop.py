@@ -209,14 +209,14 @@ class SRTrainer:
         return self.ema.module
 
     def validate(self, folders: list[str]) -> dict[str, float]:
-        """PSNR, SSIM and LR-consistency of the EMA generator on HR folders (bicubic LR, paper conventions)."""
+        """PSNR, SSIM, LR-consistency and NIQE of the EMA generator on HR folders (bicubic LR, paper conventions)."""
         metrics: dict[str, float] = {}
         # PyTorch: an OpenVINO conversion at every validation would cost more than it saves
         upscale = model_upscaler(self.ema_model, self.device, runtime="torch")
         for folder in folders:
             result = evaluate_set(upscale, Path(folder), self.cfg.data.scale, progress=False)
             name = result.name if result.name != "HR" else Path(folder).parent.name
-            for key in ("psnr", "ssim", "lr_psnr"):
+            for key in ("psnr", "ssim", "lr_psnr", "niqe"):
                 metrics[f"val/{name}/{key}"] = result.mean(key)
         return metrics
 
