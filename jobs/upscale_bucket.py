@@ -21,7 +21,7 @@ from pipelines.lease import LeaseHeld
 from pipelines.report import report_files
 from pipelines.storage import ListingError
 from pipelines.upscale import UpscaleJob, run
-from srcore.archs.registry import DEFAULT_MODEL
+from srcore.archs.registry import DEFAULT_REALISM, DEFAULT_UPSCALE_MODEL
 from srcore.upscale import EngineOptions, OutputOptions, add_flags, add_realism_flag, from_flags
 from srcore.weights import WeightsError
 
@@ -45,7 +45,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "Parquet/CSV file with a 'key' column (optional 'size', 'etag'); keys are relative to the "
                         "bucket (local folders: to the folder)")
     p.add_argument("--output", required=True, help="where outputs go, same relative keys (and the report)")
-    p.add_argument("--model", default=DEFAULT_MODEL, help="registered name or weights file (default: %(default)s)")
+    p.add_argument("--model", default=None, help="registered name or weights file (default: "
+                   f"{DEFAULT_UPSCALE_MODEL} at --realism {DEFAULT_REALISM:g}, the bundled GAN / PSNR pair)")
     add_realism_flag(p)
     add_flags(p, OutputOptions)  # the same flags, defaults and checks as `srcore upscale`
     add_flags(p, EngineOptions)

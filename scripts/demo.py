@@ -48,7 +48,7 @@ def main() -> int:
     p.add_argument("--images", type=Path, default=shared / "datasets" / "RealWorld", help="a folder of images")
     p.add_argument("--limit", type=int, default=12, help="upscale only the first N (the whole bucket is listed)")
     p.add_argument("--out", type=Path, default=ROOT / "demo-out", help="where outputs and the report are copied")
-    p.add_argument("--model", default="srcore-compact-x4")
+    p.add_argument("--model", default=None, help="default: the job's (the bundled GAN / PSNR pair at realism 0.5)")
     args = p.parse_args()
 
     import fsspec
@@ -69,8 +69,8 @@ def main() -> int:
         fs = fsspec.filesystem("s3", endpoint_url=env["AWS_ENDPOINT_URL"], skip_instance_cache=True)
         fs.pipe_file("demo/raw/000_broken.jpg", b"\xff\xd8\xff\xe0 a JPEG cut short")  # the report shows failures too
         cmd = [sys.executable, str(ROOT / "jobs" / "upscale_bucket.py"), "--input", "s3://demo/raw/",
-               "--output", "s3://demo/sr/", "--model", args.model, "--limit", str(args.limit),
-               "--max-failure-rate", "0.2"]
+               "--output", "s3://demo/sr/", "--limit", str(args.limit), "--max-failure-rate", "0.2",
+               *(["--model", args.model] if args.model else [])]
         shown = [str(Path(c).relative_to(ROOT)) if c.startswith(str(ROOT)) else c for c in cmd[1:]]
         print("[demo] $ python", " ".join(shown), flush=True)
         code = subprocess.call(cmd, cwd=ROOT, env=os.environ.copy())

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .archs.registry import DEFAULT_MODEL, VARIANTS, describe, list_models
+from .archs.registry import DEFAULT_REALISM, DEFAULT_UPSCALE_MODEL, VARIANTS, describe, list_models
 from .imageio import IMAGE_SUFFIXES
 from .upscale import (
     EngineOptions,
@@ -97,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("upscale", help="upscale image files, folders or globs")
     up.add_argument("inputs", nargs="+", help="image files, folders or globs")
     up.add_argument("-o", "--output", required=True, help="output folder")
-    up.add_argument("--model", default=DEFAULT_MODEL, help="weights file (.pth/.safetensors) or registered name")
+    up.add_argument("--model", default=None, help="weights file (.pth/.safetensors) or registered name (default: "
+                    f"{DEFAULT_UPSCALE_MODEL} at --realism {DEFAULT_REALISM:g}, the bundled GAN / PSNR pair)")
     up.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda if available)")
     add_realism_flag(up)
     add_flags(up, OutputOptions)  # the same flags, defaults and checks as the bucket job's

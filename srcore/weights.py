@@ -180,17 +180,22 @@ def save_model(model: nn.Module, path: str | os.PathLike, *, name: str | None = 
     return path
 
 
-def load_upscaling_model(model: str | os.PathLike, realism: float | None = None) -> tuple[nn.Module, str]:
+def load_upscaling_model(model: str | os.PathLike | None = None, realism: float | None = None
+                         ) -> tuple[nn.Module, str]:
     """The model that ``srcore upscale``, the bucket job and the evaluate job run, and its id for provenance and
-    reports.
+    reports. No ``model``: the default, the bundled GAN / PSNR pair at ``DEFAULT_REALISM`` (0.5) unless
+    ``realism`` is given.
 
     ``realism`` (0..1), the fidelity-realism knob: for a model with a GAN / PSNR pair (``srcore models``), the
     weights ``realism * GAN + (1 - realism) * PSNR`` (network interpolation, ESRGAN); 0 is the PSNR model
     exactly and 1 the GAN model exactly. The id records it: ``srcore-compact-x4-gan@realism=0.5``.
     """
+    from .archs.registry import DEFAULT_REALISM, DEFAULT_UPSCALE_MODEL, realism_pair
+
+    if model is None:
+        model, realism = DEFAULT_UPSCALE_MODEL, DEFAULT_REALISM if realism is None else realism
     if realism is None:
         return load_model(model), model_id(model)
-    from .archs.registry import realism_pair
     from .inference import interpolate_models
 
     if not 0 <= realism <= 1:

@@ -46,7 +46,7 @@ def test_the_cli_knob_reproduces_each_model_and_records_the_blend(tmp_path):
     src = tmp_path / "in.png"
     Image.fromarray(np.kron(rng.integers(0, 256, (6, 8, 3), np.uint8), np.ones((4, 4, 1), np.uint8))).save(src)
     runs = {"psnr": ["--model", "srcore-compact-x4"], "gan": ["--model", "srcore-compact-x4-gan"],
-            "r0": ["--realism", "0"], "r1": ["--realism", "1"], "r05": ["--realism", "0.5"]}
+            "r0": ["--realism", "0"], "r1": ["--realism", "1"], "r05": ["--realism", "0.5"], "default": []}
     pixels, provenance = {}, {}
     for name, flags in runs.items():
         out = tmp_path / name
@@ -57,5 +57,7 @@ def test_the_cli_knob_reproduces_each_model_and_records_the_blend(tmp_path):
     assert np.array_equal(pixels["r0"], pixels["psnr"]) and np.array_equal(pixels["r1"], pixels["gan"])
     assert not np.array_equal(pixels["r05"], pixels["psnr"]) and not np.array_equal(pixels["r05"], pixels["gan"])
     assert provenance["r05"] == "srcore-compact-x4-gan@realism=0.5" and provenance["psnr"] == "srcore-compact-x4"
+    # no flags: the default is the bundled pair half way
+    assert provenance["default"] == provenance["r05"] and np.array_equal(pixels["default"], pixels["r05"])
     bad = srcore_cli("upscale", str(src), "-o", str(tmp_path / "bad"), "--realism", "2")
     assert bad.returncode == 2 and "realism must be in 0..1, got 2" in bad.stderr and not (tmp_path / "bad").exists()

@@ -73,7 +73,8 @@ def test_bucket_job_upscales_good_images_and_reports_bad_ones(s3):
         assert row["status"] == "failed" and row["output_bytes"] is None
         assert f"s3://archive/raw/{key}" in row["error"] and phrase in row["error"], row["error"]
     ok = [r for r in rows.values() if r["status"] == "ok"]
-    assert all(r["model"] == "srcore-compact-x4" and r["scale"] == 4 and r["device"].startswith("cpu") for r in ok)
+    assert all(r["model"] == "srcore-compact-x4-gan@realism=0.5" and r["scale"] == 4 and r["device"].startswith("cpu")
+               for r in ok)
     assert all(r["lr_psnr"] > 25 and r["upscale_s"] > 0 and r["write_s"] > 0 and r["node"] for r in ok)
     assert {r["input_mode"] for r in ok} == {"RGB", "RGBA", "L", "RGB;16", "L;16"}
     html = get_object("archive", summary["report"].removeprefix("s3://archive/") + "/report.html").decode()
@@ -155,15 +156,17 @@ def test_local_folders_work_the_same_and_overwrite_redoes_finished_outputs(tmp_p
         written = next((out / "sub dir").glob(name.split("/")[1].rsplit(".", 1)[0] + ".*"))
         assert decode(written.read_bytes()).size == tuple(4 * v for v in images[key][1])
     first_run = summary_of(first)["run"]
-    # the rerun also turns the realism knob: a blend of the bundled GAN and PSNR models, named in provenance
-    second = run_job("--input", str(source), "--output", str(out), "--overwrite", "--realism", "0.5")
+    first_models = {read_provenance(p.read_bytes())["model"] for p in (out / "sub dir").iterdir()}
+    assert first_models == {"srcore-compact-x4-gan@realism=0.5"}  # the default: the bundled pair, half way
+    # the rerun turns the realism knob to the GAN model, named in provenance
+    second = run_job("--input", str(source), "--output", str(out), "--overwrite", "--realism", "1")
     assert second.returncode == 0, second.stderr[-3000:]
     summary = summary_of(second)
     assert (summary["ok"], summary["skipped"]) == (3, 0)
     provenance = [read_provenance(p.read_bytes()) for p in (out / "sub dir").iterdir()]
     runs = {p["run"] for p in provenance}
     assert runs == {summary["run"]} and first_run not in runs
-    assert {p["model"] for p in provenance} == {"srcore-compact-x4-gan@realism=0.5"} == {summary["model"]}
+    assert {p["model"] for p in provenance} == {"srcore-compact-x4-gan@realism=1"} == {summary["model"]}
     assert (out / "_reports" / summary["run"] / "report.html").exists()
 
 
@@ -182,7 +185,7 @@ def test_a_large_output_is_streamed_into_the_bucket_as_the_cli_writes_it(s3, tmp
     Image.fromarray(pixels).save(src)
     assert 2100 * 2000 * 16 > STREAM_OUTPUT_PIXELS
     make_bucket("huge", "in", {"big.png": src.read_bytes()})
-    result = run_job("--input", "s3://huge/in", "--output", "s3://huge/out")
+    result = run_job("--input", "s3://huge/in", "--output", "s3://huge/out", "--model", "srcore-compact-x4")
     assert result.returncode == 0, result.stderr[-3000:]
     row = next(iter(_report_rows(summary_of(result)).values()))
     assert row["status"] == "ok" and (row["output_width"], row["output_height"]) == (8400, 8000), row

@@ -6,7 +6,6 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from srcore.archs.registry import DEFAULT_MODEL
 from srcore.imageio import IMAGE_SUFFIXES
 from srcore.upscale import EngineOptions, OutputOptions, check_flags, new_run_id
 
@@ -22,7 +21,8 @@ class UpscaleJob:
 
     Attributes:
         input, output: URIs (``s3://bucket/prefix``, ``gs://...``) or local folders.
-        model: registered name (``srcore models``) or weights file; default: the bundled model.
+        model: registered name (``srcore models``) or weights file; default (None): the bundled GAN / PSNR pair
+            at realism 0.5 (``srcore.weights.load_upscaling_model``).
         realism: 0..1 blend of a GAN model and its PSNR partner (``srcore.weights.load_upscaling_model``).
         engine: how the network runs, and output_options: how outputs are made: the same dataclasses (and
             flags) as ``srcore upscale``'s, so a folder upscaled by either gives the same bytes.
@@ -46,7 +46,7 @@ class UpscaleJob:
     input: str
     output: str
     input_manifest: str | None = None
-    model: str = DEFAULT_MODEL
+    model: str | None = None
     realism: float | None = None
     engine: EngineOptions = field(default_factory=EngineOptions)
     output_options: OutputOptions = field(default_factory=OutputOptions)
