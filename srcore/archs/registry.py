@@ -87,7 +87,7 @@ VARIANTS: dict[str, ModelVariant] = {
                      "Real-ESRGAN compact SRVGGNet, general scenes",
                      f"{REAL_ESRGAN}/v0.2.5.0/realesr-general-x4v3.pth"),
         ModelVariant("srcore-compact-x4", "srvgg", dict(num_feat=48, num_conv=10, upscale=4, skip="bicubic"),
-                     "srcore's bundled default: compact SRVGGNet with bicubic skip, 230k params",
+                     "srcore's bundled PSNR model: compact SRVGGNet with bicubic skip, 230k params",
                      bundled="srcore-compact-x4.safetensors"),
         ModelVariant("srcore-compact-x4-gan", "srvgg", dict(num_feat=48, num_conv=10, upscale=4, skip="bicubic"),
                      "srcore-compact-x4 fine-tuned as a GAN on real-world degradations (realism; --realism)",
