@@ -52,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
                             reference=False if args.no_reference else None)
         name = args.model
         if args.model == "bicubic":
+            if args.realism is not None:
+                raise ValueError("--realism blends a GAN model with its PSNR partner; bicubic has none")
             upscale = bicubic_upscaler(args.scale)
         else:
             model, name = load_upscaling_model(args.model, args.realism)

@@ -157,9 +157,10 @@ def train_loop_per_worker(config: dict) -> None:
             it = trainer.iteration
             if not timing:  # time from the first finished step: excludes start-up and data warm-up
                 start, start_iter, timing = time.perf_counter(), it, True
-            if it % cfg.log_every == 0 or it == cfg.iterations:
+            log_now = it % cfg.log_every == 0 or it == cfg.iterations
+            if log_now:
                 values = mean_over_ranks(terms)  # every rank joins; rank 0 logs
-            if writer is not None and (it % cfg.log_every == 0 or it == cfg.iterations):
+            if writer is not None and log_now:
                 rate = (it - start_iter) / max(time.perf_counter() - start, 1e-9)
                 for key, value in values.items():
                     writer.add_scalar(key, value, it)

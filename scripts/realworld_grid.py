@@ -18,8 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from srcore.evaluation import read_hr
-from srcore.inference import Upscaler
+from srcore.evaluation import model_upscaler, read_hr
 from srcore.resize import imresize_np
 from srcore.weights import load_model, load_upscaling_model
 
@@ -44,8 +43,7 @@ def busiest_window(image: np.ndarray, size: int) -> tuple[int, int]:
 
 def columns(shared: Path) -> list[tuple[str, object]]:
     def engine(model):
-        upscaler = Upscaler(model, device="cpu", precision="fp32", tile=None, runtime="torch")
-        return lambda lr: upscaler.upscale_pixels(lr)
+        return model_upscaler(model, "cpu", tile=None, runtime="torch")
 
     return [
         ("input (nearest)", lambda lr: np.kron(lr, np.ones((4, 4, 1), lr.dtype))),

@@ -85,12 +85,15 @@ class SetScore:
     images: list[ImageScore] = field(default_factory=list)
     reference: bool = True  # scored against HR images; False: real LR inputs (NIQE and LR-consistency only)
 
+    def _scored(self, key: str) -> list[float]:
+        return [value for s in self.images if (value := getattr(s, key)) is not None]
+
     def mean(self, key: str) -> float:
-        values = [getattr(s, key) for s in self.images if getattr(s, key) is not None]
+        values = self._scored(key)
         return float(np.mean(values)) if values else float("nan")
 
     def median(self, key: str) -> float:
-        values = [getattr(s, key) for s in self.images if getattr(s, key) is not None]
+        values = self._scored(key)
         return float(np.median(values)) if values else float("nan")
 
     def summary(self) -> dict:
