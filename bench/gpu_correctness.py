@@ -3,8 +3,8 @@
 For each official weights file found, on the official fixture (64x48) and a synthetic 160x128 image, through
 ``Upscaler`` (the path every caller uses), it prints the error in 8-bit levels (max, mean, share of pixels off
 by more than one level) of each device precision against the fp32 CPU output, and the fp32 CPU network
-output's max error against the official (ncnn) output. On the device it also checks tiling: a 384x320 image
-upscaled in 128-pixel tiles against the same image whole, same precision.
+output's max error against the official (ncnn) output. On the device it also checks tiling: an image of
+about 3 x 2.5 tiles (128 pixels, or more where the model's overlap needs it) tiled against whole.
 
     python bench/gpu_correctness.py --weights-dir .device-kit/weights --fixtures-dir .device-kit/fixtures
     python bench/gpu_correctness.py --device cpu --precisions bf16    # CPU bf16 against CPU fp32
@@ -67,12 +67,15 @@ def check(weights: Path, fixtures: Path | None, device: str, precisions: list[st
             rows.append({"weights": weights.name, "check": f"{device} {precision} vs CPU fp32", "image": label,
                          **level_error(out, ref)})
     if device != "cpu":
-        image = synthetic(320, 384, 1)
+        # tiles must exceed the model's overlap (x4plus: 160 input pixels); the image spans about 3 x 2.5 tiles
+        tile = max(128, 2 * model.descriptor.tile_overlap + 64)
+        h, w = int(2.5 * tile), 3 * tile
+        image = synthetic(h, w, 1)
         for precision in precisions:
             whole = Upscaler(model, device=device, precision=precision, tile=None).upscale_pixels(image)
-            tiled = Upscaler(model, device=device, precision=precision, tile=128).upscale_pixels(image)
-            rows.append({"weights": weights.name, "check": f"{device} {precision} tiled (128) vs whole",
-                         "image": "synthetic 384x320", **level_error(tiled, whole)})
+            tiled = Upscaler(model, device=device, precision=precision, tile=tile).upscale_pixels(image)
+            rows.append({"weights": weights.name, "check": f"{device} {precision} tiled ({tile}) vs whole",
+                         "image": f"synthetic {w}x{h}", **level_error(tiled, whole)})
     return rows
 
 

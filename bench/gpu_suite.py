@@ -70,7 +70,7 @@ def steps(mode: str, weights: Path, fixtures: Path) -> list[Step]:
         Step("pipeline", "pipeline.py", ["--store", "local", "--images", "512", "--size", "256"], 120,
              "bucket job on local folders, GPU actor pool"),
         Step("train", "train.py", ["--gpu", "--workers", "1", "--generators", "realesrgan-x4plus,srcore-compact-x4",
-             "--stages", "psnr,gan", "--patch", "256", "--batch", "8", "--iterations", "40"], 150,
+             "--stages", "psnr,gan", "--patch", "256", "--batch", "8", "--iterations", "40"], 240,
              "Ray Train, 1 GPU worker, bf16 autocast"),
     ]
 
