@@ -138,11 +138,12 @@ def main() -> None:
         result = run(job, progress=False)
         end_to_end = time.perf_counter() - start
         ray.shutdown()
+        # the report lives in the temporary folder: read its rows before the folder goes
+        stages = {stage: round(sum(v or 0 for v in result.rows([f"{stage}_s"]).column(f"{stage}_s").to_pylist()),
+                               2) for stage in ("read", "decode", "upscale", "encode", "write", "check")}
     assert result.summary["ok"] == len(files), result.summary
     alone = model_only(job, files, device)
     out_mp = result.summary["output_megapixels"]
-    stages = {stage: round(sum(v or 0 for v in result.rows([f"{stage}_s"]).column(f"{stage}_s").to_pylist()), 2)
-              for stage in ("read", "decode", "upscale", "encode", "write", "check")}
     cpu_actors = max(1, int(cpus / 2 / job.cpus_per_actor))  # the job's default pool sizes
     actors = args.max_actors or (torch.cuda.device_count() if device == "cuda" else cpu_actors)
     slots = {"read+decode (CPU tasks)": max(1.0, cpus - actors * job.cpus_per_actor),

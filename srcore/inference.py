@@ -42,16 +42,20 @@ def cpu_has_native_bf16() -> bool:
 
 def resolve_precision(precision: Precision, device: torch.device,
                       descriptor: ModelDescriptor | None = None) -> torch.dtype:
-    """auto: bf16 on CUDA (fp16 on GPUs without bf16) and on CPUs with native bf16, fp32 on other CPUs; never a
-    half type the model's descriptor rules out. fp16 on CPU falls back to fp32: CPU half-precision convolutions
-    are slow or missing, the failure Real-ESRGAN users hit."""
+    """auto: fp16 on CUDA (bf16 for models that overflow in fp16, such as SwinIR), bf16 on CPUs with native
+    bf16, fp32 on other CPUs; never a half type the model's descriptor rules out. fp16 on CPU falls back to
+    fp32: CPU half-precision convolutions are slow or missing, the failure Real-ESRGAN users hit.
+
+    fp16 first on CUDA because bf16's 8-bit mantissa compounds through deep networks: on an H200, official
+    x4plus at bf16 was up to 55 levels off fp32 (7% of pixels over one level), at fp16 up to 8 (0.05%), and
+    fp16 was as fast or faster (bench/results/2026-11-30-nvidia-h200*.md)."""
     half_ok = descriptor is None or descriptor.supports_half
     bf16_ok = descriptor is None or descriptor.supports_bfloat16
     if precision == "auto":
         if device.type == "cuda":
-            if bf16_ok and torch.cuda.is_bf16_supported():
-                return torch.bfloat16
-            return torch.float16 if half_ok else torch.float32
+            if half_ok:
+                return torch.float16
+            return torch.bfloat16 if bf16_ok and torch.cuda.is_bf16_supported() else torch.float32
         return torch.bfloat16 if device.type == "cpu" and bf16_ok and cpu_has_native_bf16() else torch.float32
     if precision not in DTYPES:
         raise ValueError(f"precision must be auto, fp32, fp16 or bf16, got {precision!r}")
@@ -172,8 +176,8 @@ class Upscaler:
     Args:
         model: an srcore network (has ``.descriptor``); copied, so the caller's model is untouched.
         device: ``"cuda"``, ``"cpu"``, ... (default: CUDA when available).
-        precision: ``"auto"`` (bf16 on CUDA and on CPUs with native bf16, else fp32; see
-            :func:`resolve_precision`), ``"fp32"``, ``"fp16"`` or ``"bf16"``.
+        precision: ``"auto"`` (fp16 on CUDA, bf16 where a model rules fp16 out and on CPUs with native bf16,
+            else fp32; see :func:`resolve_precision`), ``"fp32"``, ``"fp16"`` or ``"bf16"``.
         tile: input tile size in pixels; ``"auto"``: max(512, 3 x overlap); ``None``: whole images (memory then
             grows with the image).
         tile_overlap: input pixels shared by neighbouring tiles (default: the model descriptor's

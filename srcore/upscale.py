@@ -63,8 +63,9 @@ def _flag(default, help: str, parse=None, choices=None):
 class EngineOptions:
     """How the network runs (:class:`srcore.Upscaler`'s settings). Every field is a flag of the same name."""
 
-    precision: str = _flag("auto", "auto: bf16 on GPUs and on CPUs with native bf16 (16-bit images: fp32), "
-                           "else fp32", choices=("auto", "fp32", "fp16", "bf16"))
+    precision: str = _flag("auto", "auto: fp16 on GPUs (bf16 for models that cannot take fp16), bf16 on "
+                           "CPUs with native bf16, else fp32; 16-bit images: fp32",
+                           choices=("auto", "fp32", "fp16", "bf16"))
     tile: int | str | None = _flag("auto", "input tile size, 'auto' (max(512, 3 x the model's overlap)) or 'none' "
                                    "(whole images; 0 means the same)", parse=parse_tile)
     tile_overlap: int | None = _flag(None, "tile overlap (default: the model's)", parse=int)
