@@ -10,6 +10,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from . import __version__
 from .archs.registry import DEFAULT_REALISM, DEFAULT_UPSCALE_MODEL, VARIANTS, describe, list_models
 from .imageio import IMAGE_SUFFIXES
 from .upscale import (
@@ -18,7 +19,9 @@ from .upscale import (
     add_flags,
     add_realism_flag,
     from_flags,
+    is_finished,
     new_run_id,
+    output_path,
     upscale_file,
 )
 from .weights import WeightsError, load_upscaling_model
@@ -32,8 +35,10 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def expand_inputs(items: list[str]) -> list[tuple[Path, str]]:
-    """(file, output stem) for files, folders (recursively; stems keep sub-folders) and globs, in order."""
+def expand_inputs(items: list[str], skip_under: Path | None = None, skip_suffix: str = "") -> list[tuple[Path, str]]:
+    """(file, output stem) for files, folders (recursively; stems keep sub-folders) and globs (relative or
+    absolute), in order. Files under ``skip_under`` whose stem ends with ``skip_suffix`` are earlier outputs
+    written beside their inputs (``--suffix``): they are not inputs."""
     found: list[tuple[Path, str]] = []
     for item in items:
         p = Path(item)
@@ -42,13 +47,57 @@ def expand_inputs(items: list[str]) -> list[tuple[Path, str]]:
                 if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES:
                     found.append((q, str(q.relative_to(p).with_suffix(""))))
         elif any(ch in item for ch in "*?["):
-            found += [(q, q.stem) for q in sorted(Path().glob(item)) if q.is_file()]
+            # Path().glob refuses absolute patterns: glob from the pattern's anchor
+            root, pattern = (Path(p.anchor), str(p.relative_to(p.anchor))) if p.is_absolute() else (Path(), item)
+            found += [(q, q.stem) for q in sorted(root.glob(pattern)) if q.is_file()]
         else:
             found.append((p, p.stem))
+    if skip_under is not None and skip_suffix:
+        found = [(q, stem) for q, stem in found
+                 if not (q.stem.endswith(skip_suffix) and skip_under in q.resolve().parents)]
     return found
 
 
+def output_conflict(items: list[str], output: Path) -> str | None:
+    """The input folder that ``output`` equals or lies inside (for a file input: its folder), or None."""
+    out = output.resolve()
+    for item in items:
+        p = Path(item)
+        if any(ch in item for ch in "*?[") and not p.exists():  # a glob: the folder before the first wildcard
+            fixed = []
+            for part in p.parts:
+                if any(ch in part for ch in "*?["):
+                    break
+                fixed.append(part)
+            p = Path(*fixed) if fixed else Path()
+        folder = (p if p.is_dir() else p.parent).resolve()
+        if out == folder or (p.is_dir() and folder in out.parents):
+            return str(folder)
+    return None
+
+
+def device_error(device: str | None) -> str | None:
+    """A one-line error for a --device this machine does not have, or None."""
+    import torch
+
+    if device and device.startswith("cuda") and not torch.cuda.is_available():
+        return f"--device {device}: no CUDA GPU is visible to torch on this machine; use --device cpu, or leave " \
+               "--device out (CUDA when available, else CPU)"
+    return None
+
+
 def cmd_upscale(args: argparse.Namespace) -> int:
+    output = Path(args.output)
+    conflict = output_conflict(args.inputs, output)
+    if conflict and not args.suffix:
+        print(f"error: --output {args.output} is inside the input folder {conflict}: outputs would overwrite or mix "
+              "with the originals, and a rerun would upscale them again. Choose another folder, or pass --suffix "
+              "_out to write name_out.png beside each input", file=sys.stderr)
+        return 2
+    problem = device_error(args.device)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     try:
         options = from_flags(OutputOptions, args)
         model, name = load_upscaling_model(args.model, args.realism)
@@ -57,13 +106,23 @@ def cmd_upscale(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     run = new_run_id()
-    inputs = expand_inputs(args.inputs)
-    failures, megapixels, start = 0, 0.0, time.perf_counter()
+    inputs = expand_inputs(args.inputs, output.resolve() if args.suffix else None, args.suffix)
+    scale = options.outscale or upscaler.scale
+    tile = "whole images" if upscaler.tile is None else f"tile {upscaler.tile} (overlap {upscaler.overlap})"
+    print(f"srcore {__version__}: {len(inputs)} input(s) -> {args.output} | model {name} x{scale:g} | "
+          f"{upscaler.device.type} {upscaler.precision} | {tile}", file=sys.stderr)
+    failures, skipped, megapixels, start = 0, 0, 0.0, time.perf_counter()
     with tqdm(inputs, desc="upscaling", unit="img") as bar:
         for path, stem in bar:
+            stem = stem + args.suffix
             try:
+                if path.resolve() == output_path(path, output, stem, options).resolve():
+                    raise ValueError(f"{path}: the output would replace the input; use --suffix or another --output")
+                if not args.overwrite and is_finished(output_path(path, output, stem, options), path, name, scale):
+                    skipped += 1  # made earlier from this very input by this model: --overwrite redoes it
+                    continue
                 # a large raster goes window by window: its progress shows in the bar's postfix
-                _, (w, h) = upscale_file(upscaler, path, args.output, name, options, stem, run,
+                _, (w, h) = upscale_file(upscaler, path, output, name, options, stem, run,
                                          progress=lambda d, n: bar.set_postfix(windows=f"{d}/{n}"))
                 megapixels += w * h / 1e6
                 bar.set_postfix(MP=f"{megapixels:.1f}")
@@ -72,9 +131,10 @@ def cmd_upscale(args: argparse.Namespace) -> int:
                 message = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
                 tqdm.write(f"failed: {message}", file=sys.stderr)
     elapsed = time.perf_counter() - start
-    print(f"{len(inputs) - failures} of {len(inputs)} images upscaled, {megapixels:.1f} output MP in {elapsed:.1f} s "
-          f"({megapixels / max(elapsed, 1e-9):.2f} MP/s), {failures} failed -> {args.output} "
-          f"(model {name}, {upscaler.device.type} {upscaler.precision}, run {run})")
+    done = len(inputs) - failures - skipped
+    print(f"{done} of {len(inputs)} images upscaled, {skipped} already done (skipped; --overwrite redoes them), "
+          f"{failures} failed; {megapixels:.1f} output MP in {elapsed:.1f} s "
+          f"({megapixels / max(elapsed, 1e-9):.2f} MP/s) -> {args.output} (run {run})")
     return 1 if failures else 0
 
 
@@ -92,6 +152,7 @@ def cmd_weights_fetch(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="srcore", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"srcore {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("models", help="list registered models").set_defaults(func=cmd_models)
     up = sub.add_parser("upscale", help="upscale image files, folders or globs")
@@ -100,6 +161,10 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--model", default=None, help="weights file (.pth/.safetensors) or registered name (default: "
                     f"{DEFAULT_UPSCALE_MODEL} at --realism {DEFAULT_REALISM:g}, the bundled GAN / PSNR pair)")
     up.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda if available)")
+    up.add_argument("--suffix", default="", help="appended to output names (e.g. _out: photo.png -> photo_out.png); "
+                    "needed to write into an input folder")
+    up.add_argument("--overwrite", action="store_true", help="redo outputs that already exist from the same input "
+                    "and model (default: skip them, as the bucket job does)")
     add_realism_flag(up)
     add_flags(up, OutputOptions)  # the same flags, defaults and checks as the bucket job's
     add_flags(up, EngineOptions)

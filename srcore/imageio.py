@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import re
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import cv2
@@ -283,6 +284,28 @@ def read_provenance(data: bytes) -> dict[str, str]:
     end = data.find(b"</x:xmpmeta>", start)
     packet = data[start:end] if end > 0 else b""
     return {k.decode(): _xml_unescape(v.decode("utf-8", "replace")) for k, v in _SRCORE_FIELD.findall(packet)}
+
+
+PROVENANCE_PROBE_BYTES = 1 << 16
+
+
+def probe_provenance(read: Callable[[int, int], bytes], size: int) -> dict[str, str]:
+    """:func:`read_provenance` of a stored file of ``size`` bytes, reading as little as it can: the first
+    64 KB, then the last (WebP and some TIFFs keep XMP at the end), then all. ``read(start, end)`` gives bytes."""
+    probe = PROVENANCE_PROBE_BYTES
+    found = read_provenance(read(0, min(size, probe)))
+    if not found and size > probe:
+        found = read_provenance(read(max(0, size - probe), size))
+    if not found and size > 2 * probe:
+        found = read_provenance(read(0, size))
+    return found
+
+
+def made_from(found: dict[str, str], source_version: str, model: str, scale: float) -> bool:
+    """Does an output's provenance (``found``) say it was made from this version of its input, by this model
+    at this scale? The one rule that makes reruns skip finished outputs (bucket job and ``srcore upscale``)."""
+    want = {"sourceVersion": source_version, "model": model, "scale": f"{scale:g}"}
+    return all(found.get(k) == v for k, v in want.items())
 
 
 def _xml_unescape(text: str) -> str:

@@ -213,7 +213,15 @@ class Upscaler:
         if tile is not None:
             tile = _round_up(int(tile), m)
             if tile <= tile_overlap + m:
-                raise ValueError(f"tile ({tile}) must be larger than tile_overlap ({tile_overlap})")
+                raise ValueError(f"tile ({tile}) must be larger than tile_overlap ({tile_overlap}), the context "
+                                 f"{self.descriptor.arch} needs for seamless tiles: use tile >= "
+                                 f"{_round_up(3 * tile_overlap, m)}, or lower tile_overlap (--tile-overlap; outputs "
+                                 "then differ from untiled ones near tile edges)")
+            waste = (tile / (tile - tile_overlap)) ** 2
+            if waste > 2:  # each tile computes its overlap again: 64 px tiles with 32 overlap do 4x the work
+                warnings.warn(f"tile {tile} with overlap {tile_overlap} computes every output pixel about "
+                              f"{waste:.1f} times; tile {_round_up(max(512, 3 * tile_overlap), m)} or more is "
+                              "much faster", stacklevel=2)
         self.tile, self.overlap = tile, tile_overlap
         self.batch_size: int | str = batch_size
         self.feather = max(1, tile_overlap // 8)

@@ -28,7 +28,18 @@ from .geo import (
     parse_bands,
     upscale_scene,
 )
-from .imageio import DEFAULT_MAX_PIXELS, EXTENSIONS, FORMATS, Picture, Provenance, decode, encode, png_chunks
+from .imageio import (
+    DEFAULT_MAX_PIXELS,
+    EXTENSIONS,
+    FORMATS,
+    Picture,
+    Provenance,
+    decode,
+    encode,
+    made_from,
+    png_chunks,
+    probe_provenance,
+)
 from .inference import Upscaler
 from .metrics import LR_CHECK_PIXELS, LrCheck
 from .modes import ALPHA_MODES, band_assembler
@@ -338,6 +349,28 @@ def render_raster(upscaler: Upscaler, src, name: str, path: str, fmt: str, optio
         raise ValueError(f"{name}: {exc}") from exc
 
 
+def output_path(src: str | os.PathLike, out_dir: str | os.PathLike, stem: str, options: OutputOptions) -> Path:
+    """Where :func:`upscale_file` writes ``src``: ``out_dir/<stem><ext>``, the extension by the format rule
+    (rasters and COGs are .tif)."""
+    fmt = output_format(str(src), options.format)
+    return Path(out_dir) / f"{stem}{EXTENSIONS['TIFF' if fmt == 'COG' else fmt]}"
+
+
+def is_finished(target: Path, src: str | os.PathLike, model_id: str, scale: float) -> bool:
+    """Is ``target`` already the output of this version of ``src`` by this model and scale (its provenance
+    says so: the bucket job's rule, :func:`srcore.imageio.made_from`)?"""
+    try:
+        with open(target, "rb") as file:
+            def read(start: int, end: int) -> bytes:
+                file.seek(start)
+                return file.read(end - start)
+
+            found = probe_provenance(read, os.fstat(file.fileno()).st_size)
+    except OSError:
+        return False
+    return made_from(found, local_version(src), model_id, scale)
+
+
 def upscale_file(upscaler: Upscaler, src: str | os.PathLike, out_dir: str | os.PathLike, model_id: str,
                  options: OutputOptions = OutputOptions(), stem: str | None = None, run: str | None = None,
                  progress: Callable[[int, int], None] | None = None) -> tuple[Path, tuple[int, int]]:
@@ -361,7 +394,7 @@ def upscale_file(upscaler: Upscaler, src: str | os.PathLike, out_dir: str | os.P
                 return target, (out.width * upscaler.scale, out.height * upscaler.scale)
     source = decode(src.read_bytes(), str(src), options.max_input_pixels)
     fmt = "TIFF" if fmt == "COG" else fmt  # a plain TIFF asked for as COG
-    target = Path(out_dir) / f"{stem or src.stem}{EXTENSIONS[fmt]}"
+    target = output_path(src, out_dir, stem or src.stem, options)
     with atomic_path(target) as tmp:
         if streams(upscaler, source, fmt, options):
             with open(tmp, "wb") as file:

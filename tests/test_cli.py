@@ -46,8 +46,65 @@ def test_upscale_folders_formats_failures_and_summary(tmp_path):
 
 
 def test_upscale_errors_before_any_work(tmp_path):
-    result = srcore_cli("upscale", str(tmp_path), "-o", str(tmp_path / "o"), "--model", str(tmp_path / "no.pth"))
+    (tmp_path / "in").mkdir()
+    inputs, out = str(tmp_path / "in"), str(tmp_path / "o")
+    result = srcore_cli("upscale", inputs, "-o", out, "--model", str(tmp_path / "no.pth"))
     assert result.returncode == 2
     assert "no.pth: no such weights file" in result.stderr
-    result = srcore_cli("upscale", str(tmp_path), "-o", str(tmp_path / "o"), "--model", "x", "--quality", "0")
+    result = srcore_cli("upscale", inputs, "-o", out, "--model", "x", "--quality", "0")
     assert result.returncode == 2 and "quality must be in 1..100" in result.stderr
+    if not torch.cuda.is_available():
+        result = srcore_cli("upscale", inputs, "-o", out, "--device", "cuda")
+        assert result.returncode == 2 and "no CUDA GPU" in result.stderr and "Traceback" not in result.stderr
+    rrdb = srcore.save_model(srcore.create_model("realesrgan-x4plus", num_block=1), tmp_path / "rrdb.safetensors")
+    result = srcore_cli("upscale", inputs, "-o", out, "--model", str(rrdb), "--tile", "128")
+    assert result.returncode == 2 and "--tile-overlap" in result.stderr and "tile >= 480" in result.stderr
+
+
+def tiny_weights(tmp_path):
+    torch.manual_seed(0)
+    return srcore.save_model(srcore.create_model("realesr-animevideov3", num_feat=8, num_conv=1),
+                             tmp_path / "tiny.safetensors")
+
+
+def test_upscale_never_writes_over_its_inputs_and_skips_finished_outputs(tmp_path):
+    weights = tiny_weights(tmp_path)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(1)
+    for name in ("a", "b"):
+        Image.fromarray(rng.integers(0, 256, (10, 12, 3), np.uint8)).save(photos / f"{name}.png")
+    originals = {p.name: p.read_bytes() for p in photos.iterdir()}
+    for out in (photos, photos / "up"):  # the input folder itself, or a folder inside it
+        result = srcore_cli("upscale", str(photos), "-o", str(out), "--model", str(weights))
+        assert result.returncode == 2 and "inside the input folder" in result.stderr and "--suffix" in result.stderr
+    result = srcore_cli("upscale", str(photos / "*.png"), "-o", str(photos), "--model", str(weights))
+    assert result.returncode == 2  # a glob's folder counts too
+    assert {p.name: p.read_bytes() for p in photos.iterdir()} == originals
+
+    # --suffix: outputs beside the inputs; a rerun neither upscales the outputs again nor redoes finished ones
+    result = srcore_cli("upscale", str(photos), "-o", str(photos), "--suffix", "_out", "--model", str(weights))
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in photos.iterdir()) == ["a.png", "a_out.png", "b.png", "b_out.png"]
+    assert Image.open(photos / "a_out.png").size == (48, 40)
+    assert "model" in result.stderr and "tile" in result.stderr  # the header line
+    made = {p: p.stat().st_mtime_ns for p in photos.glob("*_out.png")}
+    again = srcore_cli("upscale", str(photos), "-o", str(photos), "--suffix", "_out", "--model", str(weights))
+    assert again.returncode == 0 and "0 of 2 images upscaled, 2 already done" in again.stdout
+    assert sorted(p.name for p in photos.iterdir()) == ["a.png", "a_out.png", "b.png", "b_out.png"]
+    assert {p: p.stat().st_mtime_ns for p in photos.glob("*_out.png")} == made
+
+    # an input rewritten since is made again; --overwrite redoes the rest
+    Image.fromarray(rng.integers(0, 256, (10, 12, 3), np.uint8)).save(photos / "b.png")
+    again = srcore_cli("upscale", str(photos), "-o", str(photos), "--suffix", "_out", "--model", str(weights))
+    assert "1 of 2 images upscaled, 1 already done" in again.stdout
+    again = srcore_cli("upscale", str(photos / "?.png"), "-o", str(tmp_path / "other"), "--model", str(weights))
+    assert "2 of 2 images upscaled" in again.stdout  # an absolute glob (it was NotImplementedError)
+    again = srcore_cli("upscale", str(photos), "-o", str(photos), "--suffix", "_out", "--model", str(weights),
+                       "--overwrite")
+    assert "2 of 2 images upscaled, 0 already done" in again.stdout
+
+
+def test_version():
+    result = srcore_cli("--version")
+    assert result.returncode == 0 and result.stdout.strip() == f"srcore {srcore.__version__}"

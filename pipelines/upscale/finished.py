@@ -10,14 +10,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from srcore.imageio import read_provenance
+from srcore.imageio import made_from, probe_provenance
 
 from ..keys import digests
 from ..storage import Store
 from .options import REPORT_FOLDER
 from .pages import PAGE_ROWS
-
-PROVENANCE_PROBE_BYTES = 1 << 16
 
 
 @dataclass
@@ -140,18 +138,13 @@ def output_is_finished(target: Store, row: dict) -> bool:
 
     An output that cannot be read back counts as unfinished: it is made again.
     """
-    want = {"sourceVersion": row["input_version"], "model": row["model"], "scale": f"{row['scale']:g}"}
-    path, probe = row["output_key"], PROVENANCE_PROBE_BYTES
+    path = row["output_key"]
     try:
         size = target.size(path)
-        found = read_provenance(target.read(path, 0, min(size, probe)))
-        if not found and size > probe:  # WebP and some TIFFs keep XMP at the end
-            found = read_provenance(target.read(path, max(0, size - probe), size))
-        if not found and size > 2 * probe:
-            found = read_provenance(target.read(path))
+        found = probe_provenance(lambda start, end: target.read(path, start, end), size)
     except OSError:
         return False
-    if all(found.get(k) == v for k, v in want.items()):
+    if made_from(found, row["input_version"], row["model"], row["scale"]):
         row["output_bytes"] = size
         return True
     return False
