@@ -7,6 +7,8 @@ restores a run by its storage path and name); worker failures restart from the l
 
 from __future__ import annotations
 
+import datetime as dt
+import logging
 import os
 import tempfile
 import time
@@ -17,16 +19,20 @@ import ray
 import ray.train
 import ray.train.torch
 import torch
+import yaml
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
-from srcore.train.config import TrainConfig, from_dict
+from srcore.train.config import ConfigError, TrainConfig, check_locations, from_dict
 from srcore.train.data import decode_rgb, sample_patches
 from srcore.train.loop import SRTrainer
 
 from .storage import filesystem, is_uri, join, list_files, read_bytes, write_bytes_atomic
 
 STATE_FILE = "state.pt"
+CONFIG_FILE = "config.yaml"
+# Ray Train V2 prints a worker's print() twice (stdout and its log file); a logger's records once
+log = logging.getLogger("srcore.train")
 
 
 # --------------------------------------------------------------------------- data
@@ -116,15 +122,10 @@ def mean_over_ranks(terms: dict[str, torch.Tensor]) -> dict[str, float]:
     return dict(zip(terms, values.tolist(), strict=True))
 
 
-def log_dir_for(cfg: TrainConfig) -> Path:
-    if cfg.log_dir:
-        return Path(cfg.log_dir)
-    base = cfg.run.storage_path if not is_uri(cfg.run.storage_path) else "runs"
-    return Path(base).resolve() / cfg.name / "logs"
-
-
 def train_loop_per_worker(config: dict) -> None:
     cfg: TrainConfig = from_dict(TrainConfig, config)
+    log.setLevel(logging.INFO)
+    quiet_ray_train()
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     if cfg.run.torch_threads:
@@ -136,12 +137,12 @@ def train_loop_per_worker(config: dict) -> None:
         with checkpoint.as_directory() as folder:
             trainer.load(Path(folder) / STATE_FILE)
         if rank == 0:
-            print(f"[srcore] resumed {cfg.name} at iteration {trainer.iteration}", flush=True)
+            log.info(f"[srcore] resumed {cfg.name} at iteration {trainer.iteration}")
     writer = None
     if rank == 0:
         from tensorboardX import SummaryWriter
 
-        writer = SummaryWriter(str(log_dir_for(cfg)))
+        writer = SummaryWriter(cfg.log_dir)  # made absolute on the driver (prepare_run)
     shard = ray.train.get_dataset_shard("train")
     start, start_iter, timing = time.perf_counter(), trainer.iteration, False
     while trainer.iteration < cfg.iterations:
@@ -162,11 +163,11 @@ def train_loop_per_worker(config: dict) -> None:
                 values = mean_over_ranks(terms)  # every rank joins; rank 0 logs
             if writer is not None and log_now:
                 rate = (it - start_iter) / max(time.perf_counter() - start, 1e-9)
+                lr = trainer.opt_g.param_groups[0]["lr"]
                 for key, value in values.items():
                     writer.add_scalar(key, value, it)
-                writer.add_scalar("lr/generator", trainer.opt_g.param_groups[0]["lr"], it)
-                print(f"[srcore] it {it}/{cfg.iterations} " + " ".join(f"{k}={v:.4f}" for k, v in values.items())
-                      + f" ({rate:.2f} it/s)", flush=True)
+                writer.add_scalar("lr/generator", lr, it)
+                log.info(progress_line(it, cfg.iterations, values, lr, rate))
             if it % cfg.checkpoint_every == 0 or it == cfg.iterations:
                 rate = (it - start_iter) / max(time.perf_counter() - start, 1e-9)
                 throughput = {"throughput/it_per_s": rate,
@@ -198,25 +199,46 @@ def report(trainer: SRTrainer, cfg: TrainConfig, terms: dict, rank: int, writer)
         ray.train.report(metrics)
         return
     if cfg.data.val and (it % cfg.val_every == 0 or it == cfg.iterations):
-        scores = trainer.validate(cfg.data.val)
+        with tempfile.TemporaryDirectory() as samples:
+            scores = trainer.validate(cfg.data.val, samples=Path(samples))
+            copy_folder(Path(samples), join(cfg.run_dir, "samples", f"{it:07d}"))
         metrics.update(scores)
         for key, value in scores.items():
             writer.add_scalar(key, value, it)
-        print(f"[srcore] validation at {it}: " + " ".join(f"{k}={v:.4f}" for k, v in scores.items()), flush=True)
+        log.info(f"[srcore] validation at {it}: " + " ".join(f"{k.removeprefix('val/')} {v:.4f}"
+                                                              for k, v in scores.items()))
+    with tempfile.TemporaryDirectory() as folder:
+        # the EMA generator as a model file `srcore upscale --model` loads, beside the resumable state
+        write_file(trainer.export(Path(folder) / "net_g.safetensors", name=f"{cfg.name}@{it}"),
+                   join(cfg.run_dir, f"net_g_{it}.safetensors"))
     with tempfile.TemporaryDirectory() as folder:
         trainer.save(Path(folder) / STATE_FILE)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
 
 
 def export(trainer: SRTrainer, cfg: TrainConfig) -> None:
-    if is_uri(cfg.export):
-        with tempfile.TemporaryDirectory() as folder:
-            local = trainer.export(Path(folder) / "model.safetensors")
-            fs, path = filesystem(cfg.export)
-            write_bytes_atomic(fs, path, local.read_bytes())
-    else:
-        trainer.export(cfg.export)
-    print(f"[srcore] exported EMA generator to {cfg.export}", flush=True)
+    with tempfile.TemporaryDirectory() as folder:
+        write_file(trainer.export(Path(folder) / "model.safetensors"), cfg.export)
+    log.info(f"[srcore] exported EMA generator to {cfg.export}")
+
+
+def write_file(local: Path, location: str) -> None:
+    """Copy a local file to a path or bucket key, atomically (readers never see part of it)."""
+    fs, path = filesystem(location)
+    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    write_bytes_atomic(fs, path, local.read_bytes())
+
+
+def copy_folder(local: Path, location: str) -> None:
+    for file in sorted(local.iterdir()):
+        write_file(file, join(location, file.name))
+
+
+def progress_line(it: int, total: int, values: dict[str, float], lr: float, rate: float) -> str:
+    """One log line: iteration, loss terms, learning rate, speed and time left."""
+    eta = dt.timedelta(seconds=round((total - it) / rate)) if rate > 0 else "?"
+    terms = " ".join(f"{k.removeprefix('loss/')} {v:.4f}" for k, v in values.items())
+    return f"[srcore] it {it}/{total} | {terms} | lr {lr:.2e} | {rate:.2f} it/s | ETA {eta}"
 
 
 # --------------------------------------------------------------------------- the driver
@@ -230,9 +252,78 @@ def storage_for(location: str) -> tuple[str, object | None]:
     return str(Path(location).resolve()), None
 
 
-def run_training(cfg: TrainConfig) -> ray.train.Result:
-    """Fit ``cfg`` on the connected Ray cluster; same name and storage path resume the run."""
+def _flat(data: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        out.update(_flat(value, name + ".") if isinstance(value, dict) else {name: value})
+    return out
+
+
+def config_changes(old: dict, new: dict) -> list[str]:
+    """``key: old -> new`` for every setting that differs between two configs (as dicts)."""
+    a, b = _flat(old), _flat(new)
+    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
+def prepare_run(cfg: TrainConfig, mode: str = "auto") -> tuple[TrainConfig, list[str] | None]:
+    """On the driver, before Ray starts: paths made absolute and checked, the run folder ``cfg.run_dir`` made,
+    ``config.yaml`` written as run. ``mode``: ``auto`` resumes a run that exists, ``resume`` requires one,
+    ``fresh`` moves an existing run folder aside (``<name>-archived-<time>``) and starts over.
+
+    Returns the config and, when resuming, the settings that changed since the run's last start (else None).
+    """
+    if mode not in ("auto", "resume", "fresh"):
+        raise ValueError(f"mode must be auto, resume or fresh, got {mode!r}")
     cfg = cfg.with_absolute_paths()
+    check_locations(cfg)
+    try:
+        import tensorboardX  # noqa: F401
+    except ImportError:
+        raise ConfigError("training logs need tensorboardX: pip install 'srcore[train]'") from None
+    fs, root = filesystem(cfg.run_dir)
+    config_path = f"{root}/{CONFIG_FILE}"
+    exists = fs.get_file_info(config_path).type.name == "File"
+    if mode == "resume" and not exists:
+        raise ConfigError(f"--resume: no run to resume at {cfg.run_dir}")
+    changes = None
+    if exists and mode == "fresh":
+        if is_uri(cfg.run_dir):
+            raise ConfigError(f"--fresh: {cfg.run_dir} is in a bucket; give the run a new name instead")
+        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        Path(root).rename(f"{root}-archived-{stamp}")
+        log.warning(f"[srcore] --fresh: the earlier run moved to {root}-archived-{stamp}")
+    as_run = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+    if exists and mode != "fresh":
+        before = yaml.safe_load(read_bytes(fs, config_path)) or {}
+        changes = config_changes(before, yaml.safe_load(as_run))  # both through YAML: tuples read as lists
+    fs.create_dir(root, recursive=True)
+    write_bytes_atomic(fs, config_path, as_run.encode())
+    return cfg, changes
+
+
+def quiet_ray_train() -> None:
+    """Ray Train logs every report and checkpoint at INFO on the worker, under loggers named by file path;
+    our own line per interval says the same in one line."""
+    for name in list(logging.root.manager.loggerDict):
+        if "/ray/train/" in name or name.startswith("ray.train"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def quiet_ray_data() -> None:
+    """Training logs its own progress: Ray Data's per-block progress bars and logs would drown it."""
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    context.enable_operator_progress_bars = False
+    context.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+
+
+def run_training(cfg: TrainConfig) -> ray.train.Result:
+    """Fit ``cfg`` (from :func:`prepare_run`) on the connected Ray cluster; the run in ``cfg.run_dir`` resumes
+    from its latest checkpoint if it has one."""
+    cfg = cfg.with_absolute_paths()
+    quiet_ray_data()
     storage_path, storage_fs = storage_for(cfg.run.storage_path)
     trainer = TorchTrainer(
         train_loop_per_worker,

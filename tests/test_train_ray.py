@@ -9,7 +9,8 @@ import sys
 import pytest
 import ray
 import torch
-from train_helpers import assert_same_weights, rank_dumps, tiny_config, write_config
+import yaml
+from train_helpers import assert_same_weights, image_folder, rank_dumps, tiny_config, write_config
 
 from pipelines.train import STATE_FILE, run_training
 from srcore.train.config import load_config
@@ -26,22 +27,42 @@ def ray_cluster(tmp_path_factory):
 
 def test_job_command_trains_two_workers_and_a_second_run_resumes(tmp_path):
     dump = tmp_path / "dump"
-    cfg = tiny_config("resume", tmp_path, export=str(tmp_path / "g.safetensors"))
+    val = image_folder(tmp_path / "val", count=2, size=32)
+    cfg = tiny_config("resume", tmp_path, export=str(tmp_path / "g.safetensors"), data={"val": [str(val)]})
+    cfg["log_every"] = 2
     config = write_config(tmp_path / "tiny.yaml", cfg)
     env = {**os.environ, "SRCORE_TRAIN_DUMP": str(dump)}
     cmd = [sys.executable, "jobs/train.py", "--config", str(config)]
     first = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert "done: resume at iteration 4" in first.stdout
+    output = first.stdout + first.stderr
+    progress = [line for line in output.splitlines() if "[srcore] it " in line]
+    assert len(progress) == 2, output[-3000:]  # log_every 2 of 4 iterations, each line once (not twice)
+    assert all(" | lr " in line and "it/s | ETA " in line for line in progress)
+    assert "Total Progress" not in output and "Reporting training result" not in output
+
+    # the run folder, BasicSR-style: config as run, TensorBoard logs, validation samples, loadable generators
+    run = tmp_path / "runs" / "resume"
+    assert yaml.safe_load((run / "config.yaml").read_text())["iterations"] == 4
+    assert list((run / "logs").glob("events.out.tfevents.*"))
+    assert sorted(p.name for p in (run / "samples").iterdir()) == ["0000002", "0000004"]
+    assert len(list((run / "samples" / "0000004").glob("*.png"))) == 2
+    assert sorted(p.name for p in run.glob("net_g_*.safetensors")) == ["net_g_2.safetensors", "net_g_4.safetensors"]
+    upscaled = subprocess.run([sys.executable, "-m", "srcore.cli", "upscale", str(val), "-o", str(tmp_path / "up"),
+                               "--model", str(run / "net_g_4.safetensors")], capture_output=True, text=True)
+    assert upscaled.returncode == 0, upscaled.stderr
+    assert len(list((tmp_path / "up").glob("*.png"))) == 2
     ranks = rank_dumps(dump, "resume", 2)
     assert_same_weights(ranks, "generator")  # DDP: identical after the steps
     assert ranks[0]["segments"] == [0]
     checkpoints = sorted(p for p in (tmp_path / "runs" / "resume").glob("checkpoint_*") if p.is_dir())
     assert checkpoints and torch.load(checkpoints[-1] / STATE_FILE, weights_only=True)["iteration"] == 4
-    # the same command with more iterations goes on from iteration 4
+    # the same command with more iterations goes on from iteration 4, and says what changed
     second = subprocess.run(cmd + ["iterations=6"], env=env, capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     assert "done: resume at iteration 6" in second.stdout
+    assert "resuming run resume" in second.stderr and "iterations: 4 -> 6" in second.stderr
     assert rank_dumps(dump, "resume", 2)[0]["segments"] == [0, 4]
     assert (tmp_path / "g.safetensors").is_file()
 

@@ -6,6 +6,8 @@ Unknown keys and bad values fail with a message naming the key (``optim.lr_g``),
 from __future__ import annotations
 
 import dataclasses
+import os
+import string
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -156,7 +158,7 @@ class TrainConfig:
     val_every: int = 500
     log_every: int = 50
     log_dir: str | None = None  # TensorBoard logs and samples; default <storage_path>/<name>/logs when local
-    export: str | None = None  # the EMA generator as .safetensors at the end
+    export: str | None = None  # the EMA generator as .safetensors at the end; default <run_dir>/<name>.safetensors
     run: RunSettings = field(default_factory=RunSettings)
     fault: FaultInjection = field(default_factory=FaultInjection)
 
@@ -173,16 +175,33 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    @property
+    def run_dir(self) -> str:
+        """The run's folder, ``<run.storage_path>/<name>``: config.yaml, checkpoints, net_g_<iteration>.safetensors,
+        samples/ and the export (a bucket prefix when the storage path is one)."""
+        return f"{self.run.storage_path.rstrip('/')}/{self.name}"
+
     def with_absolute_paths(self, base: str | Path = ".") -> TrainConfig:
-        """Local paths made absolute against ``base`` (workers run elsewhere); URIs and names are kept."""
+        """Local paths made absolute against ``base`` (workers run elsewhere), ``${SRCORE_SHARED}`` and other
+        variables expanded; URIs and model names are kept. The export defaults to ``<run_dir>/<name>.safetensors``."""
         root = Path(base).resolve()
 
-        def fix(value: str | None) -> str | None:
-            if value is None or "://" in value or Path(value).is_absolute():
+        def fix(value: str | None, path: bool = False) -> str | None:
+            if value is None:
+                return value
+            value = expand_vars(value)
+            if "://" in value or Path(value).is_absolute():
                 return value
             candidate = root / value
             # a registered model name is not a path
-            return str(candidate) if "/" in value or "\\" in value or candidate.exists() else value
+            return str(candidate) if path or "/" in value or "\\" in value or candidate.exists() else value
+
+        storage = fix(self.run.storage_path, path=True)
+        run_dir = f"{storage.rstrip('/')}/{self.name}"
+        export = fix(self.export) if self.export else f"{run_dir}/{self.name}.safetensors"
+        # TensorBoard writes local files: beside the run, or under ./runs when the run is in a bucket
+        log_dir = fix(self.log_dir, path=True) or (f"{run_dir}/logs" if "://" not in run_dir
+                                                     else str(root / "runs" / self.name / "logs"))
 
         return dataclasses.replace(
             self,
@@ -190,10 +209,36 @@ class TrainConfig:
                                      val=[fix(p) for p in self.data.val]),
             generator=dataclasses.replace(self.generator, pretrained=fix(self.generator.pretrained)),
             vgg=dataclasses.replace(self.vgg, weights=fix(self.vgg.weights)),
-            log_dir=fix(self.log_dir), export=fix(self.export),
-            run=dataclasses.replace(self.run, storage_path=fix(self.run.storage_path) or self.run.storage_path),
+            log_dir=log_dir, export=export,
+            run=dataclasses.replace(self.run, storage_path=storage),
             fault=dataclasses.replace(self.fault, marker=fix(self.fault.marker)),
         )
+
+
+def expand_vars(value: str) -> str:
+    """``$VAR`` / ``${VAR}`` from the environment; ``SRCORE_SHARED`` defaults to ``../shared`` (the tests' rule)."""
+    env = {"SRCORE_SHARED": "../shared", **os.environ}
+    return string.Template(value).safe_substitute(env)
+
+
+PACKAGE_DIR = Path(__file__).resolve().parents[1]  # the installed srcore package: never written by training
+
+
+def check_locations(cfg: TrainConfig) -> None:
+    """Before any Ray starts (``cfg`` from :meth:`TrainConfig.with_absolute_paths`): local data folders exist,
+    and nothing the run writes lands inside the installed package. Errors name the key."""
+    for key, values in (("data.train", cfg.data.train), ("data.val", cfg.data.val)):
+        for value in values:
+            if "://" not in value and not Path(value).exists():
+                raise ConfigError(f"{key}: {value} does not exist (paths may use ${{SRCORE_SHARED}}, default "
+                                  "../shared)")
+    pretrained = cfg.generator.pretrained
+    if pretrained and Path(pretrained).is_absolute() and not Path(pretrained).exists():
+        raise ConfigError(f"generator.pretrained: {pretrained} does not exist")
+    for key, value in (("export", cfg.export), ("run.storage_path", cfg.run.storage_path), ("log_dir", cfg.log_dir)):
+        if value and "://" not in value and Path(value).resolve().is_relative_to(PACKAGE_DIR):
+            raise ConfigError(f"{key}: {value} is inside the installed srcore package ({PACKAGE_DIR}); training "
+                              "never writes there. Bundling a model is a deliberate copy of the run's export")
 
 
 def _positive(obj, prefix: str, *names: str) -> None:

@@ -14,12 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ..archs.registry import create_model
 from ..degrade import bicubic_degrade, real_esrgan_degrade, usm_sharpen
-from ..evaluation import evaluate_set, model_upscaler
+from ..evaluation import evaluate_set, list_images, model_upscaler
 from ..losses import GeneratorLoss, PerceptualLoss, discriminator_loss, pixel_loss
 from ..weights import load_model, load_weights_into, save_model
 from .config import TrainConfig
@@ -208,14 +209,17 @@ class SRTrainer:
     def ema_model(self) -> nn.Module:
         return self.ema.module
 
-    def validate(self, folders: list[str]) -> dict[str, float]:
-        """PSNR, SSIM, LR-consistency and NIQE of the EMA generator on HR folders (bicubic LR, paper conventions)."""
+    def validate(self, folders: list[str], samples: Path | None = None) -> dict[str, float]:
+        """PSNR, SSIM, LR-consistency and NIQE of the EMA generator on HR folders (bicubic LR, paper conventions).
+        ``samples``: a folder that receives the first :data:`SAMPLES_PER_SET` outputs of each set as PNGs."""
         metrics: dict[str, float] = {}
         # PyTorch: an OpenVINO conversion at every validation would cost more than it saves
         upscale = model_upscaler(self.ema_model, self.device, runtime="torch")
         for folder in folders:
-            result = evaluate_set(upscale, Path(folder), self.cfg.data.scale, progress=False)
-            name = result.name if result.name != "HR" else Path(folder).parent.name
+            name = Path(folder).name if Path(folder).name != "HR" else Path(folder).parent.name
+            names = iter(list_images(Path(folder))[:SAMPLES_PER_SET])
+            result = evaluate_set(saving(upscale, names, samples, name) if samples else upscale, Path(folder),
+                                  self.cfg.data.scale, progress=False)
             for key in ("psnr", "ssim", "lr_psnr", "niqe"):
                 metrics[f"val/{name}/{key}"] = result.mean(key)
         return metrics
@@ -225,6 +229,21 @@ class SRTrainer:
         model = create_model(self.cfg.generator.name, **self.cfg.generator.kwargs)
         model.load_state_dict({k: v.detach().cpu() for k, v in self.ema_model.state_dict().items()})
         return save_model(model, path, name=name or self.cfg.name)
+
+
+SAMPLES_PER_SET = 3
+
+
+def saving(upscale, names, folder: Path, prefix: str):
+    """``upscale`` that also writes its outputs for the images ``names`` (in scoring order) into ``folder``."""
+    def run(lr: np.ndarray) -> np.ndarray:
+        sr = upscale(lr)
+        name = next(names, None)
+        if name is not None:
+            Image.fromarray(sr.squeeze()).save(folder / f"{prefix}_{name.stem}.png")
+        return sr
+
+    return run
 
 
 def _tuplify(value):
