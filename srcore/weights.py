@@ -60,6 +60,9 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
         except (SafetensorError, OSError, ValueError) as exc:
             raise WeightsError(f"{path}: not a readable safetensors file ({exc})") from None
         info = json.loads(meta[METADATA_KEY]) if METADATA_KEY in meta else None
+        prefix = (info or {}).get("key_prefix", "")  # see SRVGGNetCompact.saved_key_prefix
+        if prefix:
+            sd = {k.removeprefix(prefix): v for k, v in sd.items()}
         return sd, info
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -172,9 +175,10 @@ def save_model(model: nn.Module, path: str | os.PathLike, *, name: str | None = 
     path = Path(path)
     if path.suffix != ".safetensors":
         raise ValueError(f"{path}: srcore saves models as .safetensors")
+    prefix = getattr(model, "saved_key_prefix", "")
     info = {"arch": model.arch_name, "hparams": model.hparams, "descriptor": json.loads(model.descriptor.to_json()),
-            "name": name}
-    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+            "name": name, **({"key_prefix": prefix} if prefix else {})}
+    tensors = {prefix + k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(info)})
     return path

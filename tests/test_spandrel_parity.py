@@ -10,7 +10,9 @@ import pytest
 import torch
 
 import srcore
+from srcore.archs.registry import get_variant
 from srcore.archs.swinir import shifted_window_mask
+from srcore.zoo import weights_path
 
 spandrel = pytest.importorskip("spandrel", reason="spandrel (the 'dev' or 'spandrel' extra) is not installed")
 
@@ -68,3 +70,34 @@ def test_unknown_layouts_are_handed_to_spandrel(tmp_path):
         torch.testing.assert_close(model(x), original(x))
     out = srcore.Upscaler(model, tile=None).upscale_array((x[0].permute(1, 2, 0).numpy() * 255).astype("uint8"))
     assert out.shape == (80, 64, 3)
+
+
+SMALL = {"rrdbnet": dict(num_block=1), "srresnet": dict(num_block=2),
+         "swinir": dict(embed_dim=24, depths=[2], num_heads=[2], window_size=8)}
+
+
+def test_spandrel_runs_srcore_model_files_exactly_or_refuses_them(tmp_path):
+    """chaiNNer and ComfyUI load models through spandrel: a file srcore saved must never run there as another
+    network (the bundled models' bicubic skip read as Compact's nearest skip gave blocky output)."""
+    loaded, refused = [], []
+    for name in srcore.list_models("generator"):
+        variant = get_variant(name)
+        torch.manual_seed(0)
+        model = srcore.create_model(name, **SMALL.get(variant.arch, {})).eval()
+        path = srcore.save_model(model, tmp_path / f"{name}.safetensors")
+        try:
+            theirs = spandrel.ModelLoader().load_from_file(str(path))
+        except Exception:  # refused: UnsupportedModelError, or a state dict that fits none of its networks
+            refused.append(name)
+            continue
+        x = torch.rand(1, model.descriptor.in_channels, 24, 24)
+        with torch.no_grad():
+            assert torch.allclose(theirs.model.eval()(x), model(x), atol=1e-5), name
+        assert theirs.scale == model.descriptor.scale
+        loaded.append(name)
+    assert {"realesrgan-x4plus", "realesr-animevideov3"} <= set(loaded)
+    assert {"srcore-compact-x4", "srcore-compact-x4-gan"} <= set(refused)
+    for name in ("srcore-compact-x4", "srcore-compact-x4-gan"):  # the shipped files themselves
+        with pytest.raises(spandrel.UnsupportedModelError):
+            spandrel.ModelLoader().load_from_file(str(weights_path(get_variant(name))))
+        assert srcore.load_model(name).skip == "bicubic"  # srcore still reads them

@@ -68,6 +68,13 @@ class SRVGGNetCompact(nn.Module):
                 layers[-1].bias.zero_()
 
     @property
+    def saved_key_prefix(self) -> str:
+        """Prefix of this network's keys in the files srcore saves. With the bicubic skip its keys would equal
+        Real-ESRGAN's Compact ones, and spandrel (chaiNNer, ComfyUI) would run it with a nearest skip: blocky
+        output. Distinct keys make spandrel refuse the file instead; srcore reads the prefix back."""
+        return "srcore_bicubic_skip." if self.skip == "bicubic" else ""
+
+    @property
     def descriptor(self) -> ModelDescriptor:
         return ModelDescriptor(arch=self.arch_name, scale=self.upscale,
                                in_channels=self.hparams["num_in_ch"], out_channels=self.hparams["num_out_ch"],
