@@ -9,12 +9,15 @@ import argparse
 import os
 import posixpath
 import uuid
+import warnings
 from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields, replace
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
 from typing import BinaryIO
+
+from PIL import ImageColor
 
 from .atomic import atomic_path
 from .geo import (
@@ -64,6 +67,14 @@ def parse_tile(value: str | int | None) -> int | str | None:
 def parse_batch(value: str | int) -> int | str:
     """``--batch-size``: ``auto`` or a count."""
     return _word_or_int(value, {"auto": "auto"}, "'auto' or a count")
+
+
+def parse_color(value: str) -> tuple[int, int, int]:
+    """``--background``: a colour name or #rrggbb (Pillow's ImageColor) as RGB."""
+    try:
+        return ImageColor.getrgb(value)[:3]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a colour name or #rrggbb, got {value!r}") from None
 
 
 def _flag(default, help: str, parse=None, choices=None):
@@ -132,6 +143,8 @@ class OutputOptions:
                               "R,G,B, e.g. 4,3,2 for Sentinel-2 B04,B03,B02 (default: the first three)")
     other_bands: str = _flag("network", "georeferenced rasters: every other band (NIR, SWIR, ...) through the "
                              "network as gray, or bicubic", choices=OTHER_BANDS)
+    background: str = _flag("white", "JPEG outputs of images with alpha are composited on this colour (name or "
+                            "#rrggbb)")
 
     def __post_init__(self):
         check_flags([
@@ -145,6 +158,10 @@ class OutputOptions:
             (self.other_bands in OTHER_BANDS, "other-bands", "must be 'network' or 'bicubic'"),
         ], self)
         parse_bands(self.bands)  # names --bands in its error
+        try:
+            parse_color(self.background)
+        except argparse.ArgumentTypeError as exc:
+            raise ValueError(f"--background {exc}") from None
 
 
 def check_flags(rules: list[tuple[bool, str, str]], options) -> None:
@@ -209,7 +226,11 @@ def encode_output(source: Picture, pixels, fmt: str, options: OutputOptions,
                   provenance: Provenance) -> tuple[bytes, Picture]:
     """Encode upscaled pixels with the source's metadata (ICC, EXIF, text) and the provenance."""
     output = replace(source, pixels=pixels)
-    data = encode(output, fmt, options.quality, provenance, png_compression=options.png_compression)
+    if fmt == "JPEG" and pixels.shape[2] in (2, 4):
+        warnings.warn(f"{provenance.source or 'output'}: JPEG has no alpha; composited on --background "
+                      f"{options.background}", stacklevel=2)
+    data = encode(output, fmt, options.quality, provenance, png_compression=options.png_compression,
+                  background=parse_color(options.background))
     return data, output
 
 

@@ -108,3 +108,23 @@ def test_upscale_never_writes_over_its_inputs_and_skips_finished_outputs(tmp_pat
 def test_version():
     result = srcore_cli("--version")
     assert result.returncode == 0 and result.stdout.strip() == f"srcore {srcore.__version__}"
+
+
+def test_jpeg_of_rgba_is_composited_on_the_background_with_a_warning(tmp_path):
+    weights = tiny_weights(tmp_path)
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    rgba = np.zeros((12, 12, 4), np.uint8)
+    rgba[..., 0] = 255  # red hidden under fully transparent pixels
+    rgba[:, :6, 3] = 255  # left half opaque red, right half transparent
+    Image.fromarray(rgba, "RGBA").save(inputs / "logo.png")
+    for background, expected in (("white", (255, 255, 255)), ("#000000", (0, 0, 0))):
+        out = tmp_path / background.strip("#")
+        result = srcore_cli("upscale", str(inputs), "-o", str(out), "--model", str(weights), "--format", "jpg",
+                            "--background", background)
+        assert result.returncode == 0, result.stderr
+        assert "JPEG has no alpha; composited on --background" in result.stderr
+        right = np.asarray(Image.open(out / "logo.jpg").convert("RGB"))[:, 30:].reshape(-1, 3).mean(0)
+        assert np.abs(right - expected).max() < 12, right  # the background, not the hidden red
+    result = srcore_cli("upscale", str(inputs), "-o", str(tmp_path / "x"), "--background", "not-a-colour")
+    assert result.returncode == 2 and "--background must be a colour" in result.stderr
