@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 SRCORE_SHARED ?= ../shared
 export SRCORE_SHARED
 
-.PHONY: venv test demo lint device-kit device-kit-check perceptual-weights
+.PHONY: venv test demo lint device-kit device-kit-check perceptual-weights browser
 
 venv:
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,7 +21,16 @@ perceptual-weights: venv
 
 test: venv
 	-@$(BIN)/srcore weights fetch vgg16-hed --quiet
+	-@$(MAKE) --no-print-directory browser
 	$(BIN)/python -m pytest -q
+
+# Headless Chromium and its driver from the system packages, for the report's browser test (skipped without
+# them). Best effort: needs root and apt; elsewhere install chromium and chromedriver by hand.
+browser:
+	@command -v chromedriver >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
+	  echo "installing chromium and chromium-driver (apt) for the report's browser test ..." && \
+	  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
+	  chromium-driver >/dev/null; } || echo "no chromium: the report's browser test will be skipped"
 
 # The whole bucket flow on one machine: a local S3 server (moto), sample images (the shared RealWorld set,
 # or DEMO_IMAGES, or generated ones), jobs/upscale_bucket.py on a local Ray with the bundled model, and the

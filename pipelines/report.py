@@ -5,33 +5,42 @@ All three are written atomically beside the outputs, so a reader never sees a ha
 
 from __future__ import annotations
 
-import base64
-import html
 import io
 import json
+import re
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .storage import Store, join
+from srcore.imageio import decode
+
+from .report_html import HISTOGRAMS, TABLE_COLUMNS, histogram_svg, render_html  # noqa: F401 (histogram_svg)
+from .storage import Store, filesystem, join, read_bytes
+from .upscale.quality import preview_pair
 from .upscale.rows import REPORT_SCHEMA, conform
 
 ROWS_PER_PART = 1 << 16
-MAX_FAILURES_SHOWN = 500
+TABLE_ROWS = 100_000  # rows embedded in report.html's table (all of them are in rows/*.parquet)
+MAX_CAUSES = 50
+STAGES = ("read", "decode", "upscale", "encode", "write", "check")
+PREVIEW_INPUT_PIXELS = 96  # the input crop's side; the output crop is this times the scale
+PREVIEW_MAX_BYTES = 256 << 20
 
 
 class ReportWriter:
     """A run's report, written as its rows come: Parquet parts of ROWS_PER_PART rows as each fills, then
-    summary.json and report.html from what was kept on the way (counts, sums, the few numbers per upscaled
-    image its histograms need, the first failures, the previews). The driver never holds every row.
+    summary.json and report.html from what was kept on the way (counts, sums per device and stage, failure
+    causes, the few numbers per upscaled image its histograms need, up to TABLE_ROWS rows for the page's
+    table, the preview candidates). The driver never holds every row.
 
     Parts are written atomically as they fill, so a run that is killed leaves the rows it finished for the
-    next run to trust.
+    next run to trust. Previews are chosen after processing: the ``previews`` // 2 outputs least consistent
+    with their inputs and a random sample; :meth:`finish` reads those few back to crop them.
     """
 
-    def __init__(self, location: str):
+    def __init__(self, location: str, previews: int = 6, seed: int = 0):
         self.location = location
         self.store = Store(location)
         self.pending: list[pa.Table] = []
@@ -40,18 +49,22 @@ class ReportWriter:
         self.model = self.scale = None
         self.in_mp = self.out_mp = 0.0
         self.histograms: dict[str, list[np.ndarray]] = {title: [] for title in HISTOGRAMS}
-        self.failures: list[dict] = []
-        self.previews: list[dict] = []
+        self.causes: dict[str, dict] = {}
+        self.by_device: dict[tuple, dict] = {}
+        self.stages = dict.fromkeys(STAGES, 0.0)
+        self.table: dict[str, list] = {c: [] for c in TABLE_COLUMNS}
+        self.worst: list[tuple[float, str, str]] = []  # (lr_psnr, input, output), lowest first
+        self.sample: list[tuple[float, str, str]] = []
+        self.seen_ok = 0
+        self.wanted_previews = previews
+        self.rng = np.random.default_rng(seed)
         self.devices: set[str] = set()
         self.nodes: set[str] = set()
 
     def add(self, rows: pa.Table) -> None:
-        """Take report rows (REPORT_SCHEMA, with or without the preview columns)."""
+        """Take report rows (REPORT_SCHEMA; other columns are ignored)."""
         if not rows.num_rows:
             return
-        if "preview_before" in rows.column_names:
-            with_preview = rows.filter(pc.is_valid(rows.column("preview_before")))
-            self.previews += with_preview.select(["input", "preview_before", "preview_after", "lr_psnr"]).to_pylist()
         rows = conform(rows, REPORT_SCHEMA)
         self._tally(rows)
         self.pending.append(rows)
@@ -65,10 +78,16 @@ class ReportWriter:
             self.counts[key] += pc.sum(pc.equal(status, key)).as_py() or 0
         if self.model is None:
             self.model, self.scale = rows.column("model")[0].as_py(), rows.column("scale")[0].as_py()
-        failed = rows.filter(pc.equal(status, "failed"))
-        if failed.num_rows and len(self.failures) < MAX_FAILURES_SHOWN:
-            room = MAX_FAILURES_SHOWN - len(self.failures)
-            self.failures += failed.select(["input", "error"]).slice(0, room).to_pylist()
+        self._table_rows(rows)
+        for row in rows.filter(pc.equal(status, "failed")).select(["input", "error"]).to_pylist():
+            cause = failure_cause(row["input"], row["error"])
+            entry = self.causes.get(cause)
+            if entry is None and len(self.causes) >= MAX_CAUSES:
+                cause, entry = "other causes", self.causes.get("other causes")
+            entry = entry or self.causes.setdefault(cause, {"cause": cause, "count": 0, "examples": []})
+            entry["count"] += 1
+            if len(entry["examples"]) < 3:
+                entry["examples"].append(row["input"])
         ok = rows.filter(pc.equal(status, "ok"))
         if not ok.num_rows:
             return
@@ -83,8 +102,49 @@ class ReportWriter:
                       "upscale seconds per output megapixel": number["upscale_s"] / out_mp}
         for title, v in values.items():
             self.histograms[title].append(v[np.isfinite(v)].astype(np.float32))
-        self.devices.update(d for d in pc.unique(ok.column("device")).to_pylist() if d)
-        self.nodes.update(n for n in pc.unique(ok.column("node")).to_pylist() if n)
+        for stage in STAGES:
+            self.stages[stage] += float(pc.sum(ok.column(f"{stage}_s")).as_py() or 0)
+        devices, nodes = ok.column("device").to_pylist(), ok.column("node").to_pylist()
+        for i, (device, node) in enumerate(zip(devices, nodes, strict=True)):
+            d = self.by_device.setdefault((device, node), {"device": device, "node": node, "images": 0,
+                                                           "output_megapixels": 0.0, "upscale_s": 0.0})
+            d["images"] += 1
+            d["output_megapixels"] += float(np.nan_to_num(out_mp[i]))
+            d["upscale_s"] += float(np.nan_to_num(number["upscale_s"][i]))
+        self.devices.update(d for d in devices if d)
+        self.nodes.update(n for n in nodes if n)
+        self._preview_candidates(ok, number["lr_psnr"])
+
+    def _table_rows(self, rows: pa.Table) -> None:
+        room = TABLE_ROWS - len(self.table["input"])
+        if room <= 0:
+            return
+        for r in rows.slice(0, room).to_pylist():
+            size = lambda w, h: f"{w}x{h}" if w else None  # noqa: E731
+            values = {"input": r["input"], "status": r["status"], "lr_psnr": r["lr_psnr"],
+                      "input_size": size(r["input_width"], r["input_height"]),
+                      "output_size": size(r["output_width"], r["output_height"]), "upscale_s": r["upscale_s"],
+                      "device": r["device"], "error": (r["error"] or "")[:300] or None}
+            for c in TABLE_COLUMNS:
+                value = values[c]
+                self.table[c].append(round(value, 4) if isinstance(value, float) and np.isfinite(value)
+                                     else None if isinstance(value, float) else value)
+
+    def _preview_candidates(self, ok: pa.Table, lr_psnr: np.ndarray) -> None:
+        """Keep the lowest LR-consistency outputs and a reservoir sample of the rest (few tuples)."""
+        worst_n = self.wanted_previews // 2
+        sample_n = self.wanted_previews - worst_n
+        inputs, outputs = ok.column("input").to_pylist(), ok.column("output").to_pylist()
+        for value, src, dst in zip(lr_psnr.tolist(), inputs, outputs, strict=True):
+            item = (value if np.isfinite(value) else np.inf, src, dst)
+            self.seen_ok += 1
+            if worst_n:
+                self.worst = sorted(self.worst + [item])[:worst_n]
+            # the reservoir keeps room for the worst ones it may also hold (they are shown once)
+            if len(self.sample) < sample_n + worst_n:
+                self.sample.append(item)
+            elif sample_n and (j := int(self.rng.integers(self.seen_ok))) < sample_n + worst_n:
+                self.sample[j] = item
 
     def _write_part(self, limit: int) -> None:
         table = pa.concat_tables(self.pending)
@@ -106,9 +166,27 @@ class ReportWriter:
         root = self.store.root
         self.store.write_atomic(f"{root}/summary.json", json.dumps(summary, indent=2).encode())
         hists = {t: np.concatenate(v) if v else np.empty(0) for t, v in self.histograms.items()}
-        self.store.write_atomic(f"{root}/report.html",
-                                render_html(summary, self.failures, hists, self.previews).encode())
+        causes = sorted(self.causes.values(), key=lambda c: -c["count"])
+        by_device = sorted(self.by_device.values(), key=lambda d: (str(d["device"]), str(d["node"])))
+        page = render_html(summary, causes, hists, self.previews(), self.table, earlier_runs(self.location, summary),
+                           by_device, {s: round(v, 2) for s, v in self.stages.items()})
+        self.store.write_atomic(f"{root}/report.html", page.encode())
         return summary
+
+    def previews(self) -> list[dict]:
+        """Crops of the chosen outputs and their inputs, read back now; one that cannot be read is left out."""
+        chosen = [(item, "lowest LR-consistency") for item in self.worst]
+        others = [item for item in self.sample if item not in self.worst]
+        chosen += [(item, "random sample") for item in others[: self.wanted_previews - len(self.worst)]]
+        made = []
+        for (lr_psnr, src, dst), why in chosen:
+            try:
+                before, after = preview_pair(read_picture(src), read_picture(dst), size=PREVIEW_INPUT_PIXELS)
+            except Exception:  # a preview is a courtesy: a vanished or huge file must not fail the report
+                continue
+            made.append({"input": src, "lr_psnr": None if lr_psnr == np.inf else lr_psnr, "why": why,
+                         "before": before, "after": after})
+        return made
 
     def summary(self, job, listed: int, wall_s: float) -> dict:
         """Counts, megapixels, throughput and failure rate of the run (``job``: the UpscaleJob)."""
@@ -125,8 +203,39 @@ class ReportWriter:
             "input_megapixels_per_s": round(self.in_mp / wall_s, 3) if wall_s else None,
             "output_megapixels_per_s": round(self.out_mp / wall_s, 3) if wall_s else None,
             "lr_psnr_median": round(float(np.median(psnr)), 2) if len(psnr) else None,
+            "stage_seconds": {s: round(v, 2) for s, v in self.stages.items()},
             "devices": sorted(self.devices), "nodes": sorted(self.nodes),
         }
+
+
+def failure_cause(name: str, error: str | None) -> str:
+    """An error message with its file's name and numbers taken out: errors of one cause read the same."""
+    text = (error or "unknown error").replace(name, "").lstrip(": ")
+    text = re.sub(r"\d+(\.\d+)?", "N", text.splitlines()[0] if text else "unknown error")
+    return text[:200]
+
+
+def read_picture(location: str) -> np.ndarray:
+    """Pixels of an input or output file, for previews (rasters and oversized files raise)."""
+    fs, path = filesystem(location)
+    if fs.get_file_info(path).size > PREVIEW_MAX_BYTES:
+        raise ValueError(f"{location}: too large to preview")
+    return decode(read_bytes(fs, path), location).pixels
+
+
+def earlier_runs(location: str, current: dict) -> list[dict]:
+    """The summaries of every run reported beside this one (the same output prefix), oldest first."""
+    store = Store(location)
+    parent = store.root.rstrip("/").rsplit("/", 1)[0]
+    runs = []
+    for path in sorted(store.fs.glob(f"{parent}/*/summary.json")):
+        try:
+            with store.fs.open(path, "rb") as f:
+                runs.append(json.loads(f.read()))
+        except (OSError, ValueError):
+            continue
+    runs = [r for r in runs if r.get("run") != current["run"]] + [current]
+    return sorted(runs, key=lambda r: str(r.get("run")))
 
 
 def read_report_rows(location: str, columns: list[str] | None = None) -> pa.Table:
@@ -145,77 +254,3 @@ def report_files(location: str) -> dict[str, str]:
             "html": join(location, "report.html")}
 
 
-# --------------------------------------------------------------------------- report.html
-
-_STYLE = """
-body{font:14px system-ui,sans-serif;margin:2em;color:#222;max-width:1100px}
-table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}
-th{background:#f3f3f3}.err{font-family:monospace;white-space:pre-wrap;max-width:700px}
-.hist{display:inline-block;margin-right:2em;vertical-align:top}figure{display:inline-block;margin:0 1em 1em 0}
-img{image-rendering:pixelated;border:1px solid #ccc}figcaption{font-size:12px;max-width:400px;word-break:break-all}
-"""
-HISTOGRAMS = ("LR-consistency PSNR (dB)", "input megapixels", "upscale seconds per output megapixel")
-
-
-def render_html(summary: dict, failures: list[dict], histograms: dict[str, np.ndarray], previews: list[dict]) -> str:
-    """The report page: the summary, the first failures (input, error), histograms and before/after previews."""
-    esc = html.escape
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>srcore report {esc(summary['run'])}</title>"
-             f"<style>{_STYLE}</style></head><body><h1>srcore upscale report</h1>"]
-    parts.append("<h2>Summary</h2><table>")
-    for key, value in summary.items():
-        parts.append(f"<tr><th>{esc(key)}</th><td>{esc(_fmt(value))}</td></tr>")
-    parts.append("</table>")
-
-    failed = summary.get("failed", len(failures))
-    parts.append(f"<h2>Failures ({failed})</h2>")
-    if failures:
-        parts.append("<table><tr><th>input</th><th>error</th></tr>")
-        for r in failures[:MAX_FAILURES_SHOWN]:
-            parts.append(f"<tr><td>{esc(r['input'])}</td><td class='err'>{esc(r['error'] or '')}</td></tr>")
-        parts.append("</table>")
-        if failed > len(failures[:MAX_FAILURES_SHOWN]):
-            parts.append(f"<p>... and {failed - len(failures[:MAX_FAILURES_SHOWN])} more: see rows/*.parquet.</p>")
-    else:
-        parts.append("<p>None.</p>")
-
-    parts.append("<h2>Quality and speed</h2>")
-    for title in HISTOGRAMS:
-        parts.append(f"<div class='hist'><h3>{esc(title)}</h3>{histogram_svg(histograms.get(title, []))}</div>")
-
-    if previews:
-        parts.append("<h2>Before / after</h2><p>Input (nearest-neighbour enlarged) and output, the same region.</p>")
-        for p in previews:
-            psnr = f" ({p['lr_psnr']:.1f} dB)" if p["lr_psnr"] is not None else ""
-            parts.append(f"<figure><img src='data:image/png;base64,{base64.b64encode(p['preview_before']).decode()}'>"
-                         f"<img src='data:image/png;base64,{base64.b64encode(p['preview_after']).decode()}'>"
-                         f"<figcaption>{esc(p['input'])}{esc(psnr)}</figcaption></figure>")
-    parts.append("</body></html>")
-    return "".join(parts)
-
-
-def histogram_svg(values: list, bins: int = 20, width: int = 320, height: int = 120) -> str:
-    """An inline SVG bar chart of ``values`` (None and non-finite values left out)."""
-    data = np.array([np.nan if v is None else v for v in values] if isinstance(values, list) else values, np.float64)
-    data = data[np.isfinite(data)]
-    if not len(data):
-        return "<p>no data</p>"
-    counts, edges = np.histogram(data, bins=bins)
-    top = counts.max() or 1
-    bar_w = width / bins
-    bars = "".join(
-        f"<rect x='{i * bar_w:.1f}' y='{height - c / top * height:.1f}' width='{bar_w - 1:.1f}' "
-        f"height='{c / top * height:.1f}' fill='#4a7ab5'><title>{edges[i]:.3g}-{edges[i + 1]:.3g}: {c}</title></rect>"
-        for i, c in enumerate(counts))
-    return (f"<svg width='{width}' height='{height + 18}' xmlns='http://www.w3.org/2000/svg'>{bars}"
-            f"<text x='0' y='{height + 14}' font-size='11'>{edges[0]:.3g}</text>"
-            f"<text x='{width}' y='{height + 14}' font-size='11' text-anchor='end'>{edges[-1]:.3g}</text></svg>"
-            f"<div>n = {len(data)}, median {np.median(data):.3g}</div>")
-
-
-def _fmt(value) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if isinstance(value, list):
-        return ", ".join(map(str, value))
-    return "" if value is None else str(value)

@@ -16,12 +16,13 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
+from PIL import Image
 
 from pipelines.keys import plan_outputs, safe_relative
 from pipelines.lease import Lease, LeaseHeld
 from pipelines.report import ReportWriter, histogram_svg, read_report_rows
 from pipelines.storage import ListingError, Store
-from pipelines.upscale import OUTPUT_SCHEMA, REPORT_SCHEMA, UpscaleJob, output_is_finished, plan, preview_pair
+from pipelines.upscale import OUTPUT_SCHEMA, REPORT_SCHEMA, UpscaleJob, output_is_finished, plan
 from pipelines.upscale.plan import _formats
 from pipelines.upscale.run import _remove_dead_writers_temporaries
 from srcore.imageio import Picture, Provenance, encode, read_provenance
@@ -157,15 +158,21 @@ def test_the_report_streams_into_parts_and_its_page_has_summary_failures_histogr
     from pipelines import report as report_module
 
     monkeypatch.setattr(report_module, "ROWS_PER_PART", 3)  # parts fill as rows come, not at the end
-    lr = np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8)
-    before, after = preview_pair(lr, np.repeat(np.repeat(lr, 4, 0), 4, 1))
+    rng = np.random.default_rng(0)
+    files = tmp_path / "files"
+    files.mkdir()
     ok = {"status": "ok", "input_width": 50, "input_height": 40, "output_width": 200, "output_height": 160,
-          "upscale_s": 0.1, "lr_psnr": 31.0, "model": "m", "scale": 4.0, "device": "cpu", "node": "n1"}
-    rows = [{"input": "s3://b/ok.png", **ok, "preview_before": before, "preview_after": after},
-            {"input": "s3://b/<bad>.png", "status": "failed", "error": "s3://b/<bad>.png: empty file (0 bytes)"}]
-    rows += [{"input": f"s3://b/{i}.png", **ok, "lr_psnr": 30.0 + i} for i in range(4)]
-    rows += [{"input": "s3://b/done.png", "status": "skipped", "model": "m", "scale": 4.0}]
-    writer = ReportWriter(str(tmp_path / "report"))
+          "upscale_s": 0.1, "model": "m", "scale": 4.0, "device": "cpu", "node": "n1"}
+    rows = []
+    for i in range(5):  # real files: previews are read back after the run
+        lr = rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)
+        Image.fromarray(lr).save(files / f"{i}.png")
+        Image.fromarray(np.repeat(np.repeat(lr, 4, 0), 4, 1)).save(files / f"{i}_out.png")
+        rows.append({"input": str(files / f"{i}.png"), "output": str(files / f"{i}_out.png"), **ok,
+                     "lr_psnr": 30.0 + i})
+    rows.insert(1, {"input": "s3://b/<bad>.png", "status": "failed", "error": "s3://b/<bad>.png: empty file (0 bytes)"})
+    rows.append({"input": "s3://b/done.png", "status": "skipped", "model": "m", "scale": 4.0})
+    writer = ReportWriter(str(tmp_path / "report"), previews=2)
     for start in (0, 2, 3):  # batches of 2, 1 and 4 rows
         writer.add(pa.Table.from_pylist([{k: r.get(k) for k in OUTPUT_SCHEMA.names} for r in
                                          rows[start: {0: 2, 2: 3, 3: 7}[start]]], schema=OUTPUT_SCHEMA))
@@ -178,12 +185,15 @@ def test_the_report_streams_into_parts_and_its_page_has_summary_failures_histogr
     assert written.column("input").to_pylist() == [r["input"] for r in rows]
     assert written.schema == REPORT_SCHEMA
     assert (summary["ok"], summary["failed"], summary["skipped"], summary["images"]) == (5, 1, 1, 7)
-    assert summary["input_megapixels"] == pytest.approx(5 * 0.002) and summary["lr_psnr_median"] == 31.0
+    assert summary["input_megapixels"] == pytest.approx(5 * 0.002) and summary["lr_psnr_median"] == 32.0
     assert summary["devices"] == ["cpu"] and summary["nodes"] == ["n1"] and summary["images_listed"] == 9
     html = (tmp_path / "report" / "report.html").read_text()
     assert json.loads((tmp_path / "report" / "summary.json").read_text()) == summary
-    assert "Failures (1)" in html and "s3://b/&lt;bad&gt;.png: empty file" in html
-    assert html.count("<svg") == 3 and html.count("data:image/png;base64") == 2 and "n = 5" in html
+    assert "Failures (1)" in html and "empty file (N bytes)" in html and "s3://b/&lt;bad&gt;.png" in html
+    assert html.count("<svg") == 3 and "n = 5" in html and ">images</text>" in html  # histograms with axes
+    # previews chosen after the run: the lowest LR-consistency (30 dB, 0.png) and one random output
+    assert html.count("class='pair'") == 2 and "lowest LR-consistency" in html and "0.png" in html
+    assert "71.4%" in html  # 5 of 7 upscaled, in words a person reads
     assert histogram_svg([None, float("nan")]) == "<p>no data</p>"
 
 
@@ -202,7 +212,6 @@ def test_plan_lists_limits_samples_and_keeps_outputs_nested_in_the_input_out(tmp
     assert [r["input_bytes"] for r in rows] == sorted(r["input_bytes"] for r in rows)
     assert {r["output"] for r in rows} == {str(out / f"img{i}.png") for i in range(10)}
     assert [r["input"].endswith("img3.png") for r in rows if r["status"] == "exists"] == [True]
-    assert sum(bool(r.get("preview")) for r in rows) == 2
     limited = plan(UpscaleJob(input=str(tmp_path), output=str(out), limit=3), "m").table().to_pylist()
     assert sorted(r["input"][-8:] for r in limited) == ["img0.png", "img1.png", "img2.png"]
     sampled = [plan(UpscaleJob(input=str(tmp_path), output=str(out), sample=4, seed=s), "m").table().column("input")

@@ -34,7 +34,8 @@ class UpscaleJob:
         extensions: input file suffixes.
         limit: the first N inputs (sorted by key); sample: N inputs drawn at random (``seed``).
         report: where the report goes (default ``<output>/_reports/<run id>``).
-        previews: before/after crops in report.html.
+        previews: before/after crops in report.html, chosen after the run: half the outputs least consistent
+            with their inputs (LR-consistency), half a random sample.
         io_threads: encode-and-write threads per actor.
         actor_concurrency: batches an actor works on at once (default: 2 on GPUs, so that writing one batch
             overlaps upscaling the next; 1 on CPUs).

@@ -97,7 +97,7 @@ def plan(job: UpscaleJob, model: str, scale: float | None = None) -> Manifest:
                             PageFile(os.path.join(folder, "finished.arrow"), PLAN_SCHEMA),
                             existing.temporaries, existing.leases, folder)
         scale_value = pa.scalar(scale, pa.float32())
-        previews_left, offset = job.previews, 0
+        offset = 0
         for page in listed_pages.pages():
             page_range = np.arange(offset, offset + page.num_rows)
             offset += page.num_rows
@@ -112,8 +112,6 @@ def plan(job: UpscaleJob, model: str, scale: float | None = None) -> Manifest:
             todo = rows.filter(pc.not_equal(rows.column("status"), "skipped"))
             # similar sizes next to each other, so actor batches hold images that share forward passes
             todo = todo.sort_by([("input_bytes", "ascending"), ("input", "ascending")])
-            if previews_left:
-                todo, previews_left = _mark_previews(todo, previews_left)
             manifest.todo.write(todo)
         listed_pages.remove()
         manifest.todo.close()
@@ -193,7 +191,6 @@ def _rows(page: pa.Table, source: Store, target: Store, model: str, scale: pa.Sc
         "run": pa.repeat(pa.scalar(job.run_id, pa.string()), n),
         "output_format": _formats(page.column("relative"), job.output_options.format),
         "status": pa.array(np.where(found, "exists", ""), pa.string()),
-        "preview": pa.nulls(n, pa.bool_()),
         "output_bytes": pa.nulls(n, pa.int64()),
     })
     if said is None or not found.any():
@@ -203,17 +200,6 @@ def _rows(page: pa.Table, source: Store, target: Store, model: str, scale: pa.Sc
     rows = rows.set_column(rows.schema.get_field_index("status"), "status", pa.array(status, pa.string()))
     return rows.set_column(rows.schema.get_field_index("output_bytes"), "output_bytes",
                            pa.array(np.where(vouched, found_bytes, 0), pa.int64(), mask=~vouched))
-
-
-def _mark_previews(todo: pa.Table, wanted: int) -> tuple[pa.Table, int]:
-    """Mark up to ``wanted`` previews spread over this page's size range, among inputs with no output yet."""
-    new = np.flatnonzero(pc.equal(todo.column("status"), "").to_numpy(zero_copy_only=False))
-    chosen = new[:: max(1, len(new) // wanted)][:wanted]
-    preview = np.zeros(todo.num_rows, bool)
-    preview[chosen] = True
-    todo = todo.set_column(todo.schema.get_field_index("preview"), "preview",
-                           pa.array(np.where(preview, True, None), pa.bool_()))
-    return todo, wanted - len(chosen)
 
 
 def _formats(relatives: pa.ChunkedArray, fmt: str | None) -> pa.Array:

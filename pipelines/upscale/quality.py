@@ -8,7 +8,8 @@ from srcore.imageio import to_8bit
 
 
 def preview_pair(lr: np.ndarray, sr: np.ndarray, size: int = 48) -> tuple[bytes, bytes]:
-    """PNG crops for the report: the input's busiest size x size region (nearest-upscaled) and the output's."""
+    """PNG crops for the report: the input's busiest size x size region (nearest-upscaled) and the output's;
+    alpha is kept."""
     from PIL import Image
 
     lr8, sr8 = to_8bit(lr), to_8bit(sr)
@@ -29,7 +30,11 @@ def preview_pair(lr: np.ndarray, sr: np.ndarray, size: int = 48) -> tuple[bytes,
 
 
 def _rgb(a: np.ndarray) -> np.ndarray:
-    return np.repeat(a[..., :1], 3, axis=2) if a.shape[2] <= 2 else a[..., :3]
+    """RGB, or RGBA where the image has alpha (the report shows it on a checkerboard)."""
+    if a.shape[2] <= 2:
+        gray = np.repeat(a[..., :1], 3, axis=2)
+        return np.concatenate([gray, a[..., 1:2]], axis=2) if a.shape[2] == 2 else gray
+    return a
 
 
 def _png(im) -> bytes:

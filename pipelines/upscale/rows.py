@@ -21,19 +21,18 @@ REPORT_SCHEMA = pa.schema([
 MANIFEST_SCHEMA = pa.schema([
     ("input", pa.string()), ("output", pa.string()), ("input_key", pa.string()), ("output_key", pa.string()),
     ("input_version", pa.string()), ("input_bytes", pa.int64()), ("model", pa.string()), ("scale", pa.float32()),
-    ("run", pa.string()), ("output_format", pa.string()), ("status", pa.string()), ("preview", pa.bool_()),
+    ("run", pa.string()), ("output_format", pa.string()), ("status", pa.string()),
 ])
-PREVIEW_FIELDS = [("preview_before", pa.binary()), ("preview_after", pa.binary())]
 # what flows from the decode tasks to the actors: the report columns so far, and the decoded picture (or, for
 # a georeferenced raster, which the actor reads window by window itself, raster=True and no pixels)
 DECODED_SCHEMA = pa.schema(list(REPORT_SCHEMA) + [
-    ("input_key", pa.string()), ("output_key", pa.string()), ("preview", pa.bool_()), ("raster", pa.bool_()),
+    ("input_key", pa.string()), ("output_key", pa.string()), ("raster", pa.bool_()),
     ("pixels", pa.large_binary()),
     ("pixel_dtype", pa.string()),
     ("shape", pa.list_(pa.int32())), ("source_mode", pa.string()), ("icc_profile", pa.binary()),
     ("exif", pa.binary()), ("text", pa.string()),
 ])
-OUTPUT_SCHEMA = pa.schema(list(REPORT_SCHEMA) + PREVIEW_FIELDS)
+OUTPUT_SCHEMA = REPORT_SCHEMA  # what the actors return: the report's rows
 
 
 def _table(rows: list[dict], schema: pa.Schema) -> pa.Table:

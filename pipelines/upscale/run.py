@@ -59,7 +59,7 @@ def run(job: UpscaleJob, progress: bool = True, connect=None) -> RunResult:
             print(f"[srcore] removed {removed} temporary uploads left by killed writers", flush=True)
         print(f"[srcore] {manifest.listed} images under {job.input}; {manifest.rows} in this run, "
               f"{manifest.finished.rows} finished by earlier runs; model {name}", flush=True)
-        report = ReportWriter(job.report_location)
+        report = ReportWriter(job.report_location, previews=job.previews, seed=job.seed)
         for page in manifest.finished.pages():
             report.add(page)
         if manifest.todo.rows:

@@ -24,7 +24,6 @@ from srcore.upscale import encode_output, may_be_raster, opens_as_raster, render
 from .finished import output_is_finished
 from .options import UpscaleJob
 from .plan import _store
-from .quality import preview_pair
 from .rows import DECODED_SCHEMA, OUTPUT_SCHEMA, _table
 
 FAULT_ENV = "SRCORE_INJECT_WORKER_DEATH"
@@ -249,8 +248,6 @@ class UpscaleWriter:
         t2 = time.perf_counter()
         try:
             row["lr_psnr"] = lr_consistency(source.pixels, pixels, row["scale"])
-            if row.get("preview"):
-                row["preview_before"], row["preview_after"] = preview_pair(source.pixels, pixels)
         except Exception:
             pass
         row["check_s"] = time.perf_counter() - t2

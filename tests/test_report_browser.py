@@ -1,0 +1,120 @@
+"""report.html in a real headless browser (the system's Chromium through Selenium): it renders without console
+errors, the before/after slider moves, the per-image table sorts, filters and pages."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from PIL import Image
+
+from pipelines.report import ReportWriter
+from pipelines.upscale import OUTPUT_SCHEMA, UpscaleJob
+
+webdriver = pytest.importorskip("selenium.webdriver", reason="selenium (the 'dev' extra) is not installed")
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+DRIVER = shutil.which("chromedriver")
+pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="no Chromium and chromedriver on this machine "
+                                "(Debian/Ubuntu: apt-get install chromium chromium-driver; `make browser`)")
+
+
+def report_with_rows(tmp_path: Path, n: int = 230) -> Path:
+    """A report of ``n`` rows: real before/after files (one RGBA), failures of two causes, skipped rows."""
+    rng = np.random.default_rng(0)
+    files = tmp_path / "files"
+    files.mkdir()
+    rows = []
+    for i in range(n):
+        name = str(files / f"img{i:04d}.png")
+        if i % 23 == 5:
+            rows.append({"input": name, "status": "failed", "error": f"{name}: truncated or corrupt PNG ({i} bytes)"})
+            continue
+        if i % 31 == 7:
+            rows.append({"input": name, "status": "failed", "error": f"{name}: empty file (0 bytes)"})
+            continue
+        if i % 17 == 3:
+            rows.append({"input": name, "status": "skipped", "model": "m", "scale": 4.0})
+            continue
+        out = str(files / f"img{i:04d}_out.png")
+        yy, xx = np.mgrid[0:40, 0:50]  # previews are read back from these files
+        lr = np.stack([(xx * 5 + i * 20) % 256, (yy * 6) % 256, rng.integers(0, 256, (40, 50))], 2).astype(np.uint8)
+        if i == 1:  # RGBA: its preview shows transparency on a checkerboard
+            lr = np.concatenate([lr, np.where(xx < 25, 255, 0)[..., None].astype(np.uint8)], 2)
+        Image.fromarray(lr).save(name)
+        Image.fromarray(np.repeat(np.repeat(lr, 4, 0), 4, 1)).save(out)
+        rows.append({"input": name, "output": out, "status": "ok", "input_width": 50, "input_height": 40,
+                     "output_width": 200, "output_height": 160, "upscale_s": 0.05 + (i % 7) / 100,
+                     "lr_psnr": 25.0 + (i * 7) % 20 if i >= 2 else 20.0 + i, "model": "m", "scale": 4.0,
+                     "device": "cpu" if i % 2 else "NVIDIA H200", "node": f"node{i % 3}", "read_s": 0.01,
+                     "decode_s": 0.02, "encode_s": 0.03, "write_s": 0.01, "check_s": 0.01})
+    writer = ReportWriter(str(tmp_path / "_reports" / "r2"), previews=4)
+    writer.add(pa.Table.from_pylist([{k: r.get(k) for k in OUTPUT_SCHEMA.names} for r in rows], schema=OUTPUT_SCHEMA))
+    writer.finish(UpscaleJob(input=str(files), output=str(tmp_path), run_id="r2"), listed=n, wall_s=75.0)
+    return tmp_path / "_reports" / "r2" / "report.html"
+
+
+@pytest.fixture
+def browser():
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--window-size=1280,2400"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=DRIVER), options=options)
+    yield driver
+    driver.quit()
+
+
+def test_report_renders_without_errors_and_its_slider_and_table_work(tmp_path, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    page = report_with_rows(tmp_path)
+    browser.get(page.as_uri())
+    severe = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert not severe, severe
+    assert "srcore upscale report" in browser.title or browser.find_element(By.TAG_NAME, "h1").text
+
+    # the slider: moving the range changes how much of the output shows
+    pair = browser.find_elements(By.CSS_SELECTOR, ".pair")
+    assert len(pair) == 4
+    after = pair[0].find_element(By.CSS_SELECTOR, ".after")
+    assert after.value_of_css_property("width") == after.find_element(By.XPATH, "..").value_of_css_property("width") \
+        or after.get_attribute("style") == "width: 50%;"
+    browser.execute_script("var r = arguments[0]; r.value = 80; r.dispatchEvent(new Event('input'));",
+                           pair[0].find_element(By.CSS_SELECTOR, "input[type=range]"))
+    assert after.get_attribute("style") == "width: 80%;"
+    pair[0].find_element(By.CSS_SELECTOR, ".slider").click()  # full-resolution zoom
+    zoom = browser.find_element(By.ID, "zoom")
+    assert zoom.is_displayed() and len(zoom.find_elements(By.TAG_NAME, "img")) == 2
+    zoom.click()
+    assert not zoom.is_displayed()
+
+    # the table: 50 rows a page, sortable by LR-consistency, filterable by status and text
+    info = browser.find_element(By.ID, "rows-info")
+    assert info.text.startswith("230 of 230 rows; page 1 of 5")
+    headers = browser.find_elements(By.CSS_SELECTOR, "#rows th")
+    lr_column = [h.text for h in headers].index("lr_psnr")
+    headers[lr_column].click()
+    first = browser.find_elements(By.CSS_SELECTOR, "#rows tbody tr")[0].find_elements(By.TAG_NAME, "td")
+    assert float(first[lr_column].text) == 20.0  # ascending: the least consistent first
+    headers[lr_column].click()
+    first = browser.find_elements(By.CSS_SELECTOR, "#rows tbody tr")[0].find_elements(By.TAG_NAME, "td")
+    assert float(first[lr_column].text) == 44.0
+    Select(browser.find_element(By.ID, "rows-status")).select_by_visible_text("failed")
+    failed = browser.find_elements(By.CSS_SELECTOR, "#rows tbody tr")
+    assert failed and all(r.find_elements(By.TAG_NAME, "td")[1].text == "failed" for r in failed)
+    browser.find_element(By.ID, "rows-filter").send_keys("empty file")
+    assert info.text.startswith(f"{len([i for i in range(230) if i % 31 == 7 and i % 23 != 5])} of 230")
+    browser.find_element(By.ID, "rows-next").click()  # one page only: stays
+    assert not [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+
+    shot = os.environ.get("SRCORE_REPORT_SCREENSHOT")  # docs/report.png is made this way
+    browser.get(page.as_uri())
+    browser.save_screenshot(shot or str(tmp_path / "report.png"))
+    assert Path(shot or tmp_path / "report.png").stat().st_size > 10_000
