@@ -12,7 +12,7 @@ Exit status: 0 done, 1 the failure rate exceeded --max-failure-rate, 2 bad argum
 from __future__ import annotations
 
 import argparse
-import json
+import datetime as dt
 import signal
 import sys
 
@@ -79,6 +79,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def summary_table(s: dict, files: dict[str, str]) -> str:
+    """The run's summary as a few aligned lines (summary.json in the report has every figure)."""
+    share = lambda n: f" ({100 * n / s['images']:.1f}%)" if s["images"] else ""  # noqa: E731
+    median = f"{s['lr_psnr_median']} dB" if s["lr_psnr_median"] is not None else "-"
+    rows = [("images", f"{s['images']} of {s['images_listed']} listed"),
+            ("upscaled", f"{s['ok']}{share(s['ok'])}"),
+            ("skipped", f"{s['skipped']}{share(s['skipped'])} (finished by earlier runs)"),
+            ("failed", f"{s['failed']}{share(s['failed'])}" + (" (causes in the report)" if s["failed"] else "")),
+            ("wall time", f"{dt.timedelta(seconds=round(s['wall_s']))} ({s['images_per_s'] or 0:.2f} images/s, "
+                          f"{s['output_megapixels_per_s'] or 0:.2f} output MP/s)"),
+            ("LR-consistency", f"median {median}"),
+            ("model", f"{s['model']} x{s['scale']:g}" if s["scale"] else str(s["model"])),
+            ("outputs", s["output"]), ("report", files["html"])]
+    return "\n".join(f"[srcore] {name:<15}{value}" for name, value in rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # `ray job stop` and kill send SIGTERM: unwind (releasing the output's lease) instead of vanishing
@@ -105,13 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 3
     s = result.summary
-    print(json.dumps(s, indent=2))
-    files = report_files(result.report)
-    print(f"[srcore] {s['ok']} upscaled, {s['skipped']} skipped (finished before), {s['failed']} failed "
-          f"of {s['images']} in {s['wall_s']:.1f}s ({s['images_per_s'] or 0:.2f} images/s, "
-          f"{s['output_megapixels_per_s'] or 0:.2f} output MP/s)")
-    print(f"[srcore] outputs: {job.output}")
-    print(f"[srcore] report:  {files['html']}  (rows: {files['rows']}, summary: {files['summary']})")
+    print(summary_table(s, report_files(result.report)))
     if s["failure_rate"] > args.max_failure_rate:
         print(f"[srcore] failure rate {s['failure_rate']:.1%} is over --max-failure-rate "
               f"{args.max_failure_rate:.1%}: exiting with status 1", file=sys.stderr)

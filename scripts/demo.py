@@ -54,6 +54,7 @@ def main() -> int:
     import fsspec
 
     from pipelines.local_s3 import local_s3_server, upload_folder
+    from srcore.archs.registry import DEFAULT_REALISM, DEFAULT_UPSCALE_MODEL
 
     with local_s3_server() as env:
         print(f"[demo] S3 server on {env['AWS_ENDPOINT_URL']}")
@@ -71,6 +72,13 @@ def main() -> int:
         cmd = [sys.executable, str(ROOT / "jobs" / "upscale_bucket.py"), "--input", "s3://demo/raw/",
                "--output", "s3://demo/sr/", "--limit", str(args.limit), "--max-failure-rate", "0.2",
                *(["--model", args.model] if args.model else [])]
+        if args.model:
+            print(f"[demo] model: {args.model} (--model)")
+        else:
+            print(f"[demo] model: the default, {DEFAULT_UPSCALE_MODEL} at --realism {DEFAULT_REALISM:g}: the "
+                  "bundled GAN model blended half-way with its PSNR partner. Real photos of unknown origin "
+                  "(like RealWorld's JPEGs) need it: the PSNR model alone, trained on clean bicubic inputs, turns "
+                  "JPEG blocks into mosaic texture (README, 'Which bundled model, for what')")
         shown = [str(Path(c).relative_to(ROOT)) if c.startswith(str(ROOT)) else c for c in cmd[1:]]
         print("[demo] $ python", " ".join(shown), flush=True)
         code = subprocess.call(cmd, cwd=ROOT, env=os.environ.copy())

@@ -116,7 +116,12 @@ def run_job(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
 
 
 def summary_of(result: subprocess.CompletedProcess) -> dict:
-    """The summary the job prints (a JSON object) from its stdout."""
-    text = result.stdout
-    start = text.index("{\n")
-    return json.loads(text[start : text.index("\n}", start) + 2])
+    """The run's summary.json, found beside report.html, whose location the job prints last."""
+    line = next(line for line in reversed(result.stdout.splitlines()) if line.startswith("[srcore] report"))
+    location = line.split()[-1].rsplit("/", 1)[0] + "/summary.json"
+    if location.startswith("s3://"):
+        import s3fs
+
+        fs = s3fs.S3FileSystem(endpoint_url=os.environ["AWS_ENDPOINT_URL"], skip_instance_cache=True)
+        return json.loads(fs.cat_file(location))
+    return json.loads(Path(location).read_text())

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import time
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..keys import digests
 from ..lease import Lease, held_elsewhere
+from ..progress import ProgressLog
 from .finished import remove_temporaries, scan_outputs
 from .options import REPORT_FOLDER, UpscaleJob
 from .pages import PageFile, read_pages
@@ -92,7 +97,12 @@ def _process(job: UpscaleJob, model, manifest: Manifest, progress: bool, report)
     print(f"[srcore] {manifest.todo.rows} to decode and upscale on {f'{gpus:g}-GPU' if gpus else 'CPU'} actors: "
           f"{min_actors}..{max_actors}", flush=True)
     ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = progress
+    # Ray Data's bars count blocks ("Total Progress: 0/?"); the job prints images, rate, ETA and failures
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    log = ProgressLog(manifest.todo.rows, interval=10.0 if progress else 60.0,
+                      print_fn=lambda line: print(line, flush=True))
     # A block whose workers keep dying (out of memory, a native crash) is dropped instead of ending the run;
     # its inputs are retried one at a time below, so one poison input costs only its own row.
     ctx.max_errored_blocks = -1
@@ -107,23 +117,26 @@ def _process(job: UpscaleJob, model, manifest: Manifest, progress: bool, report)
         ds = read_pages(pages, per_block)
         # Task-only arguments (retries of a decode task whose worker died) also keep Ray from fusing
         # decoding into the reads or the actors: it stays on CPU tasks, the actors only upscale and write.
-        ds = ds.map_batches(read_and_decode, batch_format="pyarrow", batch_size=None, fn_kwargs={"job": job},
-                            num_cpus=1, max_retries=WORKER_RETRIES)
+        with no_remote_args_warning():
+            ds = ds.map_batches(read_and_decode, batch_format="pyarrow", batch_size=None, fn_kwargs={"job": job},
+                                num_cpus=1, max_retries=WORKER_RETRIES)
         # Two calls at once per actor: one batch's outputs encode and upload on the thread pool while the
         # next batch is on the GPU (Upscaler is thread-safe). CPU actors run one: their threads are the
         # model's. A dead actor is restarted; its batch is retried WORKER_RETRIES times, then dropped.
         concurrency = job.actor_concurrency or (2 if gpus > 0 else 1)
-        ds = ds.map_batches(
-            UpscaleWriter, batch_format="pyarrow", batch_size=per_block, num_gpus=gpus,
-            num_cpus=job.cpus_per_actor, max_concurrency=concurrency, max_task_retries=WORKER_RETRIES,
-            compute=ActorPoolStrategy(min_size=min_actors, max_size=max_actors,
-                                      max_tasks_in_flight_per_actor=2 * concurrency,
-                                      enable_true_multi_threading=concurrency > 1),
-            fn_constructor_kwargs={"job": job, "model_ref": model_ref, "use_gpu": gpus > 0},
-        )
+        with no_remote_args_warning():
+            ds = ds.map_batches(
+                UpscaleWriter, batch_format="pyarrow", batch_size=per_block, num_gpus=gpus,
+                num_cpus=job.cpus_per_actor, max_concurrency=concurrency, max_task_retries=WORKER_RETRIES,
+                compute=ActorPoolStrategy(min_size=min_actors, max_size=max_actors,
+                                          max_tasks_in_flight_per_actor=2 * concurrency,
+                                          enable_true_multi_threading=concurrency > 1),
+                fn_constructor_kwargs={"job": job, "model_ref": model_ref, "use_gpu": gpus > 0},
+            )
         for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
             report.add(batch)
             answered.append(digests(batch.column("input").to_pylist()))
+            log.add(batch.num_rows, pc.sum(pc.equal(batch.column("status"), "failed")).as_py() or 0)
 
     execute(manifest.todo, job.images_per_batch)
     lost = _unanswered(manifest.todo, answered, f"{manifest.folder}/lost.arrow")
@@ -133,6 +146,16 @@ def _process(job: UpscaleJob, model, manifest: Manifest, progress: bool, report)
         for page in _unanswered(lost, answered, f"{manifest.folder}/failed.arrow").pages():
             report.add(_table([dict(r, status="failed", error=f"{r['input']}: {WORKER_DIED}")
                                for r in page.to_pylist()], OUTPUT_SCHEMA))
+
+
+@contextlib.contextmanager
+def no_remote_args_warning():
+    """Ray 2.60 deprecates ``**ray_remote_args`` but has no named parameter yet for the retries and actor
+    concurrency the job needs (max_retries, max_task_retries, max_concurrency): keep its warning off users'
+    consoles until it has."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
+        yield
 
 
 def _unanswered(pages: PageFile, answered: list[np.ndarray], path: str) -> PageFile:
