@@ -128,3 +128,25 @@ def test_jpeg_of_rgba_is_composited_on_the_background_with_a_warning(tmp_path):
         assert np.abs(right - expected).max() < 12, right  # the background, not the hidden red
     result = srcore_cli("upscale", str(inputs), "-o", str(tmp_path / "x"), "--background", "not-a-colour")
     assert result.returncode == 2 and "--background must be a colour" in result.stderr
+
+
+def test_readme_table_matches_upscale_help():
+    """Every `srcore upscale` option is in the README's table with its default, and the table has no others."""
+    import re
+    from pathlib import Path
+
+    from srcore.cli import build_parser
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("### Command line"):readme.index("## Upscaling a bucket")]
+    rows = {}
+    for line in section.splitlines():
+        match = re.match(r"\| `([^`]+)` \| ([^|]+) \|", line)
+        if match:
+            rows[match.group(1).split(" ")[0].split(",")[0]] = match.group(2).strip()
+    upscale = build_parser()._subparsers._group_actions[0].choices["upscale"]
+    options = {a.option_strings[0]: a for a in upscale._actions if a.option_strings and a.dest != "help"}
+    assert set(rows) == set(options), (set(rows) ^ set(options))
+    for flag, action in options.items():
+        if isinstance(action.default, (int, float, str)) and not isinstance(action.default, bool) and action.default:
+            assert rows[flag] == str(action.default), (flag, rows[flag], action.default)

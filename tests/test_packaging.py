@@ -1,0 +1,75 @@
+"""Packaging: what the wheel declares matches what the code imports."""
+
+from __future__ import annotations
+
+import ast
+import re
+import sys
+from importlib.metadata import packages_distributions
+from pathlib import Path
+
+import pytest
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    tomllib = pytest.importorskip("tomli")
+
+ROOT = Path(__file__).resolve().parents[1]
+OWN = {"srcore", "pipelines"}
+LOADED_BY_NAME = {"s3fs": "fsspec loads it for s3:// locations"}  # dependencies no module imports by name
+
+
+def normalize(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def requirement_name(spec: str) -> str:
+    return normalize(re.split(r"[\[<>=!~; ]", spec, maxsplit=1)[0])
+
+
+def third_party_imports(*packages: str) -> dict[str, set[str]]:
+    """Top-level modules imported (absolutely, anywhere in a file) by the packages' code -> the files."""
+    found: dict[str, set[str]] = {}
+    for package in packages:
+        for path in (ROOT / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    names = [node.module]
+                else:
+                    continue
+                for name in names:
+                    top = name.split(".")[0]
+                    if top not in sys.stdlib_module_names and top not in OWN:
+                        found.setdefault(top, set()).add(str(path.relative_to(ROOT)))
+    return found
+
+
+def test_declared_dependencies_match_imports():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    core = {requirement_name(r) for r in project["dependencies"]}
+    extras = {name: {requirement_name(r) for r in reqs} for name, reqs in project["optional-dependencies"].items()}
+    user_extras = set().union(*(v for k, v in extras.items() if k != "dev"))
+    dists = packages_distributions()
+    imported = third_party_imports("srcore", "pipelines")
+    providers = {module: {normalize(d) for d in dists.get(module, [])} for module in imported}
+    declared = core | user_extras | extras["dev"]
+    undeclared = {m: sorted(files) for m, files in imported.items() if not providers[m] & declared}
+    assert not undeclared, f"imported but not declared in pyproject.toml: {undeclared}"
+    dev_only = {m: sorted(files) for m, files in imported.items()
+                if providers[m] & extras["dev"] and not providers[m] & (core | user_extras)}
+    # only the loopback S3 server helper (tests, demo, benches) may need the dev extra
+    assert set().union(*dev_only.values()) <= {"pipelines/local_s3.py"}, dev_only
+    used = set().union(*providers.values()) | set(LOADED_BY_NAME)
+    unused = core - used
+    assert not unused, f"declared in dependencies but imported nowhere in srcore/ or pipelines/: {unused}"
+
+
+def test_the_package_ships_its_data_and_a_command():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert project["project"]["scripts"]["srcore"] == "srcore.cli:main"
+    data = project["tool"]["setuptools"]["package-data"]["srcore"]
+    for pattern in data:
+        assert list((ROOT / "srcore").glob(pattern)), pattern  # every pattern ships something
