@@ -28,7 +28,8 @@ from srcore.weights import WeightsError, load_upscaling_model
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="'bicubic', a registered model name, or a weights file")
-    p.add_argument("--scale", type=int, required=True, help="upscaling factor, e.g. 2, 3, 4")
+    p.add_argument("--scale", type=int, default=None,
+                   help="upscaling factor, e.g. 2, 3, 4 (default: the model's; bicubic needs it)")
     p.add_argument("--sets", default="Set5,Set14,B100,Urban100",
                    help="comma-separated set names under --data-root, or folder paths (default: %(default)s)")
     default_root = Path(os.environ.get("SRCORE_SHARED", "../shared")) / "datasets"
@@ -44,7 +45,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.scale < 1:
+    if args.scale is not None and args.scale < 1:
         print(f"error: --scale must be >= 1, got {args.scale}", file=sys.stderr)
         return 2
     try:
@@ -54,9 +55,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.model == "bicubic":
             if args.realism is not None:
                 raise ValueError("--realism blends a GAN model with its PSNR partner; bicubic has none")
+            if args.scale is None:
+                raise ValueError("--model bicubic needs --scale")
             upscale = bicubic_upscaler(args.scale)
         else:
             model, name = load_upscaling_model(args.model, args.realism)
+            args.scale = args.scale or model.descriptor.scale
             if model.descriptor.scale != args.scale:
                 raise ValueError(f"{args.model} is a x{model.descriptor.scale} model, but --scale is {args.scale}")
             upscale = model_upscaler(model, args.device)

@@ -23,6 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--step", type=int, default=240, help="distance between sub-images (default: %(default)s)")
     p.add_argument("--thresh", type=int, default=0, help="min leftover for a last, edge-flush crop (default: 0)")
     p.add_argument("--limit", type=int, default=None, help="only the first N images (sorted by key)")
+    p.add_argument("--max-failure-rate", type=float, default=0.0,
+                   help="exit with status 1 only when more than this fraction of the images failed (default: any)")
     args = p.parse_args(argv)
     if args.crop <= 0 or args.step <= 0 or args.thresh < 0:
         print("error: --crop and --step must be > 0 and --thresh >= 0", file=sys.stderr)
@@ -37,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
           f"({manifest['skipped_existing']} already done, {len(manifest['failed'])} failed, {manifest['seconds']} s)")
     for error in manifest["failed"].values():
         print(f"failed: {error}", file=sys.stderr)
-    return 1 if manifest["failed"] else 0
+    failed, total = len(manifest["failed"]), manifest["image_count"] + len(manifest["failed"])
+    return 1 if failed and failed / max(total, 1) > args.max_failure_rate else 0
 
 
 if __name__ == "__main__":

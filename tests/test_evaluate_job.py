@@ -26,9 +26,10 @@ def test_model_on_a_folder_with_rgb_and_gray_images(tmp_path):
     torch.manual_seed(0)
     weights = srcore.save_model(srcore.create_model("realesr-animevideov3", num_feat=4, num_conv=1, upscale=2),
                                 tmp_path / "tiny.safetensors")
-    result = evaluate("--model", str(weights), "--scale", "2", "--sets", str(hr), "--out", str(tmp_path / "o"))
+    result = evaluate("--model", str(weights), "--sets", str(hr), "--out", str(tmp_path / "o"))  # x2: the model's
     assert result.returncode == 0, result.stderr
     report = json.loads((tmp_path / "o" / "results.json").read_text())
+    assert report["sets"][0]["scale"] == 2
     (entry,) = report["sets"]
     assert entry["set"] == "MySet" and entry["count"] == 2
     assert {i["image"] for i in entry["images"]} == {"rgb.png", "gray.png"}
@@ -39,6 +40,8 @@ def test_model_on_a_folder_with_rgb_and_gray_images(tmp_path):
 def test_errors_name_the_problem(tmp_path):
     result = evaluate("--model", "bicubic", "--scale", "4", "--sets", "NoSuchSet", "--data-root", str(tmp_path))
     assert result.returncode == 2 and "NoSuchSet" in result.stderr
+    result = evaluate("--model", "bicubic", "--sets", str(tmp_path))
+    assert result.returncode == 2 and "--model bicubic needs --scale" in result.stderr
     torch.manual_seed(0)
     weights = srcore.save_model(srcore.create_model("realesr-animevideov3", num_feat=4, num_conv=1),
                                 tmp_path / "x4.safetensors")
