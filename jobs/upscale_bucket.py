@@ -68,6 +68,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sample", type=int, help="only N inputs drawn at random (with --seed)")
     p.add_argument("--seed", type=int, default=0, help="random seed of --sample")
     p.add_argument("--report", help="report location (default: <output>/_reports/<run id>)")
+    p.add_argument("--previews", type=int, default=6,
+                   help="before/after previews in report.html: half the lowest LR-consistency, half random "
+                        "(default %(default)s)")
     p.add_argument("--run-id", help="this run's id, written into every output's provenance and naming the report "
                                     "(default: the UTC start time and a random suffix)")
     p.add_argument("--max-failure-rate", type=float, default=0.01,
@@ -111,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
             actor_concurrency=args.actor_concurrency, io_threads=args.io_threads, min_actors=args.min_actors,
             max_actors=args.max_actors, overwrite=args.overwrite,
             extensions=tuple("." + e.strip().lstrip(".").lower() for e in args.extensions.split(",") if e.strip()),
-            limit=args.limit, sample=args.sample, seed=args.seed, report=args.report, break_lease=args.break_lease,
+            limit=args.limit, sample=args.sample, seed=args.seed, report=args.report, previews=args.previews,
+            break_lease=args.break_lease,
             **({"run_id": args.run_id} if args.run_id else {}))
         result = run(job, progress=not args.no_progress, connect=lambda: connect_or_start(min_cpus=2))
     except (ValueError, WeightsError, FileNotFoundError, ListingError) as exc:

@@ -78,6 +78,7 @@ class UpscaleJob:
             (self.limit is None or self.limit >= 0, "limit", "must be >= 0"),
             (self.sample is None or self.sample >= 0, "sample", "must be >= 0"),
             (self.io_threads >= 1, "io-threads", "must be >= 1"),
+            (self.previews >= 0, "previews", "must be >= 0"),
             (self.actor_concurrency is None or self.actor_concurrency >= 1, "actor-concurrency", "must be >= 1"),
             # it names the report's folder under <output>/_reports: a path in it could write elsewhere
             (bool(_RUN_ID.fullmatch(self.run_id)) and set(self.run_id) != {"."}, "run-id",
