@@ -92,7 +92,7 @@ def summary_table(s: dict, files: dict[str, str]) -> str:
             ("failed", f"{s['failed']}{share(s['failed'])}" + (" (causes in the report)" if s["failed"] else "")),
             ("wall time", f"{dt.timedelta(seconds=round(s['wall_s']))} ({s['images_per_s'] or 0:.2f} images/s, "
                           f"{s['output_megapixels_per_s'] or 0:.2f} output MP/s)"),
-            ("LR-consistency", f"median {median}"),
+            ("LR-consistency", f"{median} (median)"),
             ("model", f"{s['model']} x{s['scale']:g}" if s["scale"] else str(s["model"])),
             ("outputs", s["output"]), ("report", files["html"])]
     return "\n".join(f"[srcore] {name:<15}{value}" for name, value in rows)

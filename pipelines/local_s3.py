@@ -6,6 +6,7 @@ credential variables, with pyarrow, s3fs and boto3. Needs the ``dev`` extra (``m
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +21,8 @@ def local_s3_server(host: str = "127.0.0.1") -> Iterator[dict[str, str]]:
     """
     from moto.server import ThreadedMotoServer
 
+    # werkzeug logs every request to stderr ("127.0.0.1 - - [...] GET ..."): it would drown the job's console
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
     server = ThreadedMotoServer(ip_address=host, port=0, verbose=False)
     server.start()
     bound_host, port = server.get_host_and_port()

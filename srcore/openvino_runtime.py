@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import threading
+import warnings
 
 import numpy as np
 import torch
@@ -38,7 +39,10 @@ class OpenVINONetwork:
         side = -(-64 // descriptor.size_multiple) * descriptor.size_multiple
         probe = torch.rand(1, descriptor.in_channels, max(side, descriptor.min_size), max(side, descriptor.min_size))
         source = copy.deepcopy(model).float().eval().cpu()
-        with torch.no_grad():
+        # OpenVINO's PyTorch frontend traces with torch.jit.trace, which torch now flags as deprecated: the
+        # warning is about OpenVINO's call, not ours, and would reach every user's console
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"`torch\.jit\.trace", category=FutureWarning)
             converted = ov.convert_model(source, example_input=probe,
                                          input=[ov.PartialShape([-1, descriptor.in_channels, -1, -1])])
         hint = {torch.bfloat16: "bf16", torch.float16: "f16"}.get(dtype, "f32")
