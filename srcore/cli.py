@@ -13,6 +13,7 @@ from tqdm import tqdm
 from . import __version__
 from .archs.registry import DEFAULT_REALISM, DEFAULT_UPSCALE_MODEL, VARIANTS, describe, list_models
 from .imageio import IMAGE_SUFFIXES
+from .inference import tile_progress
 from .upscale import (
     EngineOptions,
     OutputOptions,
@@ -121,9 +122,10 @@ def cmd_upscale(args: argparse.Namespace) -> int:
                 if not args.overwrite and is_finished(output_path(path, output, stem, options), path, name, scale):
                     skipped += 1  # made earlier from this very input by this model: --overwrite redoes it
                     continue
-                # a large raster goes window by window: its progress shows in the bar's postfix
-                _, (w, h) = upscale_file(upscaler, path, output, name, options, stem, run,
-                                         progress=lambda d, n: bar.set_postfix(windows=f"{d}/{n}"))
+                # a large image goes tile row by tile row, a raster window by window: the bar's postfix counts
+                with tile_progress(lambda d, n: bar.set_postfix(tiles=f"{d}/{n}")):
+                    _, (w, h) = upscale_file(upscaler, path, output, name, options, stem, run,
+                                             progress=lambda d, n: bar.set_postfix(windows=f"{d}/{n}"))
                 megapixels += w * h / 1e6
                 bar.set_postfix(MP=f"{megapixels:.1f}")
             except Exception as exc:  # one bad file must not stop the batch

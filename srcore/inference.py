@@ -14,7 +14,9 @@ import math
 import threading
 import warnings
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import numpy as np
@@ -498,7 +500,9 @@ class Upscaler:
 
     def bands(self, image: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
         """Finished output rows of a tiled upscale, top to bottom: (first row, (rows, W*s, C) of the image's
-        dtype). Only one tile row of input and of float accumulators lives on the device at a time."""
+        dtype). Only one tile row of input and of float accumulators lives on the device at a time. Inside
+        :func:`tile_progress`, each finished tile row calls its callback with (tiles done, tiles)."""
+        report = _TILE_PROGRESS.get()
         h, w, c = image.shape
         s, dtype = self.scale, image.dtype
         ph, pw = self._padded_size(h, w)
@@ -534,6 +538,8 @@ class Upscaler:
                 if pending is not None:
                     yield pending[0], pending[1]()[0]
                 pending = (y * s, ready)
+            if report is not None:
+                report((r + 1) * len(grid.xs), len(grid.ys) * len(grid.xs))
             carry = acc[:, n:].clone()  # the overlap rows the next tile row adds to (a few rows, not a tile)
             acc.zero_()
             acc[:, : th - n] = carry
@@ -541,6 +547,20 @@ class Upscaler:
                 break
         if pending is not None:
             yield pending[0], pending[1]()[0]
+
+
+_TILE_PROGRESS: ContextVar[Callable[[int, int], None] | None] = ContextVar("srcore_tile_progress", default=None)
+
+
+@contextmanager
+def tile_progress(callback: Callable[[int, int], None]) -> Iterator[None]:
+    """Within this block (this thread only), tiled upscales call ``callback(tiles done, tiles)`` after each
+    tile row: progress inside one large image, e.g. for a progress bar."""
+    token = _TILE_PROGRESS.set(callback)
+    try:
+        yield
+    finally:
+        _TILE_PROGRESS.reset(token)
 
 
 def _as_numpy(q: torch.Tensor, dtype: np.dtype) -> np.ndarray:

@@ -183,3 +183,15 @@ def test_auto_precision_on_cuda_prefers_fp16_unless_the_model_rules_it_out():
     no_half = dataclasses.replace(tiny().descriptor, supports_half=False, supports_bfloat16=False)
     assert srcore.inference.resolve_precision("auto", cuda, no_half) == torch.float32
     assert srcore.inference.resolve_precision("bf16", cuda, tiny().descriptor) == torch.bfloat16
+
+
+def test_tile_progress_counts_tiles_of_a_large_image():
+    up = Upscaler(tiny(), tile=64, tile_overlap=8)
+    calls = []
+    with srcore.inference.tile_progress(lambda done, total: calls.append((done, total))):
+        up.upscale_pixels(np.zeros((150, 130, 3), np.uint8))
+    assert calls and calls[-1][0] == calls[-1][1] > 1  # ends at all tiles
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls) and len({t for _, t in calls}) == 1
+    calls.clear()
+    up.upscale_pixels(np.zeros((150, 130, 3), np.uint8))
+    assert not calls  # only inside the block
