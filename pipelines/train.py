@@ -27,6 +27,7 @@ from srcore.train.config import ConfigError, TrainConfig, check_locations, from_
 from srcore.train.data import decode_rgb, sample_patches
 from srcore.train.loop import SRTrainer
 
+from .progress import eta
 from .storage import filesystem, is_uri, join, list_files, read_bytes, write_bytes_atomic
 
 STATE_FILE = "state.pt"
@@ -236,9 +237,8 @@ def copy_folder(local: Path, location: str) -> None:
 
 def progress_line(it: int, total: int, values: dict[str, float], lr: float, rate: float) -> str:
     """One log line: iteration, loss terms, learning rate, speed and time left."""
-    eta = dt.timedelta(seconds=round((total - it) / rate)) if rate > 0 else "?"
     terms = " ".join(f"{k.removeprefix('loss/')} {v:.4f}" for k, v in values.items())
-    return f"[srcore] it {it}/{total} | {terms} | lr {lr:.2e} | {rate:.2f} it/s | ETA {eta}"
+    return f"[srcore] it {it}/{total} | {terms} | lr {lr:.2e} | {rate:.2f} it/s | ETA {eta(total - it, rate)}"
 
 
 # --------------------------------------------------------------------------- the driver

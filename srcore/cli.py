@@ -117,9 +117,10 @@ def cmd_upscale(args: argparse.Namespace) -> int:
         for path, stem in bar:
             stem = stem + args.suffix
             try:
-                if path.resolve() == output_path(path, output, stem, options).resolve():
+                target = output_path(path, output, stem, options)
+                if path.resolve() == target.resolve():
                     raise ValueError(f"{path}: the output would replace the input; use --suffix or another --output")
-                if not args.overwrite and is_finished(output_path(path, output, stem, options), path, name, scale):
+                if not args.overwrite and is_finished(target, path, name, scale):
                     skipped += 1  # made earlier from this very input by this model: --overwrite redoes it
                     continue
                 # a large image goes tile row by tile row, a raster window by window: the bar's postfix counts
