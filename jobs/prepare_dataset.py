@@ -24,10 +24,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--thresh", type=int, default=0, help="min leftover for a last, edge-flush crop (default: 0)")
     p.add_argument("--limit", type=int, default=None, help="only the first N images (sorted by key)")
     p.add_argument("--max-failure-rate", type=float, default=0.0,
-                   help="exit with status 1 only when more than this fraction of the images failed (default: any)")
+                   help="exit with status 1 only when more than this fraction (0..1) of the images failed "
+                        "(default: %(default)s: any failure)")
     args = p.parse_args(argv)
     if args.crop <= 0 or args.step <= 0 or args.thresh < 0:
         print("error: --crop and --step must be > 0 and --thresh >= 0", file=sys.stderr)
+        return 2
+    if not 0 <= args.max_failure_rate <= 1:
+        print(f"error: --max-failure-rate must be in 0..1, got {args.max_failure_rate}", file=sys.stderr)
         return 2
     connect_or_start()
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 import ray
@@ -22,3 +23,15 @@ def connect_or_start(min_cpus: float = 1) -> str:
     # address="local": a new local Ray even where a stopped `ray start` left its address file behind
     ray.init(address="local", num_cpus=max(os.cpu_count() or 1, int(min_cpus + 0.999)))
     return "local"
+
+
+def quiet_ray_data() -> None:
+    """Jobs print their own progress (images or iterations, rate, ETA): Ray Data's per-block bars
+    ("Total Progress: 0/?") and execution logs would drown it."""
+    from ray.data import DataContext
+
+    context = DataContext.get_current()
+    context.enable_progress_bars = False
+    context.enable_operator_progress_bars = False
+    context.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)

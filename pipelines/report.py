@@ -5,6 +5,7 @@ All three are written atomically beside the outputs, so a reader never sees a ha
 
 from __future__ import annotations
 
+import heapq
 import io
 import json
 import re
@@ -16,7 +17,7 @@ import pyarrow.parquet as pq
 
 from srcore.imageio import decode
 
-from .report_html import HISTOGRAMS, TABLE_COLUMNS, histogram_svg, render_html  # noqa: F401 (histogram_svg)
+from .report_html import HISTOGRAMS, TABLE_COLUMNS, render_html
 from .storage import Store, filesystem, join, read_bytes
 from .upscale.quality import preview_pair
 from .upscale.rows import REPORT_SCHEMA, conform
@@ -120,10 +121,9 @@ class ReportWriter:
         if room <= 0:
             return
         for r in rows.slice(0, room).to_pylist():
-            size = lambda w, h: f"{w}x{h}" if w else None  # noqa: E731
             values = {"input": r["input"], "status": r["status"], "lr_psnr": r["lr_psnr"],
-                      "input_size": size(r["input_width"], r["input_height"]),
-                      "output_size": size(r["output_width"], r["output_height"]), "upscale_s": r["upscale_s"],
+                      "input_size": _size(r["input_width"], r["input_height"]),
+                      "output_size": _size(r["output_width"], r["output_height"]), "upscale_s": r["upscale_s"],
                       "device": r["device"], "error": (r["error"] or "")[:300] or None}
             for c in TABLE_COLUMNS:
                 value = values[c]
@@ -135,11 +135,11 @@ class ReportWriter:
         worst_n = self.wanted_previews // 2
         sample_n = self.wanted_previews - worst_n
         inputs, outputs = ok.column("input").to_pylist(), ok.column("output").to_pylist()
-        for value, src, dst in zip(lr_psnr.tolist(), inputs, outputs, strict=True):
-            item = (value if np.isfinite(value) else np.inf, src, dst)
+        items = [(value if np.isfinite(value) else np.inf, src, dst)
+                 for value, src, dst in zip(lr_psnr.tolist(), inputs, outputs, strict=True)]
+        self.worst = heapq.nsmallest(worst_n, self.worst + items)
+        for item in items:
             self.seen_ok += 1
-            if worst_n:
-                self.worst = sorted(self.worst + [item])[:worst_n]
             # the reservoir keeps room for the worst ones it may also hold (they are shown once)
             if len(self.sample) < sample_n + worst_n:
                 self.sample.append(item)
@@ -206,6 +206,10 @@ class ReportWriter:
             "stage_seconds": {s: round(v, 2) for s, v in self.stages.items()},
             "devices": sorted(self.devices), "nodes": sorted(self.nodes),
         }
+
+
+def _size(width: int | None, height: int | None) -> str | None:
+    return f"{width}x{height}" if width else None
 
 
 def failure_cause(name: str, error: str | None) -> str:

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow.fs as pafs
 import ray
 import ray.train
 import ray.train.torch
@@ -27,6 +28,7 @@ from srcore.train.config import ConfigError, TrainConfig, check_locations, from_
 from srcore.train.data import decode_rgb, sample_patches
 from srcore.train.loop import SRTrainer
 
+from .cluster import quiet_ray_data
 from .progress import eta
 from .storage import filesystem, is_uri, join, list_files, read_bytes, write_bytes_atomic
 
@@ -283,7 +285,7 @@ def prepare_run(cfg: TrainConfig, mode: str = "auto") -> tuple[TrainConfig, list
         raise ConfigError("training logs need tensorboardX: pip install 'srcore[train]'") from None
     fs, root = filesystem(cfg.run_dir)
     config_path = f"{root}/{CONFIG_FILE}"
-    exists = fs.get_file_info(config_path).type.name == "File"
+    exists = fs.get_file_info(config_path).type == pafs.FileType.File
     if mode == "resume" and not exists:
         raise ConfigError(f"--resume: no run to resume at {cfg.run_dir}")
     changes = None
@@ -308,15 +310,6 @@ def quiet_ray_train() -> None:
     for name in list(logging.root.manager.loggerDict):
         if "/ray/train/" in name or name.startswith("ray.train"):
             logging.getLogger(name).setLevel(logging.WARNING)
-
-
-def quiet_ray_data() -> None:
-    """Training logs its own progress: Ray Data's per-block progress bars and logs would drown it."""
-    context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = False
-    context.enable_operator_progress_bars = False
-    context.print_on_execution_start = False
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
 
 
 def run_training(cfg: TrainConfig) -> ray.train.Result:

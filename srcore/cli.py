@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from tqdm import tqdm
@@ -36,6 +38,10 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def is_glob(text: str) -> bool:
+    return any(ch in text for ch in "*?[")
+
+
 def expand_inputs(items: list[str], skip_under: Path | None = None, skip_suffix: str = "") -> list[tuple[Path, str]]:
     """(file, output stem) for files, folders (recursively; stems keep sub-folders) and globs (relative or
     absolute), in order. Files under ``skip_under`` whose stem ends with ``skip_suffix`` are earlier outputs
@@ -47,7 +53,7 @@ def expand_inputs(items: list[str], skip_under: Path | None = None, skip_suffix:
             for q in sorted(p.rglob("*")):
                 if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES:
                     found.append((q, str(q.relative_to(p).with_suffix(""))))
-        elif any(ch in item for ch in "*?["):
+        elif is_glob(item):
             # Path().glob refuses absolute patterns: glob from the pattern's anchor
             root, pattern = (Path(p.anchor), str(p.relative_to(p.anchor))) if p.is_absolute() else (Path(), item)
             found += [(q, q.stem) for q in sorted(root.glob(pattern)) if q.is_file()]
@@ -64,12 +70,8 @@ def output_conflict(items: list[str], output: Path) -> str | None:
     out = output.resolve()
     for item in items:
         p = Path(item)
-        if any(ch in item for ch in "*?[") and not p.exists():  # a glob: the folder before the first wildcard
-            fixed = []
-            for part in p.parts:
-                if any(ch in part for ch in "*?["):
-                    break
-                fixed.append(part)
+        if is_glob(item) and not p.exists():  # a glob: the folder before the first wildcard
+            fixed = list(itertools.takewhile(lambda part: not is_glob(part), p.parts))
             p = Path(*fixed) if fixed else Path()
         folder = (p if p.is_dir() else p.parent).resolve()
         if out == folder or (p.is_dir() and folder in out.parents):
@@ -183,9 +185,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as one ``warning: ...`` line that the progress bar redraws below, without Python's
+    file:line and source line (they are about srcore's code, not the user's images)."""
+    tqdm.write(f"warning: {message}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    with warnings.catch_warnings():
+        warnings.showwarning = show_warning
+        return args.func(args)
 
 
 if __name__ == "__main__":

@@ -373,8 +373,7 @@ def render_raster(upscaler: Upscaler, src, name: str, path: str, fmt: str, optio
 def output_path(src: str | os.PathLike, out_dir: str | os.PathLike, stem: str, options: OutputOptions) -> Path:
     """Where :func:`upscale_file` writes ``src``: ``out_dir/<stem><ext>``, the extension by the format rule
     (rasters and COGs are .tif)."""
-    fmt = output_format(str(src), options.format)
-    return Path(out_dir) / f"{stem}{EXTENSIONS['TIFF' if fmt == 'COG' else fmt]}"
+    return Path(out_dir) / f"{stem}{EXTENSIONS[output_format(str(src), options.format)]}"
 
 
 def is_finished(target: Path, src: str | os.PathLike, model_id: str, scale: float) -> bool:
@@ -405,17 +404,16 @@ def upscale_file(upscaler: Upscaler, src: str | os.PathLike, out_dir: str | os.P
     provenance = Provenance(model_id, options.outscale or upscaler.scale, src.resolve().as_posix(),
                             local_version(src), run)
     fmt = output_format(str(src), options.format)
+    target = output_path(src, out_dir, stem or src.stem, options)
     if may_be_raster(src.name):
         with gdal_env():
             raster = opens_as_raster(src.name, lambda: open_raster(str(src)))
-            if raster is not None:
-                target = Path(out_dir) / f"{stem or src.stem}.tif"
+            if raster is not None:  # render_raster refuses formats other than TIFF and COG (.tif)
                 with raster, atomic_path(target) as tmp:
                     out = render_raster(upscaler, raster, str(src), str(tmp), fmt, options, provenance, progress)
                 return target, (out.width * upscaler.scale, out.height * upscaler.scale)
     source = decode(src.read_bytes(), str(src), options.max_input_pixels)
     fmt = "TIFF" if fmt == "COG" else fmt  # a plain TIFF asked for as COG
-    target = output_path(src, out_dir, stem or src.stem, options)
     with atomic_path(target) as tmp:
         if streams(upscaler, source, fmt, options):
             with open(tmp, "wb") as file:

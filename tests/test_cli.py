@@ -88,6 +88,12 @@ def test_upscale_never_writes_over_its_inputs_and_skips_finished_outputs(tmp_pat
     assert sorted(p.name for p in photos.iterdir()) == ["a.png", "a_out.png", "b.png", "b_out.png"]
     assert Image.open(photos / "a_out.png").size == (48, 40)
     assert "model" in result.stderr and "tile" in result.stderr  # the header line
+    # a warning is one line naming the image, not Python's file:line and source line
+    jpeg = srcore_cli("upscale", str(photos / "a.png"), "-o", str(tmp_path / "jpeg"), "--format", "jpg",
+                      "--model", str(weights), "--tile", "64", "--tile-overlap", "32")
+    assert jpeg.returncode == 0, jpeg.stderr
+    assert "warning: tile 64 with overlap 32 computes every output pixel" in jpeg.stderr
+    assert "UserWarning" not in jpeg.stderr and "upscale.py:" not in jpeg.stderr
     made = {p: p.stat().st_mtime_ns for p in photos.glob("*_out.png")}
     again = srcore_cli("upscale", str(photos), "-o", str(photos), "--suffix", "_out", "--model", str(weights))
     assert again.returncode == 0 and "0 of 2 images upscaled, 2 already done" in again.stdout

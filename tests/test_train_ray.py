@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import ray
@@ -93,6 +94,16 @@ def test_a_failed_worker_resumes_from_the_last_checkpoint(ray_cluster, tmp_path)
     assert state["iteration"] == 5 and state["segments"] == [0, 2]  # restarted from the checkpoint at 2
 
 
+def load_job(name: str):
+    """A jobs/ script as a module, to call its main() in this process (on the fixture's Ray)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[1] / "jobs" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_prepare_dataset_is_resumable_and_trains(ray_cluster, tmp_path):
     import json
 
@@ -121,6 +132,13 @@ def test_prepare_dataset_is_resumable_and_trains(ray_cluster, tmp_path):
     assert not list((out / "shards").glob(".*"))  # no temporaries
     with pytest.raises(ValueError, match="was prepared with crop/step/thresh"):
         prepare_dataset(str(src), str(out), CropSpec(crop=32, step=16))
+    # the job: one broken file of four fails the run unless --max-failure-rate tolerates it
+    job = load_job("prepare_dataset")
+    flags = ["--input", str(src), "--output", str(out), "--crop", "48", "--step", "24"]
+    assert job.main(flags) == 1
+    assert job.main(flags + ["--max-failure-rate", "0.25"]) == 0
+    assert job.main(flags + ["--max-failure-rate", "0.2"]) == 1
+    assert job.main(flags + ["--max-failure-rate", "2"]) == 2
     cfg = load_config(base=tiny_config("prepared", tmp_path, workers=1, iterations=2, checkpoint_every=2,
                                        data={"train": [str(out)]}))
     result = run_training(cfg)

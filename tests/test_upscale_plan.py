@@ -20,7 +20,8 @@ from PIL import Image
 
 from pipelines.keys import plan_outputs, safe_relative
 from pipelines.lease import Lease, LeaseHeld
-from pipelines.report import ReportWriter, histogram_svg, read_report_rows
+from pipelines.report import ReportWriter, read_report_rows
+from pipelines.report_html import histogram_svg
 from pipelines.storage import ListingError, Store
 from pipelines.upscale import OUTPUT_SCHEMA, REPORT_SCHEMA, UpscaleJob, output_is_finished, plan
 from pipelines.upscale.plan import _formats

@@ -26,10 +26,11 @@ def preview_pair(lr: np.ndarray, sr: np.ndarray, size: int = 48) -> tuple[bytes,
     before = lr8[y0 : y0 + size, x0 : x0 + size]
     after = sr8[round(y0 * s_y) : round((y0 + size) * s_y), round(x0 * s_x) : round((x0 + size) * s_x)]
     show = (after.shape[1], after.shape[0])
-    return _png(Image.fromarray(_rgb(before)).resize(show, Image.NEAREST)), _png(Image.fromarray(_rgb(after)))
+    before_png = _png(Image.fromarray(_displayable(before)).resize(show, Image.NEAREST))
+    return before_png, _png(Image.fromarray(_displayable(after)))
 
 
-def _rgb(a: np.ndarray) -> np.ndarray:
+def _displayable(a: np.ndarray) -> np.ndarray:
     """RGB, or RGBA where the image has alpha (the report shows it on a checkerboard)."""
     if a.shape[2] <= 2:
         gray = np.repeat(a[..., :1], 3, axis=2)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import time
 import warnings
 from dataclasses import dataclass
@@ -89,6 +88,8 @@ def _process(job: UpscaleJob, model, manifest: Manifest, progress: bool, report)
     import ray
     from ray.data import ActorPoolStrategy
 
+    from ..cluster import quiet_ray_data
+
     gpus = job.num_gpus_per_actor
     if gpus is None:
         gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
@@ -96,11 +97,8 @@ def _process(job: UpscaleJob, model, manifest: Manifest, progress: bool, report)
     min_actors = min(job.min_actors, max_actors)
     print(f"[srcore] {manifest.todo.rows} to decode and upscale on {f'{gpus:g}-GPU' if gpus else 'CPU'} actors: "
           f"{min_actors}..{max_actors}", flush=True)
+    quiet_ray_data()  # the job prints images, rate, ETA and failures instead
     ctx = ray.data.DataContext.get_current()
-    # Ray Data's bars count blocks ("Total Progress: 0/?"); the job prints images, rate, ETA and failures
-    ctx.enable_progress_bars = False
-    ctx.print_on_execution_start = False
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
     log = ProgressLog(manifest.todo.rows, interval=10.0 if progress else 60.0,
                       print_fn=lambda line: print(line, flush=True))
     # A block whose workers keep dying (out of memory, a native crash) is dropped instead of ending the run;

@@ -196,8 +196,8 @@ class TrainConfig:
             # a registered model name is not a path
             return str(candidate) if path or "/" in value or "\\" in value or candidate.exists() else value
 
-        storage = fix(self.run.storage_path, path=True)
-        run_dir = f"{storage.rstrip('/')}/{self.name}"
+        run = dataclasses.replace(self.run, storage_path=fix(self.run.storage_path, path=True))
+        run_dir = dataclasses.replace(self, run=run).run_dir
         export = fix(self.export) if self.export else f"{run_dir}/{self.name}.safetensors"
         # TensorBoard writes local files: beside the run, or under ./runs when the run is in a bucket
         log_dir = fix(self.log_dir, path=True) or (f"{run_dir}/logs" if "://" not in run_dir
@@ -210,7 +210,7 @@ class TrainConfig:
             generator=dataclasses.replace(self.generator, pretrained=fix(self.generator.pretrained)),
             vgg=dataclasses.replace(self.vgg, weights=fix(self.vgg.weights)),
             log_dir=log_dir, export=export,
-            run=dataclasses.replace(self.run, storage_path=storage),
+            run=run,
             fault=dataclasses.replace(self.fault, marker=fix(self.fault.marker)),
         )
 
