@@ -50,7 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     metrics = result.metrics or {}
     scores = " ".join(f"{k.removeprefix('val/')} {v:.4f}" for k, v in metrics.items() if k.startswith("val/"))
     print(f"done: {cfg.name} at iteration {metrics.get('iteration')}{'; ' + scores if scores else ''}")
-    print(f"model: {cfg.export}  (srcore upscale IN -o OUT --model {cfg.export})")
+    # srcore upscale loads local weights files: a bucket export is fetched first
+    usage = "" if "://" in cfg.export else f"  (srcore upscale IN -o OUT --model {cfg.export})"
+    print(f"model: {cfg.export}{usage}")
     return 0
 
 
