@@ -146,7 +146,7 @@ def measure(n: int, skip: bool, provenance_pass: bool, queue: bool, tmp: str) ->
     if queue:
         import ray
 
-        from pipelines.upscale.pages import read_pages
+        from pipelines.pages import read_pages
 
         ray.init(address="local", num_cpus=max(2, os.cpu_count() or 1), include_dashboard=False,
                  log_to_driver=False)

@@ -21,6 +21,7 @@ from pipelines.lease import LeaseHeld
 from pipelines.report import report_files
 from pipelines.storage import ListingError
 from pipelines.upscale import UpscaleJob, run
+from pipelines.upscale.options import STAGE_LAYOUTS
 from srcore.archs.registry import DEFAULT_REALISM, DEFAULT_UPSCALE_MODEL
 from srcore.upscale import EngineOptions, OutputOptions, add_flags, add_realism_flag, from_flags
 from srcore.weights import WeightsError
@@ -50,17 +51,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_realism_flag(p)
     add_flags(p, OutputOptions)  # the same flags, defaults and checks as `srcore upscale`
     add_flags(p, EngineOptions)
-    p.add_argument("--images-per-batch", type=int, default=8, help="images per actor call")
+    p.add_argument("--images-per-batch", type=int, help="images per actor call (default: 32 on GPUs, 8 on CPUs)")
     p.add_argument("--num-gpus-per-actor", type=float,
                    help="GPUs per actor (default: 1 when the cluster has GPUs, else CPU actors; on an "
                         "autoscaling cluster whose GPU nodes start at zero, pass 1)")
     p.add_argument("--cpus-per-actor", type=float, default=1, help="CPUs per actor (CPU actors: torch threads)")
     p.add_argument("--actor-concurrency", type=int,
-                   help="batches per actor at once (default: 2 on GPUs, writing one while upscaling the next; "
+                   help="batches per actor at once (default: 2 on GPUs, handing one on while upscaling the next; "
                         "1 on CPUs)")
-    p.add_argument("--io-threads", type=int, default=4, help="encode-and-write threads per actor")
+    p.add_argument("--stage-layout", choices=STAGE_LAYOUTS, default="auto",
+                   help="fused: each actor reads, decodes, upscales, encodes and writes its images; split: decoding "
+                        "and encoding on CPU tasks beside the actors; auto: split on GPUs, fused on CPUs")
     p.add_argument("--min-actors", type=int, default=1, help="actors the pool keeps")
-    p.add_argument("--max-actors", type=int, help="default: one per GPU, or half the CPUs")
+    p.add_argument("--max-actors", type=int, help="default: one per GPU; on CPUs one per --cpus-per-actor CPUs "
+                                                  "(fused), half of that (split)")
     p.add_argument("--overwrite", action="store_true", help="redo inputs whose outputs are already finished")
     p.add_argument("--extensions", default=",".join(UpscaleJob.__dataclass_fields__["extensions"].default),
                    help="input file suffixes, comma-separated")
@@ -111,13 +115,13 @@ def main(argv: list[str] | None = None) -> int:
             engine=from_flags(EngineOptions, args),
             output_options=from_flags(OutputOptions, args), images_per_batch=args.images_per_batch,
             num_gpus_per_actor=args.num_gpus_per_actor, cpus_per_actor=args.cpus_per_actor,
-            actor_concurrency=args.actor_concurrency, io_threads=args.io_threads, min_actors=args.min_actors,
+            actor_concurrency=args.actor_concurrency, stage_layout=args.stage_layout, min_actors=args.min_actors,
             max_actors=args.max_actors, overwrite=args.overwrite,
             extensions=tuple("." + e.strip().lstrip(".").lower() for e in args.extensions.split(",") if e.strip()),
             limit=args.limit, sample=args.sample, seed=args.seed, report=args.report, previews=args.previews,
             break_lease=args.break_lease,
             **({"run_id": args.run_id} if args.run_id else {}))
-        result = run(job, progress=not args.no_progress, connect=lambda: connect_or_start(min_cpus=2))
+        result = run(job, progress=not args.no_progress, connect=lambda: connect_or_start(min_cpus=2, dashboard=False))
     except (ValueError, WeightsError, FileNotFoundError, ListingError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -74,8 +74,14 @@ class Picture:
 # --------------------------------------------------------------------------- decoding
 
 
-def decode(data: bytes, name: str = "<bytes>", max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Picture:
-    """Decode image bytes. Errors (empty, truncated, corrupt, unknown format, too many pixels) name ``name``."""
+def decode(data: bytes, name: str = "<bytes>", max_pixels: int | None = DEFAULT_MAX_PIXELS,
+           jpeg_pixels: Callable[[bytes], np.ndarray] | None = None) -> Picture:
+    """Decode image bytes. Errors (empty, truncated, corrupt, unknown format, too many pixels) name ``name``.
+
+    ``jpeg_pixels``: decodes the pixels of 8-bit RGB JPEGs instead of Pillow, (H, W, 3) uint8 as stored (before
+    EXIF orientation), e.g. on a GPU (:func:`srcore.gpu_codecs.jpeg_decoder`); Pillow still reads the header and
+    the metadata, and decodes the file when ``jpeg_pixels`` fails on it.
+    """
     if not data:
         raise ImageDecodeError(f"{name}: empty file (0 bytes)")
     try:
@@ -99,10 +105,14 @@ def decode(data: bytes, name: str = "<bytes>", max_pixels: int | None = DEFAULT_
             chunks = im.info  # the text before the pixels (Pillow's 8-bit load would cost a full decode)
         else:
             source_mode = im.mode
-            im.load()
+            pixels = _other_jpeg_pixels(data, im, jpeg_pixels)
+            if pixels is not None:
+                pixels = _orient(pixels, orientation)
+            else:
+                im.load()
+                # exif_transpose copies even an upright image: 4 bytes a pixel more at the decode's peak
+                pixels = _pil_to_pixels(im if orientation == 1 else ImageOps.exif_transpose(im))
             chunks = im.text if fmt == "PNG" else {}
-            # exif_transpose copies even an upright image: 4 bytes a pixel more at the decode's peak
-            pixels = _pil_to_pixels(im if orientation == 1 else ImageOps.exif_transpose(im))
         if fmt == "PNG":  # keep the source's text chunks (titles, credits) alongside ours, not its XMP:
             # an output's only XMP packet is its own provenance (the AI notice, the resume record)
             text = {k: v for k, v in chunks.items() if isinstance(v, str) and not _is_xmp(k, v)}
@@ -115,6 +125,18 @@ def decode(data: bytes, name: str = "<bytes>", max_pixels: int | None = DEFAULT_
     if ORIENTATION_TAG in exif:
         exif[ORIENTATION_TAG] = 1
     return Picture(pixels, source_mode, icc, exif.tobytes() if len(exif) else None, fmt, text)
+
+
+def _other_jpeg_pixels(data: bytes, im: Image.Image, jpeg_pixels: Callable[[bytes], np.ndarray] | None):
+    """An 8-bit RGB JPEG's pixels from ``jpeg_pixels``, or None (not such a file, no decoder, or it failed: then
+    Pillow decodes it, and says what is wrong with a broken file)."""
+    if jpeg_pixels is None or im.format != "JPEG" or im.mode != "RGB":
+        return None
+    try:
+        pixels = jpeg_pixels(data)
+    except Exception:
+        return None
+    return pixels if pixels.shape == (im.size[1], im.size[0], 3) else None
 
 
 def _is_xmp(key: str, value: str) -> bool:

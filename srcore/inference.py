@@ -23,7 +23,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import gpu_codecs as gpu_codecs_module
 from .archs.descriptor import ModelDescriptor
+from .compiled import compiled, resolve_compile
 from .modes import assemble, band_assembler, check_alpha, max_value, network_inputs
 
 Precision = str  # "auto" | "fp32" | "fp16" | "bf16"
@@ -187,7 +189,10 @@ class Upscaler:
             half of it is context only; a ``feather`` band (overlap / 8) at the middle is blended.
         batch_size: tiles (or whole small images) per forward pass; ``"auto"``: 1 on CPU (batching costs there:
             2.1 vs 4.3 MP/s for 4 small images on 2 cores), on CUDA as many as half the free memory holds.
-        compile: wrap the model in ``torch.compile`` (PyTorch runtime).
+        compile: ``"auto"`` (CUDA: a captured CUDA graph for each recurring shape, kept where it measures
+            faster than eager), ``"graphs"`` (always, for recurring shapes), ``"inductor"`` (``torch.compile``
+            first; on CPUs too), ``"off"``; see :mod:`srcore.compiled`. True and False mean inductor and off.
+        gpu_codecs: on CUDA, JPEG inputs decode and JPEG outputs encode on the GPU (:attr:`codec_device`).
         runtime: ``"auto"``: OpenVINO on CPUs where the ``openvino`` extra is installed (1.2-2x eager
             PyTorch, see docs/engine.md), else PyTorch; ``"torch"``;
             ``"openvino"`` (CPU only). A model OpenVINO cannot convert runs on PyTorch, with a warning.
@@ -198,7 +203,7 @@ class Upscaler:
 
     def __init__(self, model: nn.Module, device: str | torch.device | None = None, precision: Precision = "auto",
                  tile: int | str | None = "auto", tile_overlap: int | None = None, batch_size: int | str = "auto",
-                 compile: bool = False, runtime: str = "auto"):
+                 compile: bool | str = "auto", runtime: str = "auto", gpu_codecs: bool = True):
         self.descriptor = model.descriptor
         if self.descriptor.kind != "generator":
             raise ValueError(f"{type(model).__name__} is a {self.descriptor.kind}, not an upscaling model")
@@ -231,7 +236,10 @@ class Upscaler:
         self.runtime = _resolve_runtime(runtime, self.device)
         self._threads = torch.get_num_threads()
         self._auto = precision == "auto"
-        self._compile = compile
+        self.compile = resolve_compile(compile, self.device, self.runtime)
+        # where JPEGs are decoded and encoded (srcore.gpu_codecs), None: on the CPU
+        self.codec_device = self.device if gpu_codecs and self.device.type == "cuda" else None
+        self.jpeg_pixels = gpu_codecs_module.jpeg_decoder(self.device) if self.codec_device else None
         self._lock = threading.Lock()
         # "auto" keeps an fp32 source: 16-bit and float pixels run in fp32 (bf16 would keep 8 of their bits)
         keep = self._auto and self.dtype != torch.float32
@@ -250,7 +258,7 @@ class Upscaler:
                 self.runtime = "torch"
         model = copy.deepcopy(model).eval().requires_grad_(False).to(self.device, dtype)
         model = model.to(memory_format=torch.channels_last)  # +5% (CPU fp32) to 1.6x (CPU bf16), and on CUDA
-        return torch.compile(model) if self._compile else model
+        return compiled(model, self.compile, self.device)
 
     @property
     def model(self):

@@ -147,7 +147,8 @@ LR_CHECK_PIXELS = 1 << 21  # input pixels checked at most: beyond them, a grid o
 _CROP, _MARGIN = 256, 4  # crop side and context (input pixels; the bicubic kernel reaches 2 of them)
 
 
-def lr_consistency(lr: np.ndarray, sr: np.ndarray, scale: float, max_pixels: int = LR_CHECK_PIXELS) -> float | None:
+def lr_consistency(lr: np.ndarray, sr: np.ndarray | torch.Tensor, scale: float, max_pixels: int = LR_CHECK_PIXELS,
+                   device: torch.device | str | None = None) -> float | None:
     """LR-consistency PSNR (dB, on Y): the output downscaled by the benchmarks' MATLAB bicubic against the input.
 
     Needs no ground truth: a faithful upscaler reproduces its input when downscaled again; hallucinated or
@@ -161,8 +162,11 @@ def lr_consistency(lr: np.ndarray, sr: np.ndarray, scale: float, max_pixels: int
     Memory is bounded: an input over ``max_pixels`` (integer scales) is checked on an even grid of 256-pixel
     crops covering about ``max_pixels`` of it, each downscaled with 4 pixels of context and compared inside
     it, so the check needs about 40 bytes per output pixel of one crop (some 45 MB at x4), not of the image.
+
+    ``device``: where the arithmetic runs (default the CPU); ``sr`` may already be a tensor there, as a GPU
+    worker holds its outputs: pixels go there as integers, only two input-sized planes come back.
     """
-    check = LrCheck(lr, scale, max_pixels)
+    check = LrCheck(lr, scale, max_pixels, device)
     check.add(0, sr)
     return check.result()
 
@@ -174,9 +178,11 @@ class LrCheck:
     input is at most ``max_pixels``, or the scale is not an integer: such outputs are small or held anyway).
     """
 
-    def __init__(self, lr: np.ndarray, scale: float, max_pixels: int = LR_CHECK_PIXELS):
+    def __init__(self, lr: np.ndarray, scale: float, max_pixels: int = LR_CHECK_PIXELS,
+                 device: torch.device | str | None = None):
         self.lr = lr[..., None] if lr.ndim == 2 else lr
         self.scale = scale
+        self.device = torch.device(device or "cpu")
         h, w = self.lr.shape[:2]
         self.whole = h * w <= max_pixels or scale != int(scale) or min(h, w) < _CROP
         self._bands: list[np.ndarray] = []
@@ -219,7 +225,7 @@ class LrCheck:
     def _finish(self, grid_row: dict) -> None:
         y, y0, y1 = grid_row["y"], grid_row["y0"], grid_row["y1"]
         for x, x0, x1, buf in grid_row["crops"]:
-            down, ref = _y_pair(self.lr[y0:y1, x0:x1], buf, int(self.scale))
+            down, ref = _y_pair(self.lr[y0:y1, x0:x1], buf, int(self.scale), self.device)
             inside = (..., slice(y - y0, y - y0 + _CROP), slice(x - x0, x - x0 + _CROP))
             self._squared += float(((down[inside] - ref[inside]) ** 2).sum())
             self._count += _CROP * _CROP
@@ -229,24 +235,32 @@ class LrCheck:
             sr = self._bands[0] if len(self._bands) == 1 else np.concatenate(self._bands)
             if min(sr.shape[:2]) < 4:
                 return None
-            return _psnr(*_y_pair(self.lr, sr, self.scale))
+            return _psnr(*_y_pair(self.lr, sr, self.scale, self.device))
         if self._rows or not self._count:
             raise ValueError("the output's rows have not all been added")
         return 10 * float(np.log10(255.0**2 / max(self._squared / self._count, 1e-10)))
 
 
-def _y_pair(lr: np.ndarray, sr: np.ndarray, scale: float):
-    """(the output's Y downscaled by 1/scale, the input's Y), on the 8-bit scale, cropped to a common size."""
-    top = 65535.0 if sr.dtype == np.uint16 else 255.0
+def _y_pair(lr: np.ndarray, sr: np.ndarray | torch.Tensor, scale: float, device: torch.device):
+    """(the output's Y downscaled by 1/scale, the input's Y), on the 8-bit scale, cropped to a common size;
+    computed on ``device``."""
+    top = 65535.0 if sr.dtype in (np.uint16, torch.int32) else 255.0
 
-    def y_plane(pixels: np.ndarray) -> torch.Tensor:
-        x = torch.from_numpy(np.array(pixels[..., :3] if pixels.shape[2] >= 3 else pixels[..., :1], np.float32))
-        return to_y_torch(x.permute(2, 0, 1)[None] / top)
+    def y_plane(pixels: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """(H, W, C) pixels -> (1, 1, H, W) Y (:func:`to_y_torch`), as one product over the channels."""
+        colour = pixels[..., :3] if pixels.shape[2] >= 3 else pixels[..., :1]
+        if isinstance(colour, np.ndarray):  # integers travel; uint16 as int32 (torch's uint16 has few kernels)
+            wide = colour.dtype == np.uint16
+            colour = torch.from_numpy(colour.astype(np.int32) if wide or not colour.flags.writeable
+                                      else np.ascontiguousarray(colour))
+        x = colour.to(device, non_blocking=True).float()
+        weights = torch.tensor(Y_WEIGHTS if x.shape[2] == 3 else (255.0,), device=device) / top
+        return (x @ weights + (16.0 if x.shape[2] == 3 else 0.0))[None, None]
 
     with torch.inference_mode():
         down, ref = imresize_torch(y_plane(sr), 1.0 / scale), y_plane(lr)
         h, w = min(down.shape[2], ref.shape[2]), min(down.shape[3], ref.shape[3])
-        return down[..., :h, :w].numpy(), ref[..., :h, :w].numpy()
+        return down[..., :h, :w].cpu().numpy(), ref[..., :h, :w].cpu().numpy()
 
 
 def _psnr(down: np.ndarray, ref: np.ndarray) -> float:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import os
 import threading
 import warnings
 
@@ -47,7 +48,9 @@ class OpenVINONetwork:
                                          input=[ov.PartialShape([-1, descriptor.in_channels, -1, -1])])
         hint = {torch.bfloat16: "bf16", torch.float16: "f16"}.get(dtype, "f32")
         self._core = ov.Core()
-        self._config = {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": max(1, threads)}
+        self._config = {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": max(1, threads),
+                        # OpenVINO pins its threads to the first cores: two 1-thread workers would share core 0
+                        "ENABLE_CPU_PINNING": threads >= (os.cpu_count() or 1)}
         self.compiled = self._compile(converted, "LATENCY")
         self.output = self.compiled.output(0)
         self.precision = hint

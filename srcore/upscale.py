@@ -17,8 +17,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import BinaryIO
 
+import numpy as np
 from PIL import ImageColor
 
+from . import gpu_codecs
 from .atomic import atomic_path
 from .geo import (
     GEO_SUFFIXES,
@@ -43,7 +45,7 @@ from .imageio import (
     png_chunks,
     probe_provenance,
 )
-from .inference import Upscaler
+from .inference import COMPILE_MODES, Upscaler
 from .metrics import LR_CHECK_PIXELS, LrCheck
 from .modes import ALPHA_MODES, band_assembler
 from .png_writer import PngWriter
@@ -95,6 +97,12 @@ class EngineOptions:
                                   "memory on GPUs", parse=parse_batch)
     runtime: str = _flag("auto", "auto: OpenVINO on CPUs where the openvino extra is installed, else PyTorch",
                          choices=("auto", "torch", "openvino"))
+    compile: str = _flag("auto", "CUDA: 'graphs' replays each tile shape as a captured CUDA graph, 'inductor' also "
+                         "compiles the network with torch.compile (minutes the first time, cached on local disk), "
+                         "'auto' keeps CUDA graphs for each shape where they measure faster than eager, 'off' runs "
+                         "eager; CPUs run eager (or OpenVINO)", choices=COMPILE_MODES)
+    codecs: str = _flag("auto", "auto: when the model runs on a CUDA GPU, JPEG inputs decode and JPEG outputs encode "
+                        "there (nvJPEG), else on the CPU; cpu: always on the CPU", choices=("auto", "cpu"))
 
     def __post_init__(self):
         check_flags([
@@ -105,11 +113,14 @@ class EngineOptions:
             (self.batch_size == "auto" or (isinstance(self.batch_size, int) and self.batch_size >= 1),
              "batch-size", "must be 'auto' or >= 1"),
             (self.runtime in ("auto", "torch", "openvino"), "runtime", "must be auto, torch or openvino"),
+            (self.compile in COMPILE_MODES, "compile", f"must be one of {', '.join(COMPILE_MODES)}"),
+            (self.codecs in ("auto", "cpu"), "codecs", "must be auto or cpu"),
         ], self)
 
     def build(self, model, device: str | None = None) -> Upscaler:
         return Upscaler(model, device=device, precision=self.precision, tile=self.tile,
-                        tile_overlap=self.tile_overlap, batch_size=self.batch_size, runtime=self.runtime)
+                        tile_overlap=self.tile_overlap, batch_size=self.batch_size, runtime=self.runtime,
+                        compile=self.compile, gpu_codecs=self.codecs == "auto")
 
 
 @dataclass(frozen=True)
@@ -219,19 +230,31 @@ def render(upscaler: Upscaler, source: Picture, fmt: str, options: OutputOptions
            provenance: Provenance) -> tuple[bytes, Picture]:
     """Upscale decoded pixels and encode them: (the output file's bytes, the output picture)."""
     pixels = upscaler.upscale_pixels(source.pixels, options.alpha, options.outscale)
-    return encode_output(source, pixels, fmt, options, provenance)
+    return encode_output(source, pixels, fmt, options, provenance, upscaler.codec_device)
 
 
-def encode_output(source: Picture, pixels, fmt: str, options: OutputOptions,
-                  provenance: Provenance) -> tuple[bytes, Picture]:
-    """Encode upscaled pixels with the source's metadata (ICC, EXIF, text) and the provenance."""
+def encode_output(source: Picture, pixels, fmt: str, options: OutputOptions, provenance: Provenance,
+                  device=None, device_pixels=None) -> tuple[bytes, Picture]:
+    """Encode upscaled pixels with the source's metadata (ICC, EXIF, text) and the provenance.
+
+    ``device``: a CUDA device (:attr:`Upscaler.codec_device`) encodes 8-bit RGB JPEGs there with nvJPEG, the
+    metadata segments as Pillow writes them (:mod:`srcore.gpu_codecs`); ``device_pixels``: the same pixels
+    already there. Everything else, and every output without a device, is encoded on the CPU.
+    """
     output = replace(source, pixels=pixels)
     if fmt == "JPEG" and pixels.shape[2] in (2, 4):
         warnings.warn(f"{provenance.source or 'output'}: JPEG has no alpha; composited on --background "
                       f"{options.background}", stacklevel=2)
-    data = encode(output, fmt, options.quality, provenance, png_compression=options.png_compression,
-                  background=parse_color(options.background))
-    return data, output
+
+    def on_cpu(picture: Picture) -> bytes:
+        return encode(picture, fmt, options.quality, provenance, png_compression=options.png_compression,
+                      background=parse_color(options.background))
+
+    if device is not None and fmt == "JPEG" and gpu_codecs.can_encode(pixels.shape, pixels.dtype, source.source_mode):
+        header = on_cpu(replace(source, pixels=np.zeros((1, 1, 3), np.uint8)))  # the metadata, as Pillow writes it
+        on_device = device_pixels if device_pixels is not None else pixels
+        return gpu_codecs.encode_jpeg(on_device, options.quality, header, device), output
+    return on_cpu(output), output
 
 
 STREAM_OUTPUT_PIXELS = 1 << 26  # PNG outputs above 64 MP are streamed: written band by band as they are made
@@ -302,7 +325,7 @@ def local_version(path: str | os.PathLike) -> str:
 def upscale_bytes(upscaler: Upscaler, data: bytes, name: str, model_id: str,
                   options: OutputOptions = OutputOptions(), provenance: Provenance | None = None) -> UpscaleResult:
     """Decode, upscale and encode one image; errors name ``name``."""
-    source = decode(data, name, options.max_input_pixels)
+    source = decode(data, name, options.max_input_pixels, upscaler.jpeg_pixels)
     fmt = output_format(name, options.format)
     provenance = provenance or Provenance(model_id, options.outscale or upscaler.scale)
     out, output = render(upscaler, source, fmt, options, provenance)
@@ -412,7 +435,7 @@ def upscale_file(upscaler: Upscaler, src: str | os.PathLike, out_dir: str | os.P
                 with raster, atomic_path(target) as tmp:
                     out = render_raster(upscaler, raster, str(src), str(tmp), fmt, options, provenance, progress)
                 return target, (out.width * upscaler.scale, out.height * upscaler.scale)
-    source = decode(src.read_bytes(), str(src), options.max_input_pixels)
+    source = decode(src.read_bytes(), str(src), options.max_input_pixels, upscaler.jpeg_pixels)
     fmt = "TIFF" if fmt == "COG" else fmt  # a plain TIFF asked for as COG
     with atomic_path(target) as tmp:
         if streams(upscaler, source, fmt, options):

@@ -308,8 +308,8 @@ def test_plan_pages_reach_ray_data_as_small_blocks_and_the_driver_keeps_few_read
     MAX_READ_TASKS blocks a block holds several batches, so the driver's read tasks stay bounded."""
     import ray
 
-    from pipelines.upscale import pages as pages_module
-    from pipelines.upscale.pages import PageFile, read_pages
+    from pipelines import pages as pages_module
+    from pipelines.pages import PageFile, read_pages
 
     monkeypatch.setattr(pages_module, "PAGE_ROWS", 16)
     pages = PageFile(str(tmp_path / "rows.arrow"), pa.schema([("i", pa.int64())]))

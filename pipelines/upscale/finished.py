@@ -13,9 +13,9 @@ import pyarrow.parquet as pq
 from srcore.imageio import made_from, probe_provenance
 
 from ..keys import digests
+from ..pages import PAGE_ROWS
 from ..storage import Store
 from .options import REPORT_FOLDER
-from .pages import PAGE_ROWS
 
 
 @dataclass

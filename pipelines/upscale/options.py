@@ -12,6 +12,7 @@ from srcore.upscale import EngineOptions, OutputOptions, check_flags, new_run_id
 from ..storage import is_uri, join
 
 REPORT_FOLDER = "_reports"
+STAGE_LAYOUTS = ("auto", "fused", "split")
 _RUN_ID = re.compile(r"[A-Za-z0-9._-]{1,100}")  # beside the outputs; never listed as output or input images
 
 
@@ -26,19 +27,23 @@ class UpscaleJob:
         realism: 0..1 blend of a GAN model and its PSNR partner (``srcore.weights.load_upscaling_model``).
         engine: how the network runs, and output_options: how outputs are made: the same dataclasses (and
             flags) as ``srcore upscale``'s, so a folder upscaled by either gives the same bytes.
-        images_per_batch: images per actor call; similar sizes share forward passes.
+        images_per_batch: images per actor call (and per decode or encode block); similar sizes share forward
+            passes. None: 32 on GPUs, 8 on CPUs (``run.plan_layout``).
         num_gpus_per_actor: GPUs per upscaling actor; None: 1 when the cluster has GPUs, else CPU actors.
         cpus_per_actor: CPUs per actor (CPU actors use them as torch threads).
-        min_actors, max_actors: the actor pool's autoscaling bounds (max default: one per GPU, or half the CPUs).
+        min_actors, max_actors: the actor pool's autoscaling bounds (max default: one per GPU; on CPUs one per
+            ``cpus_per_actor`` CPUs, fused, or half of them, split); all start at once.
+        stage_layout: ``fused``: each actor reads, decodes, upscales, encodes and writes its images (one core's
+            whole work); ``split``: decoding and encoding on CPU tasks beside the actors, which only upscale;
+            ``auto``: split with GPU actors, fused with CPU actors (``stages``).
         overwrite: redo inputs whose outputs are finished.
         extensions: input file suffixes.
         limit: the first N inputs (sorted by key); sample: N inputs drawn at random (``seed``).
         report: where the report goes (default ``<output>/_reports/<run id>``).
         previews: before/after crops in report.html, chosen after the run: half the outputs least consistent
             with their inputs (LR-consistency), half a random sample.
-        io_threads: encode-and-write threads per actor.
-        actor_concurrency: batches an actor works on at once (default: 2 on GPUs, so that writing one batch
-            overlaps upscaling the next; 1 on CPUs).
+        actor_concurrency: batches an actor works on at once (default: 2 on GPUs in the split layout, so that
+            handing one batch on overlaps upscaling the next; 1 otherwise).
         input_manifest: a file that names the inputs instead of a listing of ``input``: an S3 Inventory
             ``manifest.json``, or a Parquet or CSV file with a ``key`` column (and ``size``, ``etag``).
         break_lease: take the output prefix's lease even from a run that looks alive (one you know is dead).
@@ -51,7 +56,7 @@ class UpscaleJob:
     realism: float | None = None
     engine: EngineOptions = field(default_factory=EngineOptions)
     output_options: OutputOptions = field(default_factory=OutputOptions)
-    images_per_batch: int = 8
+    images_per_batch: int | None = None
     num_gpus_per_actor: float | None = None
     cpus_per_actor: float = 1
     min_actors: int = 1
@@ -63,21 +68,21 @@ class UpscaleJob:
     seed: int = 0
     report: str | None = None
     previews: int = 6
-    io_threads: int = 4
+    stage_layout: str = "auto"
     actor_concurrency: int | None = None
     break_lease: bool = False
     run_id: str = field(default_factory=new_run_id)
 
     def __post_init__(self):
         checks = [
-            (self.images_per_batch >= 1, "images-per-batch", "must be >= 1"),
+            (self.images_per_batch is None or self.images_per_batch >= 1, "images-per-batch", "must be >= 1"),
             (self.num_gpus_per_actor is None or self.num_gpus_per_actor >= 0, "num-gpus-per-actor", "must be >= 0"),
             (self.cpus_per_actor > 0, "cpus-per-actor", "must be > 0"),
             (self.min_actors >= 1, "min-actors", "must be >= 1"),
             (self.max_actors is None or self.max_actors >= self.min_actors, "max-actors", "must be >= min-actors"),
             (self.limit is None or self.limit >= 0, "limit", "must be >= 0"),
             (self.sample is None or self.sample >= 0, "sample", "must be >= 0"),
-            (self.io_threads >= 1, "io-threads", "must be >= 1"),
+            (self.stage_layout in STAGE_LAYOUTS, "stage-layout", f"must be one of {', '.join(STAGE_LAYOUTS)}"),
             (self.previews >= 0, "previews", "must be >= 0"),
             (self.actor_concurrency is None or self.actor_concurrency >= 1, "actor-concurrency", "must be >= 1"),
             # it names the report's folder under <output>/_reports: a path in it could write elsewhere

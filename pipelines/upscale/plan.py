@@ -19,10 +19,10 @@ from srcore.upscale import output_format
 
 from ..inventory import manifest_pages
 from ..keys import clashing, digests, renamed_keys, wanted_keys
+from ..pages import PageFile
 from ..storage import LISTING_SCHEMA, Store
 from .finished import OutputIndex, ReportWord, scan_outputs, what_reports_say
 from .options import UpscaleJob, _inside
-from .pages import PageFile
 from .rows import MANIFEST_SCHEMA, conform
 
 

@@ -23,16 +23,22 @@ MANIFEST_SCHEMA = pa.schema([
     ("input_version", pa.string()), ("input_bytes", pa.int64()), ("model", pa.string()), ("scale", pa.float32()),
     ("run", pa.string()), ("output_format", pa.string()), ("status", pa.string()),
 ])
-# what flows from the decode tasks to the actors: the report columns so far, and the decoded picture (or, for
-# a georeferenced raster, which the actor reads window by window itself, raster=True and no pixels)
+_METADATA = [("source_mode", pa.string()), ("icc_profile", pa.binary()), ("exif", pa.binary()), ("text", pa.string())]
+# what flows from the decode tasks to the actors (split layout): the report columns so far, and the decoded
+# picture (or a JPEG's bytes, ``data``, for the GPU to decode; or, for a georeferenced raster, which the actor
+# reads window by window itself, raster=True and no pixels)
 DECODED_SCHEMA = pa.schema(list(REPORT_SCHEMA) + [
     ("input_key", pa.string()), ("output_key", pa.string()), ("raster", pa.bool_()),
-    ("pixels", pa.large_binary()),
-    ("pixel_dtype", pa.string()),
-    ("shape", pa.list_(pa.int32())), ("source_mode", pa.string()), ("icc_profile", pa.binary()),
-    ("exif", pa.binary()), ("text", pa.string()),
+    ("pixels", pa.large_binary()), ("pixel_dtype", pa.string()), ("shape", pa.list_(pa.int32())),
+    ("data", pa.large_binary()), *_METADATA,
 ])
-OUTPUT_SCHEMA = REPORT_SCHEMA  # what the actors return: the report's rows
+# what flows from the actors to the encode tasks (split layout): status "upscaled" with the output's pixels, or
+# its file when the GPU encoded it (``encoded``), and the source's metadata; finished rows as they are
+UPSCALED_SCHEMA = pa.schema(list(REPORT_SCHEMA) + [
+    ("output_key", pa.string()), ("output_pixels", pa.large_binary()), ("output_dtype", pa.string()),
+    ("output_shape", pa.list_(pa.int32())), ("encoded", pa.large_binary()), *_METADATA,
+])
+OUTPUT_SCHEMA = REPORT_SCHEMA  # what the last stage returns: the report's rows
 
 
 def _table(rows: list[dict], schema: pa.Schema) -> pa.Table:

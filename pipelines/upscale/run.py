@@ -13,13 +13,13 @@ import pyarrow.compute as pc
 
 from ..keys import digests
 from ..lease import Lease, held_elsewhere
+from ..pages import PageFile, read_pages
 from ..progress import ProgressLog
 from .finished import remove_temporaries, scan_outputs
 from .options import REPORT_FOLDER, UpscaleJob
-from .pages import PageFile, read_pages
 from .plan import Manifest, _store, plan
 from .rows import OUTPUT_SCHEMA, _table
-from .stages import UpscaleWriter, read_and_decode
+from .stages import UpscaleWriter, encode_and_write, read_and_decode
 
 WORKER_RETRIES = 2  # retries of a batch whose worker (decode task or actor) died
 WORKER_DIED = (f"the worker processing this input died {WORKER_RETRIES + 1} times, with the input alone in its batch "
@@ -83,20 +83,65 @@ def _remove_dead_writers_temporaries(target, lease_path: str, temporaries: list[
     return remove_temporaries(target, [t for t in temporaries if not t.startswith(nested)])
 
 
+@dataclass(frozen=True)
+class Layout:
+    """Where each stage runs and with what: a function of the job, the cluster's resources and the work.
+
+    ``fused`` (CPU actors): one actor per ``cpus_per_actor`` CPUs does each image's whole work, so the model
+    gets every core that decoding and encoding do not need, image by image. ``split`` (GPU actors): decode
+    and encode run on CPU tasks, which Ray Data sizes to the node, beside the GPU actors (see ``stages``).
+    """
+
+    fused: bool
+    gpus_per_actor: float
+    cpus_per_actor: float
+    min_actors: int
+    max_actors: int
+    images_per_call: int  # per actor call, and per decode or encode block
+    calls_per_actor: int  # actor calls at once: a GPU actor hands one batch on while it upscales the next
+    jpeg_bytes: bool  # JPEG inputs travel undecoded, for the GPU to decode
+
+    def describe(self, todo: int) -> str:
+        device = f"{self.gpus_per_actor:g}-GPU" if self.gpus_per_actor else f"{self.cpus_per_actor:g}-CPU"
+        actors = f"{self.max_actors}" if self.min_actors == self.max_actors else f"{self.min_actors}..{self.max_actors}"
+        how = ("each reads, decodes, upscales, encodes and writes its images" if self.fused else
+               "decoding and encoding on CPU tasks" + (", JPEG on the GPU" if self.jpeg_bytes else ""))
+        return f"{todo} to upscale on {actors} {device} actors ({'fused' if self.fused else 'split'}: {how})"
+
+
+GPU_IMAGES_PER_CALL = 32  # two of the engine's auto batches of 16 (its peak in bench/inference.py)
+CPU_IMAGES_PER_CALL = 8
+
+
+def plan_layout(job: UpscaleJob, resources: dict[str, float], todo: int) -> Layout:
+    """The :class:`Layout` for ``job`` on a cluster with ``resources`` (``ray.cluster_resources()``) and
+    ``todo`` inputs: actors on GPUs when the cluster has them (``--num-gpus-per-actor``), else on CPUs."""
+    gpus = job.num_gpus_per_actor
+    if gpus is None:
+        gpus = 1.0 if resources.get("GPU", 0) >= 1 else 0.0
+    fused = job.stage_layout == "fused" or (job.stage_layout == "auto" and gpus == 0)
+    per_call = job.images_per_batch or (GPU_IMAGES_PER_CALL if gpus else CPU_IMAGES_PER_CALL)
+    if job.max_actors:
+        most = job.max_actors
+    elif gpus:
+        most = max(1, int(resources.get("GPU", 0) / gpus))
+    else:  # fused: every CPU; split CPU actors leave about half the CPUs to the decode and encode tasks
+        most = max(1, int(resources.get("CPU", 1) / (1 if fused else 2) / job.cpus_per_actor))
+    most = max(1, min(most, -(-todo // per_call)))  # no actor without a batch to do
+    return Layout(fused=fused, gpus_per_actor=gpus, cpus_per_actor=job.cpus_per_actor,
+                  min_actors=min(job.min_actors, most), max_actors=most, images_per_call=per_call,
+                  calls_per_actor=job.actor_concurrency or (2 if gpus and not fused else 1),
+                  jpeg_bytes=bool(gpus) and not fused and job.engine.codecs == "auto")
+
+
 def _process(job: UpscaleJob, model, manifest: Manifest, progress: bool, report) -> None:
-    """Decode on CPU tasks, upscale and write on the actor pool; a report row for every input to do."""
+    """The Ray Data pipeline of the job's :class:`Layout`; a report row for every input to do."""
     import ray
-    from ray.data import ActorPoolStrategy
 
     from ..cluster import quiet_ray_data
 
-    gpus = job.num_gpus_per_actor
-    if gpus is None:
-        gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
-    max_actors = job.max_actors or _default_max_actors(gpus, job)
-    min_actors = min(job.min_actors, max_actors)
-    print(f"[srcore] {manifest.todo.rows} to decode and upscale on {f'{gpus:g}-GPU' if gpus else 'CPU'} actors: "
-          f"{min_actors}..{max_actors}", flush=True)
+    layout = plan_layout(job, ray.cluster_resources(), manifest.todo.rows)
+    print(f"[srcore] {layout.describe(manifest.todo.rows)}", flush=True)
     quiet_ray_data()  # the job prints images, rate, ETA and failures instead
     ctx = ray.data.DataContext.get_current()
     log = ProgressLog(manifest.todo.rows, interval=10.0 if progress else 60.0,
@@ -112,31 +157,13 @@ def _process(job: UpscaleJob, model, manifest: Manifest, progress: bool, report)
     answered: list[np.ndarray] = []  # digests of the inputs that have a report row
 
     def execute(pages: PageFile, per_block: int) -> None:
-        ds = read_pages(pages, per_block)
-        # Task-only arguments (retries of a decode task whose worker died) also keep Ray from fusing
-        # decoding into the reads or the actors: it stays on CPU tasks, the actors only upscale and write.
-        with no_remote_args_warning():
-            ds = ds.map_batches(read_and_decode, batch_format="pyarrow", batch_size=None, fn_kwargs={"job": job},
-                                num_cpus=1, max_retries=WORKER_RETRIES)
-        # Two calls at once per actor: one batch's outputs encode and upload on the thread pool while the
-        # next batch is on the GPU (Upscaler is thread-safe). CPU actors run one: their threads are the
-        # model's. A dead actor is restarted; its batch is retried WORKER_RETRIES times, then dropped.
-        concurrency = job.actor_concurrency or (2 if gpus > 0 else 1)
-        with no_remote_args_warning():
-            ds = ds.map_batches(
-                UpscaleWriter, batch_format="pyarrow", batch_size=per_block, num_gpus=gpus,
-                num_cpus=job.cpus_per_actor, max_concurrency=concurrency, max_task_retries=WORKER_RETRIES,
-                compute=ActorPoolStrategy(min_size=min_actors, max_size=max_actors,
-                                          max_tasks_in_flight_per_actor=2 * concurrency,
-                                          enable_true_multi_threading=concurrency > 1),
-                fn_constructor_kwargs={"job": job, "model_ref": model_ref, "use_gpu": gpus > 0},
-            )
-        for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+        for batch in pipeline(job, layout, model_ref, read_pages(pages, per_block), per_block).iter_batches(
+                batch_format="pyarrow", batch_size=None):
             report.add(batch)
             answered.append(digests(batch.column("input").to_pylist()))
             log.add(batch.num_rows, pc.sum(pc.equal(batch.column("status"), "failed")).as_py() or 0)
 
-    execute(manifest.todo, job.images_per_batch)
+    execute(manifest.todo, layout.images_per_call)
     lost = _unanswered(manifest.todo, answered, f"{manifest.folder}/lost.arrow")
     if lost.rows:
         print(f"[srcore] {lost.rows} inputs were in batches whose workers died; retrying each alone", flush=True)
@@ -144,6 +171,33 @@ def _process(job: UpscaleJob, model, manifest: Manifest, progress: bool, report)
         for page in _unanswered(lost, answered, f"{manifest.folder}/failed.arrow").pages():
             report.add(_table([dict(r, status="failed", error=f"{r['input']}: {WORKER_DIED}")
                                for r in page.to_pylist()], OUTPUT_SCHEMA))
+
+
+def pipeline(job: UpscaleJob, layout: Layout, model_ref: list, rows, per_block: int):
+    """The Ray Data stages after the manifest's ``rows``: report rows out. A dead actor is restarted and its
+    batch retried WORKER_RETRIES times, as is a dead task's; then the batch is dropped (and its inputs retried
+    one at a time by the caller)."""
+    from ray.data import ActorPoolStrategy
+
+    gpu = layout.gpus_per_actor > 0
+    with no_remote_args_warning():
+        if not layout.fused:
+            # Task-only arguments (retries) also keep Ray from fusing decoding into the reads
+            rows = rows.map_batches(read_and_decode, batch_format="pyarrow", batch_size=None, num_cpus=1,
+                                    fn_kwargs={"job": job, "jpeg_bytes": layout.jpeg_bytes},
+                                    max_retries=WORKER_RETRIES)
+        calls = layout.calls_per_actor
+        rows = rows.map_batches(
+            UpscaleWriter, batch_format="pyarrow", batch_size=per_block, num_gpus=layout.gpus_per_actor,
+            num_cpus=layout.cpus_per_actor, max_concurrency=calls, max_task_retries=WORKER_RETRIES,
+            compute=ActorPoolStrategy(min_size=layout.min_actors, max_size=layout.max_actors,
+                                      initial_size=layout.max_actors, max_tasks_in_flight_per_actor=2 * calls,
+                                      enable_true_multi_threading=calls > 1),
+            fn_constructor_kwargs={"job": job, "model_ref": model_ref, "use_gpu": gpu, "fused": layout.fused})
+        if not layout.fused:
+            rows = rows.map_batches(encode_and_write, batch_format="pyarrow", batch_size=None, num_cpus=1,
+                                    fn_kwargs={"job": job}, max_retries=WORKER_RETRIES)
+    return rows
 
 
 @contextlib.contextmanager
@@ -164,13 +218,3 @@ def _unanswered(pages: PageFile, answered: list[np.ndarray], path: str) -> PageF
         left.write(page.filter(pa.array(~np.isin(digests(page.column("input").to_pylist()), seen))))
     left.close()
     return left
-
-
-def _default_max_actors(gpus: float, job: UpscaleJob) -> int:
-    import ray
-
-    resources = ray.cluster_resources()
-    if gpus > 0:
-        return max(1, int(resources.get("GPU", 0) / gpus))
-    # CPU actors: leave about half the CPUs to the decode tasks
-    return max(1, int(resources.get("CPU", 1) / 2 / job.cpus_per_actor))

@@ -1,4 +1,17 @@
-"""The workers' stages: read and decode on CPU tasks; upscale, encode and write on the actor pool."""
+"""The workers' stages, in two layouts (``run.Layout``):
+
+- **fused** (CPU actors): each actor reads, decodes, upscales, encodes, scores and writes its own batch, one
+  core's whole work from file to file. Manifest rows go in and report rows come out; no pixels cross the
+  object store, and every core runs the model between its own codec work, so nothing waits on another stage.
+- **split** (GPU actors): :func:`read_and_decode` on CPU tasks -> :class:`UpscaleWriter` on the GPU ->
+  :func:`encode_and_write` on CPU tasks. The codecs scale with the node's CPUs (Ray Data sizes both task
+  pools), not with one actor's threads. Decoded and upscaled pixels cross the object store as uint8 (3 MB a
+  1 MP output), JPEG inputs as their bytes: they decode on the GPU, JPEG outputs encode there
+  (:mod:`srcore.gpu_codecs`) and the LR-consistency check runs there too, so the CPUs encode PNGs and write.
+
+Both layouts run the same per-image functions (:func:`decode_row`, :func:`write_output`, the engine), so their
+outputs are byte-identical to each other and to ``srcore upscale``'s.
+"""
 
 from __future__ import annotations
 
@@ -10,13 +23,13 @@ import tempfile
 import time
 import traceback
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from functools import lru_cache
 
 import numpy as np
 import pyarrow as pa
 
 from srcore.geo import gdal_env, open_raster
+from srcore.gpu_codecs import can_encode
 from srcore.imageio import ImageDecodeError, Picture, Provenance, decode
 from srcore.metrics import lr_consistency
 from srcore.upscale import encode_output, may_be_raster, opens_as_raster, render_raster, stream_png, streams
@@ -24,7 +37,7 @@ from srcore.upscale import encode_output, may_be_raster, opens_as_raster, render
 from .finished import output_is_finished
 from .options import UpscaleJob
 from .plan import _store
-from .rows import DECODED_SCHEMA, OUTPUT_SCHEMA, _table
+from .rows import DECODED_SCHEMA, OUTPUT_SCHEMA, UPSCALED_SCHEMA, _table
 
 FAULT_ENV = "SRCORE_INJECT_WORKER_DEATH"
 
@@ -38,8 +51,9 @@ def _inject_worker_death(stage: str, key: str) -> None:
             os._exit(137)
 
 
-def read_and_decode(batch: pa.Table, job: UpscaleJob) -> Iterator[pa.Table]:
-    """Manifest rows -> rows with decoded pixels (status "todo"), or finished ones ("skipped", "failed").
+def read_and_decode(batch: pa.Table, job: UpscaleJob, jpeg_bytes: bool = False) -> Iterator[pa.Table]:
+    """The split layout's decode task: manifest rows -> rows with decoded pixels (status "todo"), or finished
+    ones ("skipped", "failed"). ``jpeg_bytes``: JPEG inputs travel as their bytes, for the GPU to decode.
 
     Yields a table every ``job.images_per_batch`` rows: a block of many rows never holds all its pictures.
     """
@@ -49,39 +63,57 @@ def read_and_decode(batch: pa.Table, job: UpscaleJob) -> Iterator[pa.Table]:
         if len(out) >= job.images_per_batch:
             yield _table(out, DECODED_SCHEMA)
             out = []
-        _inject_worker_death("decode", row["input"])
-        row.update(node=_node(), status=row["status"] or "todo")
-        try:
-            if row["status"] == "exists":
-                if not job.overwrite and output_is_finished(target, row):
-                    row["status"] = "skipped"
-                    out.append(row)
-                    continue
-                row["status"] = "todo"
-            t0 = time.perf_counter()
-            if _read_raster_header(row, source):
-                row["read_s"] = time.perf_counter() - t0
-                out.append(row)
-                continue
-            if row["output_format"] == "COG":  # --format cog on a TIFF without georeferencing: a plain TIFF
-                row["output_format"] = "TIFF"
-            data = source.read(row["input_key"])
-            t1 = time.perf_counter()
-            picture = decode(data, row["input"], job.output_options.max_input_pixels)
-            pixels = picture.pixels
-            row.update(read_s=t1 - t0, decode_s=time.perf_counter() - t1, input_bytes=len(data),
-                       input_width=picture.size[0], input_height=picture.size[1], input_mode=picture.mode,
-                       input_format=picture.format, pixels=pixels.tobytes(), pixel_dtype=pixels.dtype.str,
-                       shape=list(pixels.shape), source_mode=picture.source_mode, bands=pixels.shape[-1] if
-                       pixels.ndim == 3 else 1, dtype=pixels.dtype.name, icc_profile=picture.icc_profile,
-                       exif=picture.exif, text=json.dumps(picture.text))
-        except ImageDecodeError as exc:
-            row.update(status="failed", error=str(exc))
-        except Exception as exc:  # the store refused the read, or an unforeseen error: recorded, the job goes on
-            row.update(status="failed", error=f"{row['input']}: cannot read ({type(exc).__name__}: {exc})")
-        out.append(row)
+        out.append(decode_row(row, job, source, target, jpeg_bytes=jpeg_bytes))
     if out:
         yield _table(out, DECODED_SCHEMA)
+
+
+def decode_row(row: dict, job: UpscaleJob, source, target, jpeg_bytes: bool = False, keep: bool = False) -> dict:
+    """Read and decode one manifest row in place (both layouts): its pixels and input fields, or its status
+    "skipped" (finished by an earlier run) or "failed" (with the error); a raster gets its header only.
+    ``jpeg_bytes``: a JPEG file is read, not decoded; the actor decodes it (on its GPU). ``keep``: the picture
+    stays an object in the row (the fused layout's actor uses it at once) instead of bytes for the next stage."""
+    _inject_worker_death("decode", row["input"])
+    row.update(node=_node(), status=row["status"] or "todo")
+    try:
+        if row["status"] == "exists":
+            if not job.overwrite and output_is_finished(target, row):
+                row["status"] = "skipped"
+                return row
+            row["status"] = "todo"
+        t0 = time.perf_counter()
+        if _read_raster_header(row, source):
+            row["read_s"] = time.perf_counter() - t0
+            return row
+        if row["output_format"] == "COG":  # --format cog on a TIFF without georeferencing: a plain TIFF
+            row["output_format"] = "TIFF"
+        data = source.read(row["input_key"])
+        t1 = time.perf_counter()
+        row.update(read_s=t1 - t0, input_bytes=len(data))
+        if jpeg_bytes and data[:3] == b"\xff\xd8\xff":
+            row["data"] = data
+            return row
+        _decoded_into(row, decode(data, row["input"], job.output_options.max_input_pixels), keep)
+        row["decode_s"] = time.perf_counter() - t1
+    except ImageDecodeError as exc:
+        row.update(status="failed", error=str(exc))
+    except Exception as exc:  # the store refused the read, or an unforeseen error: recorded, the job goes on
+        row.update(status="failed", error=f"{row['input']}: cannot read ({type(exc).__name__}: {exc})")
+    return row
+
+
+def _decoded_into(row: dict, picture: Picture, keep: bool = False) -> None:
+    """The decoded picture into the row: its report fields, and the picture itself (``keep``) or its pixels and
+    metadata as bytes for the next stage."""
+    pixels = picture.pixels
+    row.update(input_width=picture.size[0], input_height=picture.size[1], input_mode=picture.mode,
+               input_format=picture.format, bands=pixels.shape[-1], dtype=pixels.dtype.name)
+    if keep:
+        row["_picture"] = picture  # not a schema column: never leaves the process
+    else:
+        row.update(pixels=pixels.tobytes(), pixel_dtype=pixels.dtype.str, shape=list(pixels.shape),
+                   source_mode=picture.source_mode, icc_profile=picture.icc_profile, exif=picture.exif,
+                   text=json.dumps(picture.text))
 
 
 def _read_raster_header(row: dict, source) -> bool:
@@ -111,16 +143,19 @@ def _node() -> str:
 
 
 class UpscaleWriter:
-    """Ray Data actor: upscale decoded rows, encode and write each output on a thread pool, return report rows.
+    """Ray Data actor: upscale a batch; in the fused layout also read and decode it first and encode, score and
+    write each output (report rows out), in the split layout hand the outputs on to :func:`encode_and_write`
+    (rows with output pixels, or a GPU-encoded JPEG's bytes, out). Large outputs and rasters are written here in
+    both layouts, as they are made, a tile row or a window at a time.
 
     The model arrives through the object store (one copy per node, whatever file or name it came from).
     """
 
-    def __init__(self, job: UpscaleJob, model_ref: list, use_gpu: bool):
+    def __init__(self, job: UpscaleJob, model_ref: list, use_gpu: bool, fused: bool):
         import ray
         import torch
 
-        self.job = job
+        self.job, self.fused = job, fused
         model = ray.get(model_ref[0])
         if use_gpu and torch.cuda.is_available():
             device = "cuda"
@@ -132,27 +167,30 @@ class UpscaleWriter:
         where = torch.cuda.get_device_name() if device == "cuda" else f"cpu x{torch.get_num_threads()}"
         self.device = f"{where} {self.upscaler.precision} {self.upscaler.runtime}"
         self.source, self.target = _store(job.input), _store(job.output)
-        self.pool = ThreadPoolExecutor(max_workers=job.io_threads, thread_name_prefix="srcore-write")
         remove_dead_scratch()
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows = batch.to_pylist()
+        if self.fused:
+            rows = [decode_row(r, self.job, self.source, self.target, keep=True) for r in rows]
         done: list[dict] = [r for r in rows if r["status"] != "todo"]
-        # equal shapes upscale together (forward passes shared); each group's writes overlap the next group
+        # equal shapes upscale together (forward passes shared)
         groups: dict[tuple, list[tuple[dict, Picture]]] = {}
         for r in (r for r in rows if r["status"] == "todo"):
             _inject_worker_death("upscale", r["input"])
-            if r["raster"]:
+            if r.get("raster"):
                 self._raster(r)  # read, upscaled and written window by window, never whole
                 done.append(r)
                 continue
-            picture = _picture(r)
+            picture = self._picture(r)
+            if picture is None:
+                done.append(r)
+                continue
             if streams(self.upscaler, picture, r["output_format"], self.options):
                 self._stream(r, picture)  # a large output goes out a tile row at a time, never whole
                 done.append(r)
                 continue
-            groups.setdefault((tuple(r["shape"]), r["pixel_dtype"]), []).append((r, picture))
-        futures: list[tuple[dict, Future]] = []
+            groups.setdefault((picture.pixels.shape, picture.pixels.dtype.str), []).append((r, picture))
         for members in groups.values():
             group, pictures = [r for r, _ in members], [p for _, p in members]
             t0 = time.perf_counter()
@@ -163,27 +201,70 @@ class UpscaleWriter:
                 upscaled = [self._upscale_one(r, p) for r, p in zip(group, pictures, strict=True)]
             seconds = (time.perf_counter() - t0) / len(group)
             for r, picture, pixels in zip(group, pictures, upscaled, strict=True):
-                r.pop("pixels")
+                r.pop("pixels", None)
+                r.pop("data", None)
+                done.append(r)
                 if pixels is None:
-                    done.append(r)
                     continue
                 r.update(upscale_s=seconds, device=self.device, node=_node())
-                futures.append((r, self.pool.submit(self._finish, r, picture, pixels)))
-        for r, fut in futures:
-            fut.result()  # _finish records its own errors in the row
-            done.append(r)
-        return _table(done, OUTPUT_SCHEMA)
+                if self.fused:
+                    write_output(r, picture, pixels, self.options, self.target)
+                    score(r, picture.pixels, pixels)
+                else:
+                    self._hand_over(r, picture, pixels)
+        return _table(done, OUTPUT_SCHEMA if self.fused else UPSCALED_SCHEMA)
+
+    def _picture(self, row: dict) -> Picture | None:
+        """The row's decoded picture; a JPEG that came as bytes is decoded here (on the GPU where there is one).
+        None when it cannot be decoded (the row says why)."""
+        if "_picture" in row:
+            return row.pop("_picture")
+        if row.get("data") is None:
+            return _picture(row)
+        t0 = time.perf_counter()
+        try:
+            picture = decode(row["data"], row["input"], self.options.max_input_pixels, self.upscaler.jpeg_pixels)
+        except ImageDecodeError as exc:
+            row.pop("data")
+            row.update(status="failed", error=str(exc))
+            return None
+        _decoded_into(row, picture, keep=True)
+        row.pop("_picture")
+        row["decode_s"] = time.perf_counter() - t0
+        return picture
+
+    def _hand_over(self, row: dict, source: Picture, pixels: np.ndarray) -> None:
+        """Split layout: score the output here, on the model's device, and on a GPU encode an 8-bit JPEG output
+        there too; the row takes the output pixels (or the encoded file) to :func:`encode_and_write`."""
+        device = self.upscaler.device
+        on_device = torch_from(pixels, device) if device.type == "cuda" else pixels
+        score(row, source.pixels, on_device, device)
+        codec = self.upscaler.codec_device
+        if codec is not None and row["output_format"] == "JPEG" and can_encode(pixels.shape, pixels.dtype,
+                                                                                source.source_mode):
+            t0 = time.perf_counter()
+            try:
+                row["encoded"], output = encode_output(source, pixels, "JPEG", self.options, _provenance(row), codec,
+                                                       on_device)
+                row.update(encode_s=time.perf_counter() - t0, output_width=output.size[0],
+                           output_height=output.size[1], output_mode=output.mode)
+            except Exception:  # nvJPEG refused it: the CPU tasks encode it
+                row["encoded"] = None
+        if row.get("encoded") is None:
+            row.update(output_pixels=pixels.tobytes(), output_dtype=pixels.dtype.str, output_shape=list(pixels.shape))
+        row.update(status="upscaled", source_mode=source.source_mode, icc_profile=source.icc_profile,
+                   exif=source.exif, text=json.dumps(source.text))
 
     def _stream(self, row: dict, source: Picture) -> None:
         """Upscale, encode and write one large output band by band (:func:`srcore.upscale.stream_png`), and
         score its LR-consistency on the way; fills the row's output fields, or its error. No preview crops."""
-        row.pop("pixels")
+        row.pop("pixels", None)
+        row.pop("data", None)
         row.update(device=self.device, node=_node())
         t0 = time.perf_counter()
         try:
-            provenance = Provenance(row["model"], row["scale"], row["input"], row["input_version"], row["run"])
             with self.target.open_atomic(row["output_key"]) as file:
-                out = stream_png(self.upscaler, source, self.options, provenance, file, lr_check=True)
+                out = stream_png(self.upscaler, source, self.options, _provenance(row), file, lr_check=True)
                 size = file.tell()
             row.update(status="ok", upscale_s=time.perf_counter() - t0, output_bytes=size, output_width=out.size[0],
                        output_height=out.size[1], output_mode=out.mode, lr_psnr=out.lr_psnr)
@@ -194,17 +275,16 @@ class UpscaleWriter:
     def _raster(self, row: dict) -> None:
         """Upscale a georeferenced raster window by window into a local scratch GeoTIFF/COG
         (:func:`srcore.upscale.render_raster`), then upload it in parts; fills the row, or its error."""
-        row.pop("pixels")
+        row.pop("pixels", None)
         row.update(device=self.device, node=_node())
         t0 = time.perf_counter()
         fd, scratch = tempfile.mkstemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-", suffix=".tif")  # worker's TMPDIR
         os.close(fd)
         stage = "upscale"
         try:
-            provenance = Provenance(row["model"], row["scale"], row["input"], row["input_version"], row["run"])
             with gdal_env(), open_raster(row["input_key"], opener=self.source.fs) as src:
                 scene = render_raster(self.upscaler, src, row["input"], scratch, row["output_format"], self.options,
-                                      provenance, _window_progress(row["input"], t0))
+                                      _provenance(row), _window_progress(row["input"], t0))
             t1 = time.perf_counter()
             stage = "write"
             with self.target.open_atomic(row["output_key"]) as file, open(scratch, "rb") as made:
@@ -227,30 +307,68 @@ class UpscaleWriter:
             row.update(status="failed", error=f"{row['input']}: upscaling failed ({type(exc).__name__}: {exc})")
             return None
 
-    def _finish(self, row: dict, source: Picture, pixels: np.ndarray) -> None:
-        """Encode and write one output, then its quality figures; fills the row's output fields, or its error."""
-        stage = "encode"
-        try:
+
+def encode_and_write(batch: pa.Table, job: UpscaleJob) -> pa.Table:
+    """The split layout's CPU task after the actors: encode each upscaled output (unless its GPU did) and write
+    it; every row leaves as a report row."""
+    target, options = _store(job.output), job.output_options
+    rows = batch.to_pylist()
+    for r in rows:
+        if r["status"] != "upscaled":
+            continue
+        encoded, raw = r.pop("encoded"), r.pop("output_pixels")
+        if encoded is not None:
+            write_output(r, None, None, options, target, encoded)
+            continue
+        pixels = np.frombuffer(raw, dtype=np.dtype(r["output_dtype"])).reshape(r["output_shape"])
+        source = Picture(pixels, r["source_mode"], r["icc_profile"], r["exif"], r["input_format"],
+                         json.loads(r["text"] or "{}"))
+        write_output(r, source, pixels, options, target)
+    return _table(rows, OUTPUT_SCHEMA)
+
+
+def write_output(row: dict, source: Picture | None, pixels: np.ndarray | None, options, target,
+                 encoded: bytes | None = None) -> None:
+    """Encode (unless ``encoded`` already holds the file, its output fields filled) and write one output
+    atomically, with the source's metadata and the row's provenance; fills the row's output fields, or its
+    error."""
+    stage = "encode"
+    try:
+        if encoded is None:
             t0 = time.perf_counter()
-            provenance = Provenance(row["model"], row["scale"], row["input"], row["input_version"], row["run"])
-            data, output = encode_output(source, pixels, row["output_format"], self.options, provenance)
-            t1 = time.perf_counter()
-            stage = "write"
-            self.target.write_atomic(row["output_key"], data)
-            row.update(status="ok", encode_s=t1 - t0, write_s=time.perf_counter() - t1, output_bytes=len(data),
-                       output_width=output.size[0], output_height=output.size[1], output_mode=output.mode)
-        except Exception as exc:
-            row.update(status="failed", error=f"{row['output']}: cannot {stage} output ({type(exc).__name__}: {exc})")
-            if not isinstance(exc, (OSError, ValueError)):
-                row["error"] += "\n" + traceback.format_exc(limit=3)
-            return
-        # the output is written: a failing quality figure leaves it empty, never fails the row
-        t2 = time.perf_counter()
-        try:
-            row["lr_psnr"] = lr_consistency(source.pixels, pixels, row["scale"])
-        except Exception:
-            pass
-        row["check_s"] = time.perf_counter() - t2
+            encoded, output = encode_output(source, pixels, row["output_format"], options, _provenance(row))
+            row.update(encode_s=time.perf_counter() - t0, output_width=output.size[0],
+                       output_height=output.size[1], output_mode=output.mode)
+        t1 = time.perf_counter()
+        stage = "write"
+        target.write_atomic(row["output_key"], encoded)
+        row.update(status="ok", write_s=time.perf_counter() - t1, output_bytes=len(encoded))
+    except Exception as exc:
+        row.update(status="failed", error=f"{row['output']}: cannot {stage} output ({type(exc).__name__}: {exc})")
+        if not isinstance(exc, (OSError, ValueError)):
+            row["error"] += "\n" + traceback.format_exc(limit=3)
+
+
+def score(row: dict, lr: np.ndarray, sr, device=None) -> None:
+    """The output's LR-consistency into the row (``device``: where it is computed, ``sr`` may be there
+    already). A failing figure leaves it empty, never fails the row."""
+    t0 = time.perf_counter()
+    try:
+        row["lr_psnr"] = lr_consistency(lr, sr, row["scale"], device=device)
+    except Exception:
+        pass
+    row["check_s"] = time.perf_counter() - t0
+
+
+def torch_from(pixels: np.ndarray, device):
+    """Host uint8 pixels on ``device``, as integers (a quarter of float32's bytes)."""
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(pixels)).to(device)
+
+
+def _provenance(row: dict) -> Provenance:
+    return Provenance(row["model"], row["scale"], row["input"], row["input_version"], row["run"])
 
 
 SCRATCH_PREFIX = ".srcore-raster-"  # then the writing process's pid

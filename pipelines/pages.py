@@ -70,6 +70,7 @@ class PageFile:
             os.remove(self.path)
 
 
+READS_AT_ONCE = 2
 MAX_READ_TASKS = 10_000  # a read task costs the driver a few KB (Ray's object and task records)
 
 
@@ -111,4 +112,7 @@ def read_pages(pages: PageFile, rows_per_block: int):
                     for page, start, rows in blocks]
 
     here = {"ray.io/node-id": ray.get_runtime_context().get_node_id()}
-    return ray.data.read_datasource(Pages(), override_num_blocks=max(1, len(blocks)), label_selector=here)
+    # no CPU of their own: a read takes milliseconds, and the CPUs are the actors' (a CPU node's actors hold
+    # all of them); two at a time keep the next blocks ready
+    return ray.data.read_datasource(Pages(), override_num_blocks=max(1, len(blocks)), label_selector=here,
+                                    num_cpus=0, concurrency=READS_AT_ONCE)

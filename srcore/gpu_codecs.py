@@ -1,0 +1,87 @@
+"""JPEG on the model's device: nvJPEG decodes inputs and encodes outputs where the model runs on a CUDA GPU
+(torchvision.io's codecs), so the host's cores are left for PNG and writing. Pixels cross to the device and
+back as uint8; the CPU codecs (Pillow) stay the fallback, and the only codecs on CPUs.
+
+An nvJPEG file is a bare JFIF stream: :func:`encode_jpeg` gives it the metadata segments Pillow writes for the
+same picture (EXIF, XMP provenance, ICC profile), so both paths carry one catalogue.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+SOI, SOS = b"\xff\xd8", 0xDA
+
+
+@contextlib.contextmanager
+def _quiet():
+    """torchvision 0.29 marks its image codecs deprecated in favour of TorchCodec, which the GPU hosts lack."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*(deprecated|TorchCodec).*")
+        yield
+
+
+def jpeg_decoder(device: torch.device | str) -> Callable[[bytes], np.ndarray]:
+    """(JPEG bytes) -> (H, W, 3) uint8 host pixels as stored (no EXIF orientation), decoded on ``device``:
+    :func:`srcore.imageio.decode`'s ``jpeg_pixels``."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    device = torch.device(device)
+
+    def decode(data: bytes) -> np.ndarray:
+        with _quiet():
+            chw = decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB,
+                              device=device)
+        return chw.permute(1, 2, 0).contiguous().cpu().numpy()
+
+    return decode
+
+
+def can_encode(pixels_shape: tuple[int, ...], dtype, source_mode: str) -> bool:
+    """Does :func:`encode_jpeg` make this output as Pillow's path would (8-bit RGB; not alpha, which Pillow
+    composites on a background, not gray, and not a CMYK source, which Pillow writes back as CMYK)?"""
+    return len(pixels_shape) == 3 and pixels_shape[2] == 3 and np.dtype(dtype) == np.uint8 and source_mode != "CMYK"
+
+
+def encode_jpeg(pixels: torch.Tensor | np.ndarray, quality: int, metadata_from: bytes, device=None) -> bytes:
+    """(H, W, 3) uint8 pixels (a tensor on the device, or host pixels uploaded to ``device``) -> a JPEG file
+    encoded there, with the APP segments (EXIF, XMP, ICC) of ``metadata_from``, a JPEG Pillow wrote with the
+    output's metadata (:func:`metadata_jpeg`)."""
+    from torchvision.io import encode_jpeg as tv_encode
+
+    if isinstance(pixels, np.ndarray):
+        pixels = torch.from_numpy(np.ascontiguousarray(pixels)).to(device)
+    with _quiet():
+        body = tv_encode(pixels.permute(2, 0, 1).contiguous(), quality=quality)
+    return splice_segments(body.cpu().numpy().tobytes(), metadata_from)
+
+
+def segments(data: bytes) -> list[tuple[int, bytes]]:
+    """The marker segments of a JPEG before its scan: (marker, the segment's whole bytes)."""
+    if not data.startswith(SOI):
+        raise ValueError("not a JPEG stream")
+    out, i = [], 2
+    while i + 4 <= len(data) and data[i] == 0xFF:
+        marker = data[i + 1]
+        if marker == SOS:
+            break
+        length = int.from_bytes(data[i + 2 : i + 4], "big")
+        out.append((marker, data[i : i + 2 + length]))
+        i += 2 + length
+    return out
+
+
+def splice_segments(body: bytes, metadata_from: bytes) -> bytes:
+    """``body`` (a JPEG) with the APP1..APP15 segments of ``metadata_from`` (and none of its own), placed right
+    after its JFIF APP0, where libjpeg places them: SOI, APP0, APP1 EXIF, APP1 XMP, APP2 ICC, tables, scan."""
+    wanted = [seg for marker, seg in segments(metadata_from) if 0xE1 <= marker <= 0xEF]
+    own = segments(body)
+    scan = 2 + sum(len(seg) for _, seg in own)
+    app0 = [seg for marker, seg in own if marker == 0xE0]
+    tables = [seg for marker, seg in own if not 0xE0 <= marker <= 0xEF]
+    return SOI + b"".join(app0 + wanted + tables) + body[scan:]
