@@ -22,6 +22,7 @@ from PIL import ImageColor
 
 from . import gpu_codecs
 from .atomic import atomic_path
+from .compiled import COMPILE_MODES
 from .geo import (
     GEO_SUFFIXES,
     OTHER_BANDS,
@@ -45,7 +46,7 @@ from .imageio import (
     png_chunks,
     probe_provenance,
 )
-from .inference import COMPILE_MODES, Upscaler
+from .inference import Upscaler
 from .metrics import LR_CHECK_PIXELS, LrCheck
 from .modes import ALPHA_MODES, band_assembler
 from .png_writer import PngWriter
