@@ -258,8 +258,11 @@ def run_config(config: dict, model: torch.nn.Module | None = None) -> dict:
     else:
         tile = None if config["tile"] == "none" else config["tile"] if config["tile"] == "auto" else int(config["tile"])
         fn = Upscaler(model, device=device, precision=config["precision"], tile=tile,
-                      batch_size=config["batch_size"]).upscale_arrays
+                      batch_size=config["batch_size"], compile=config.get("compile", "off")).upscale_arrays
     fn(images[:1])  # warm-up: cuDNN algorithm choice, allocator, lazy module loading
+    if config.get("compile", "off") != "off":
+        fn(images)  # graphs are captured on a shape's second pass, Inductor compiles on its first
+        fn(images)
     sync(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -273,7 +276,8 @@ def run_config(config: dict, model: torch.nn.Module | None = None) -> dict:
     scale = model.descriptor.scale
     in_px = sum(im.shape[0] * im.shape[1] for im in images)
     row = {"model": config["model"], "size": config["size"], "images": len(images), "path": config["name"],
-           "kind": config["kind"], "precision": config["precision"], "seconds_per_pass": round(seconds, 4),
+           "kind": config["kind"], "precision": config["precision"], "compile": config.get("compile", "off"),
+           "seconds_per_pass": round(seconds, 4),
            "output_MP_per_s": round(in_px * scale**2 / 1e6 / seconds, 3), "passes": passes}
     if config.get("flop_per_px"):
         row["tflops"] = round(config["flop_per_px"] * in_px / seconds / 1e12, 3)
@@ -301,9 +305,14 @@ def plan(args) -> list[dict]:
                                 name=f"plain loop ({plain_precision}, whole image, one at a time)"))
             for precision in precisions:
                 for tile in args.tiles.split(","):
-                    configs.append(dict(common, kind="upscaler", precision=precision, tile=tile,
-                                        batch_size=args.batch_size,
-                                        name=f"srcore Upscaler ({precision}, tile {tile}, batch {args.batch_size})"))
+                    modes = ["off"] + [m for m in args.compile.split(",") if m != "off"
+                                       and precision in args.compile_precisions.split(",")]
+                    for mode in modes:
+                        compiled = "" if mode == "off" else f", compile {mode}"
+                        configs.append(dict(common, kind="upscaler", precision=precision, tile=tile,
+                                            batch_size=args.batch_size, compile=mode,
+                                            name=f"srcore Upscaler ({precision}, tile {tile}, batch "
+                                                 f"{args.batch_size}{compiled})"))
     return configs
 
 
@@ -317,6 +326,9 @@ def main() -> None:
     p.add_argument("--batch-size", type=parse_batch, default="auto", help="the Upscaler's (auto: 1 on CPU)")
     p.add_argument("--tiles", default="auto", help="comma-separated Upscaler tile sizes (or auto, none)")
     p.add_argument("--precisions", default=None, help="default: fp32 on CPU; bf16,fp16,fp32 on CUDA")
+    p.add_argument("--compile", default="off", help="comma-separated compile modes besides eager (off): auto, "
+                   "graphs, inductor (srcore.compiled); each row says which")
+    p.add_argument("--compile-precisions", default="fp16,bf16,fp32", help="precisions the --compile modes run at")
     p.add_argument("--min-seconds", type=float, default=1.0, help="time each configuration at least this long")
     p.add_argument("--peak-tflops", type=float, default=None,
                    help="bf16 roofline for the fraction column (default on CUDA: measured by a matmul)")

@@ -12,6 +12,7 @@ Several such images run concurrently on OpenVINO's throughput streams (one threa
 from __future__ import annotations
 
 import copy
+import hashlib
 import importlib.util
 import os
 import threading
@@ -20,6 +21,8 @@ import warnings
 import numpy as np
 import torch
 from torch import nn
+
+from .zoo import cache_dir
 
 
 def openvino_available() -> bool:
@@ -36,16 +39,7 @@ class OpenVINONetwork:
     def __init__(self, model: nn.Module, dtype: torch.dtype, threads: int):
         import openvino as ov
 
-        descriptor = model.descriptor
-        side = -(-64 // descriptor.size_multiple) * descriptor.size_multiple
-        probe = torch.rand(1, descriptor.in_channels, max(side, descriptor.min_size), max(side, descriptor.min_size))
-        source = copy.deepcopy(model).float().eval().cpu()
-        # OpenVINO's PyTorch frontend traces with torch.jit.trace, which torch now flags as deprecated: the
-        # warning is about OpenVINO's call, not ours, and would reach every user's console
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=r"`torch\.jit\.trace", category=FutureWarning)
-            converted = ov.convert_model(source, example_input=probe,
-                                         input=[ov.PartialShape([-1, descriptor.in_channels, -1, -1])])
+        converted = converted_model(model)
         hint = {torch.bfloat16: "bf16", torch.float16: "f16"}.get(dtype, "f32")
         self._core = ov.Core()
         self._config = {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": max(1, threads),
@@ -104,6 +98,63 @@ class OpenVINONetwork:
             requests = [compiled.create_infer_request() for _ in range(max(1, count))]
             setattr(self._local, hint, requests)
         return requests
+
+
+def converted_model(model: nn.Module):
+    """``model`` converted to OpenVINO (dynamic batch, height and width), from the local disk cache
+    (``$SRCORE_CACHE/openvino/<digest>.xml``, keyed by the architecture, its weights and OpenVINO's version)
+    when an earlier process converted the same weights: conversion traces the network (2 s for the compact
+    models, 12 s for RRDBNet), loading takes milliseconds. Processes starting together convert once (a lock
+    file); the cache is written atomically."""
+    import fcntl
+
+    import openvino as ov
+
+    folder = cache_dir() / "openvino"
+    key = _weights_digest(model, ov.__version__)
+    xml = folder / f"{key}.xml"
+    core = ov.Core()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        lock = open(folder / f"{key}.lock", "w")  # noqa: SIM115 (held until the conversion is cached)
+    except OSError:  # a read-only cache: convert in memory
+        return _convert(model)
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if xml.exists():
+            try:
+                return core.read_model(str(xml))
+            except Exception:  # a damaged entry: convert again, below
+                pass
+        converted = _convert(model)
+        tmp = folder / f".{key}.{os.getpid()}"
+        ov.save_model(converted, f"{tmp}.xml", compress_to_fp16=False)
+        os.replace(f"{tmp}.bin", xml.with_suffix(".bin"))
+        os.replace(f"{tmp}.xml", xml)
+        return converted
+
+
+def _convert(model: nn.Module):
+    import openvino as ov
+
+    descriptor = model.descriptor
+    side = -(-64 // descriptor.size_multiple) * descriptor.size_multiple
+    probe = torch.rand(1, descriptor.in_channels, max(side, descriptor.min_size), max(side, descriptor.min_size))
+    source = copy.deepcopy(model).float().eval().cpu()
+    # OpenVINO's PyTorch frontend traces with torch.jit.trace, which torch now flags as deprecated: the
+    # warning is about OpenVINO's call, not ours, and would reach every user's console
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.trace", category=FutureWarning)
+        return ov.convert_model(source, example_input=probe,
+                                input=[ov.PartialShape([-1, descriptor.in_channels, -1, -1])])
+
+
+def _weights_digest(model: nn.Module, version: str) -> str:
+    digest = hashlib.sha256(f"{type(model).__name__} {getattr(model, 'hparams', None)} {version}".encode())
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:32]
 
 
 def pixel_model(converted):

@@ -31,12 +31,17 @@ def test_cli_and_bucket_job_write_byte_identical_outputs(tmp_path):
     run = {read_provenance(data)["run"] for data in cli_outputs.values()}
     assert len(run) == 1  # the CLI's run id, passed to the job so that both write the same provenance
 
-    result = run_job("--input", str(source), "--output", str(tmp_path / "job"), *options, "--run-id", run.pop())
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert summary_of(result)["ok"] == len(images)
+    run_id = run.pop()
+    # both stage layouts: fused (this CPU machine's default) and split (a GPU cluster's, here on CPU actors)
+    for layout in ("fused", "split"):
+        result = run_job("--input", str(source), "--output", str(tmp_path / layout), *options, "--run-id", run_id,
+                         "--stage-layout", layout)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert summary_of(result)["ok"] == len(images) and f"({layout}:" in result.stdout
+        for relative, data in cli_outputs.items():
+            job_output = (tmp_path / layout / relative).read_bytes()
+            assert job_output == data, f"{relative}: the CLI and the bucket job ({layout}) wrote different bytes"
     for relative, data in cli_outputs.items():
-        job_output = (tmp_path / "job" / relative).read_bytes()
-        assert job_output == data, f"{relative}: the CLI and the bucket job wrote different bytes"
         assert read_provenance(data)["source"] == (source / relative.rsplit(".", 1)[0]).as_posix() + \
             "." + next(k for k in images if k.rsplit(".", 1)[0] == relative.rsplit(".", 1)[0]).rsplit(".", 1)[1]
 

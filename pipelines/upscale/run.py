@@ -184,7 +184,7 @@ def pipeline(job: UpscaleJob, layout: Layout, model_ref: list, rows, per_block: 
         if not layout.fused:
             # Task-only arguments (retries) also keep Ray from fusing decoding into the reads
             rows = rows.map_batches(read_and_decode, batch_format="pyarrow", batch_size=None, num_cpus=1,
-                                    fn_kwargs={"job": job, "jpeg_bytes": layout.jpeg_bytes},
+                                    fn_kwargs={"job": job, "per_block": per_block, "jpeg_bytes": layout.jpeg_bytes},
                                     max_retries=WORKER_RETRIES)
         calls = layout.calls_per_actor
         rows = rows.map_batches(

@@ -51,16 +51,17 @@ def _inject_worker_death(stage: str, key: str) -> None:
             os._exit(137)
 
 
-def read_and_decode(batch: pa.Table, job: UpscaleJob, jpeg_bytes: bool = False) -> Iterator[pa.Table]:
+def read_and_decode(batch: pa.Table, job: UpscaleJob, per_block: int = 8, jpeg_bytes: bool = False
+                    ) -> Iterator[pa.Table]:
     """The split layout's decode task: manifest rows -> rows with decoded pixels (status "todo"), or finished
     ones ("skipped", "failed"). ``jpeg_bytes``: JPEG inputs travel as their bytes, for the GPU to decode.
 
-    Yields a table every ``job.images_per_batch`` rows: a block of many rows never holds all its pictures.
+    Yields a table every ``per_block`` rows: a block of many rows never holds all its pictures.
     """
     source, target = _store(job.input), _store(job.output)
     out = []
     for row in batch.to_pylist():
-        if len(out) >= job.images_per_batch:
+        if len(out) >= per_block:
             yield _table(out, DECODED_SCHEMA)
             out = []
         out.append(decode_row(row, job, source, target, jpeg_bytes=jpeg_bytes))
@@ -148,15 +149,19 @@ class UpscaleWriter:
     (rows with output pixels, or a GPU-encoded JPEG's bytes, out). Large outputs and rasters are written here in
     both layouts, as they are made, a tile row or a window at a time.
 
-    The model arrives through the object store (one copy per node, whatever file or name it came from).
+    The model arrives through the object store (one copy per node, whatever file or name it came from);
+    ``model_ref`` holds its reference (or, in-process, the model itself).
     """
 
     def __init__(self, job: UpscaleJob, model_ref: list, use_gpu: bool, fused: bool):
-        import ray
         import torch
 
         self.job, self.fused = job, fused
-        model = ray.get(model_ref[0])
+        model = model_ref[0]
+        if not isinstance(model, torch.nn.Module):
+            import ray
+
+            model = ray.get(model)
         if use_gpu and torch.cuda.is_available():
             device = "cuda"
         else:
