@@ -91,7 +91,8 @@ def test_the_split_layouts_stages_write_what_the_fused_actor_writes(tmp_path):
             assert set(upscaled.column("status").to_pylist()) == {"upscaled", "failed"}
             done = encode_and_write(upscaled, job)
         report = {r["input"].rsplit("/in/", 1)[1]: r for r in done.to_pylist()}
-        assert report["jpeg/broken.jpg"]["status"] == "failed" and "jpeg/broken.jpg" in report["jpeg/broken.jpg"]["error"]
+        broken = report["jpeg/broken.jpg"]
+        assert broken["status"] == "failed" and "jpeg/broken.jpg" in broken["error"]
         assert all(r["status"] == "ok" and r["lr_psnr"] > 20 for k, r in report.items() if k != "jpeg/broken.jpg")
         outputs[layout] = {p.relative_to(tmp_path / layout).as_posix(): p.read_bytes()
                            for p in (tmp_path / layout).rglob("*") if p.is_file() and "_reports" not in p.parts}
