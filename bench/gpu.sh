@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU suite, one command on a GPU host with the kit (`make device-kit`) beside the repository:
 #
-#   bash bench/gpu.sh [--kit DIR] [--out DIR] [--only STEPS] [--budget-s 480] [--work DIR]
+#   bash bench/gpu.sh [--kit DIR] [--out DIR] [--only STEPS] [--budget-s 540] [--work DIR]
 #                                                                # on the GPU host (about 8 minutes)
 #   bash bench/gpu.sh --cpu-dry-run                              # anywhere: every step's flags are accepted
 #   bash bench/gpu.sh --cpu-smoke                                # anywhere: every step for real, toy sizes

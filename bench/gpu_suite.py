@@ -43,36 +43,50 @@ class Step:
 
 
 def steps(mode: str, weights: Path, fixtures: Path) -> list[Step]:
-    """The suite's steps with their exact arguments for ``mode``."""
+    """The suite's steps with their exact arguments for ``mode``, in the order of what issues need most."""
     anime = weights / "realesr-animevideov3.pth"
     anime_spec = str(anime) if anime.exists() else "fresh:realesr-animevideov3"
+    x4plus = weights / "RealESRGAN_x4plus.pth"
     if mode == "cpu-smoke":
         return [
             Step("correctness", "gpu_correctness.py", ["--device", "cpu", "--precisions", "bf16",
                  "--weights-dir", str(weights), "--fixtures-dir", str(fixtures)], 300, "bf16 vs fp32 on CPU"),
             Step("engine", "inference.py", ["--device", "cpu", "--models", f"srcore-compact-x4,{anime_spec}",
                  "--sizes", "32,64", "--images", "2", "--min-seconds", "0.05", "--no-isolate"], 300, "toy sizes"),
+            Step("pipeline-compact", "steady_state.py", ["--synthetic", "32", "--count", "24", "--tools", "job",
+                 "--ceiling-images", "8", "--input-format", "jpg", "--format", "jpg"], 300, "24 images"),
+            Step("gpu-tests", "gpu_tests.py", [], 300, "the GPU tests (skipped without one) and their CPU halves"),
             Step("encoders", "encoders.py", ["--size", "256", "--rounds", "1"], 120, "PNG and JPEG encoders"),
-            Step("pipeline", "pipeline.py", ["--store", "local", "--images", "8", "--size", "32"], 300, "8 images"),
             Step("train", "train.py", ["--workers", "1", "--generators", "srcore-compact-x4", "--stages", "psnr",
                  "--patch", "32", "--batch", "2", "--iterations", "6"], 300, "6 iterations"),
         ]
-    return [
+    gpu = [
         Step("correctness", "gpu_correctness.py", ["--device", "cuda", "--precisions", "bf16,fp16,fp32",
              "--weights-dir", str(weights), "--fixtures-dir", str(fixtures)], 90,
              "official weights, CUDA bf16/fp16/fp32 vs CPU fp32"),
         Step("engine", "inference.py", ["--device", "cuda", "--models",
              f"{X4PLUS},{anime_spec},srcore-compact-x4,fresh:swinir-s-x4", "--sizes", "256,512,1024",
-             "--precisions", "bf16,fp16,fp32", "--images", "16", "--min-seconds", "0.6"], 200,
-             "Upscaler vs plain fp16 loop, 4 models x 3 sizes x 3 precisions"),
+             "--precisions", "bf16,fp16,fp32", "--compile", "graphs", "--compile-precisions", "fp16,bf16",
+             "--images", "16", "--min-seconds", "0.6"], 240,
+             "Upscaler vs plain fp16 loop, 4 models x 3 sizes x 3 precisions, eager and CUDA graphs"),
+        Step("pipeline-x4plus", "steady_state.py", ["--synthetic", "256", "--count", "6000", "--tools", "job",
+             "--model", str(x4plus), "--format", "png", "--delete-outputs", "--ceiling-images", "192"], 240,
+             "the bucket job's steady state against its ceiling: x4plus, PNG outputs (>= 60 s of steady state)"),
+        Step("pipeline-compact", "steady_state.py", ["--synthetic", "256", "--count", "80000", "--tools", "job",
+             "--input-format", "jpg", "--format", "jpg", "--delete-outputs", "--ceiling-images", "1024"], 240,
+             "the bucket job's steady state against its ceiling: the compact model, JPEG in and out"),
+        Step("gpu-tests", "gpu_tests.py", [], 240, "nvJPEG parity, the compiled engine against eager"),
+        Step("engine-inductor", "inference.py", ["--device", "cuda", "--models", f"{X4PLUS},srcore-compact-x4",
+             "--sizes", "256", "--precisions", "fp16", "--compile", "inductor,auto", "--images", "16",
+             "--min-seconds", "0.6"], 300, "torch.compile (Inductor) and auto against eager, fp16, 256 px"),
         Step("encoders", "encoders.py", ["--size", "4096"], 40,
              "PNG and JPEG encoders on a 16 MP output: CPU (Pillow, OpenCV, torchvision) and CUDA nvjpeg"),
-        Step("pipeline", "pipeline.py", ["--store", "local", "--images", "512", "--size", "256"], 120,
-             "bucket job on local folders, GPU actor pool"),
         Step("train", "train.py", ["--gpu", "--workers", "1", "--generators", "realesrgan-x4plus,srcore-compact-x4",
              "--stages", "psnr,gan", "--patch", "256", "--batch", "8", "--iterations", "40"], 240,
              "Ray Train, 1 GPU worker, bf16 autocast"),
     ]
+    # the job takes real weights only; a kit built with --no-x4plus leaves that step out
+    return [step for step in gpu if step.name != "pipeline-x4plus" or x4plus.exists()]
 
 
 def environment(kit: Path) -> dict:
@@ -158,7 +172,10 @@ def render(env: dict, results: list[dict], out: Path, mode: str, command: str) -
             lines.append(f"| {key} | {env[key]} |")
     lines += _correctness(_load(out, "correctness")) + _engine(_load(out, "engine"))
     lines += _encoders(_load(out, "encoders"))
-    lines += _pipeline(_load(out, "pipeline")) + _train(_load(out, "train"))
+    lines += _engine(_load(out, "engine-inductor"), "Engine, torch.compile")
+    for step in ("pipeline-x4plus", "pipeline-compact"):
+        lines += _steady_state(step, _load(out, step))
+    lines += _gpu_tests(_load(out, "gpu-tests")) + _train(_load(out, "train"))
     lines += ["", "## Steps", "", "| step | status | seconds |", "|---|---|---|"]
     lines += [f"| {r['step']} | {r['status']} | {r['seconds']} |" for r in results]
     for r in results:
@@ -183,12 +200,12 @@ def _correctness(rows) -> list[str]:
     return lines
 
 
-def _engine(data) -> list[str]:
+def _engine(data, title: str = "Engine") -> list[str]:
     if not data:
         return []
     ctx, rows = data["context"], data["rows"]
     peak = ctx.get("bf16_peak_tflops")
-    lines = ["", "## Engine (`bench/inference.py`)", "",
+    lines = ["", f"## {title} (`bench/inference.py`)", "",
              f"Output megapixels per second; the plain loop is Real-ESRGAN's (whole image, one at a time, "
              f"{'fp16' if ctx['device'] != 'cpu' else 'fp32'})."
              + (f" Roofline: bf16 dense, measured {peak} TFLOP/s by an 8192^3 matmul (datasheet "
@@ -226,19 +243,23 @@ def _encoders(data) -> list[str]:
     return lines + [f"| {r['encoder']} | {r['MP_per_s']} | {r['ms']} | {r['MB']} |" for r in data["rows"]]
 
 
-def _pipeline(f) -> list[str]:
+def _steady_state(name: str, f) -> list[str]:
+    """A steady-state step's table (``bench/steady_state.py`` makes it)."""
     if not f:
         return []
-    lines = ["", "## Pipeline (`bench/pipeline.py`, local folders)", "",
-             f"{f['images']} images, {f['input_megapixels']} input MP -> {f['output_megapixels']} output MP on "
-             f"{f['actors']}: pipeline {f['pipeline_images_per_s']} images/s ({f['pipeline_output_mp_per_s']} "
-             f"output MP/s), engine alone {f['model_only_images_per_s']} images/s: **efficiency "
-             f"{f['efficiency']:.0%}**. Bottleneck: **{f['bottleneck']}**.", "",
-             "| stage | summed seconds |", "|---|---|"]
-    lines += [f"| {k} | {v} |" for k, v in f["stage_seconds"].items()]
-    lines += ["", "| stage group | workers | utilisation |", "|---|---|---|"]
-    lines += [f"| {k} | {f['slots'][k]:g} | {v:.0%} |" for k, v in f["utilisation"].items()]
-    return lines
+    sys.path.insert(0, str(BENCH))
+    from steady_state import markdown
+
+    return ["", *markdown(f).replace("## Steady state:", f"## {name} (`bench/steady_state.py`):").splitlines()]
+
+
+def _gpu_tests(data) -> list[str]:
+    if not data:
+        return []
+    lines = ["", "## GPU tests (`bench/gpu_tests.py`: tests/test_gpu_paths.py)", "", "| test | outcome | s | message |",
+             "|---|---|---|---|"]
+    return lines + [f"| {c['test']} | {c['outcome']} | {c['seconds']:.1f} | {c['message'][:160]} |"
+                    for c in data["cases"]]
 
 
 def _train(rows) -> list[str]:
@@ -258,7 +279,7 @@ def main() -> None:
     p.add_argument("--kit", type=Path, default=ROOT / ".device-kit")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
     p.add_argument("--work", type=Path, default=Path("/tmp/srcore-gpu-suite"), help="each step's JSON and log")
-    p.add_argument("--budget-s", type=float, default=480, help="the whole suite's time limit (steps are cut)")
+    p.add_argument("--budget-s", type=float, default=540, help="the whole suite's time limit (steps are cut)")
     p.add_argument("--only", default=None, help="comma-separated steps to run (default: all)")
     p.add_argument("--command", default="bash bench/gpu.sh", help=argparse.SUPPRESS)
     args = p.parse_args()

@@ -19,7 +19,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 import device_kit  # noqa: E402
 
-STEPS = ["correctness", "engine", "encoders", "pipeline", "train"]
+SHARED = Path(os.environ.get("SRCORE_SHARED", ROOT.parent / "shared"))
+# the bucket job's x4plus step needs the official weights (the kit's, or the shared folder's)
+STEPS = ["correctness", "engine", "pipeline-x4plus", "pipeline-compact", "gpu-tests", "engine-inductor", "encoders",
+         "train"]
+if not (SHARED / "weights" / "RealESRGAN_x4plus.pth").exists():
+    STEPS.remove("pipeline-x4plus")
 
 
 def run_suite(tmp_path: Path, *flags: str, timeout: int) -> tuple[subprocess.CompletedProcess, Path]:
@@ -45,7 +50,9 @@ def test_dry_run_checks_every_step_of_the_gpu_suite(tmp_path):
     assert "fresh:realesrgan-x4plus" in commands["engine"] and commands["engine"].endswith("--dry-run")
     assert "--gpu" in commands["train"] and "--stages psnr,gan" in commands["train"]
     engine_log = (tmp_path / "work" / "engine.log").read_text()
-    assert '"configs": 48' in engine_log  # 4 models x 3 sizes x (plain loop + 3 precisions)
+    assert '"configs": 72' in engine_log  # 4 models x 3 sizes x (plain loop + 3 precisions + 2 with CUDA graphs)
+    assert "--count 80000" in commands["pipeline-compact"] and "--format jpg" in commands["pipeline-compact"]
+    assert "--compile inductor,auto" in commands["engine-inductor"]
     assert "realesrgan-x4plus\": 35.8" in engine_log  # counted FLOPs: 35.2 MFLOP/px published, 35.85 counted
     md = (out / "summary.md").read_text()
     assert "cpu-dry-run" in md and "| train | ok |" in md
@@ -72,16 +79,20 @@ def test_smoke_run_measures_every_step_on_cpu_and_writes_the_summary(tmp_path):
     encoders = {r["encoder"].split(" (")[0]: r for r in figures["encoders"]["rows"]}
     assert {"png  Pillow", "png  OpenCV", "jpeg Pillow", "jpeg OpenCV"} <= set(encoders)
     assert all(r["MP_per_s"] > 0 and r["MB"] > 0 for r in encoders.values())
-    pipeline = figures["pipeline"]
-    assert pipeline["images"] == 8 and 0 < pipeline["efficiency"] and pipeline["bottleneck"]
-    assert set(pipeline["stage_seconds"]) == {"read", "decode", "upscale", "encode", "write", "check"}
+    pipeline = figures["pipeline-compact"]
+    job, ceiling = pipeline["runs"]["job"], pipeline["ceiling"]
+    assert job["images"] == 24 and job["steady_images_per_s"] > 0 and job["first_output_s"] > 0
+    assert ceiling["ceiling_images_per_s"] > 0 and "fused" in job["layout"]
+    assert set(job["stage_ms_per_image"]) == {"read", "decode", "upscale", "encode", "write", "check"}
+    assert {c["outcome"] for c in figures["gpu-tests"]["cases"]} <= {"passed", "skipped"}
     train = figures["train"]
     assert train[0]["it_per_s"] > 0 and train[0]["generator"] == "srcore-compact-x4"
     md = next(out.glob("20??-??-??-cpu.md")).read_text()
-    for heading in ("## Machine", "## Engine", "## Encoders", "## Pipeline", "## Training", "## Steps"):
+    for heading in ("## Machine", "## Engine", "## Encoders", "## pipeline-compact", "## GPU tests", "## Training",
+                    "## Steps"):
         assert heading in md
     assert "===== train: ok" in (out / "logs.txt").read_text()
-    if (Path(os.environ.get("SRCORE_SHARED", ROOT.parent / "shared")) / "weights").is_dir():
+    if (SHARED / "weights").is_dir():
         rows = figures["correctness"]
         official = [r for r in rows if "max_abs" in r]
         assert official and all(r["max_abs"] < 1e-4 for r in official)  # fp32 CPU reproduces the official output
