@@ -91,20 +91,22 @@ class GraphedNetwork(nn.Module):
         static_in = x.clone()
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
-        with torch.backends.cudnn.flags(enabled=True, benchmark=True), torch.cuda.stream(side):
-            for _ in range(2):
-                self.network(static_in)
-        torch.cuda.current_stream().wait_stream(side)
         if self.pool is None:
             self.pool = torch.cuda.graph_pool_handle()
         graph = torch.cuda.CUDAGraph()
-        try:
-            # thread_local: the actor's other thread may be using the GPU meanwhile (uploads, LR checks)
-            with torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):
-                static_out = self.network(static_in)
-        except RuntimeError:  # an operation that cannot be captured: this shape stays eager
-            torch.cuda.synchronize()
-            return None
+        # benchmark mode for the warm-up and the capture alike: the graph keeps the algorithms the warm-up timed
+        with torch.backends.cudnn.flags(enabled=True, benchmark=True):
+            with torch.cuda.stream(side):
+                for _ in range(2):
+                    self.network(static_in)
+            torch.cuda.current_stream().wait_stream(side)
+            try:
+                # thread_local: the actor's other thread may be using the GPU meanwhile (uploads, LR checks)
+                with torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):
+                    static_out = self.network(static_in)
+            except RuntimeError:  # an operation that cannot be captured: this shape stays eager
+                torch.cuda.synchronize()
+                return None
         if self.measure and _seconds(lambda: self.network(static_in)) <= _seconds(graph.replay):
             return None
         return static_in, static_out, graph

@@ -48,17 +48,19 @@ def can_encode(pixels_shape: tuple[int, ...], dtype, source_mode: str) -> bool:
     return len(pixels_shape) == 3 and pixels_shape[2] == 3 and np.dtype(dtype) == np.uint8 and source_mode != "CMYK"
 
 
-def encode_jpeg(pixels: torch.Tensor | np.ndarray, quality: int, metadata_from: bytes, device=None) -> bytes:
-    """(H, W, 3) uint8 pixels (a tensor on the device, or host pixels uploaded to ``device``) -> a JPEG file
-    encoded there, with the APP segments (EXIF, XMP, ICC) of ``metadata_from``, a JPEG Pillow wrote with the
-    output's metadata (:func:`metadata_jpeg`)."""
+def encode_jpegs(pixels: list[torch.Tensor | np.ndarray], quality: int, metadata_from: list[bytes],
+                 device=None) -> list[bytes]:
+    """(H, W, 3) uint8 pixels (tensors on the device, or host pixels uploaded to ``device``) -> JPEG files
+    encoded there in one batch, each with the APP segments (EXIF, XMP, ICC) of its ``metadata_from`` file, a
+    JPEG that Pillow wrote with the output's metadata (see :func:`srcore.upscale.encode_output`)."""
     from torchvision.io import encode_jpeg as tv_encode
 
-    if isinstance(pixels, np.ndarray):
-        pixels = torch.from_numpy(np.ascontiguousarray(pixels)).to(device)
+    images = [(torch.from_numpy(np.ascontiguousarray(p)).to(device) if isinstance(p, np.ndarray) else p)
+              .permute(2, 0, 1).contiguous() for p in pixels]
     with _quiet():
-        body = tv_encode(pixels.permute(2, 0, 1).contiguous(), quality=quality)
-    return splice_segments(body.cpu().numpy().tobytes(), metadata_from)
+        bodies = tv_encode(images, quality=quality)
+    return [splice_segments(body.cpu().numpy().tobytes(), header)
+            for body, header in zip(bodies, metadata_from, strict=True)]
 
 
 def segments(data: bytes) -> list[tuple[int, bytes]]:

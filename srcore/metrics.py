@@ -171,6 +171,32 @@ def lr_consistency(lr: np.ndarray, sr: np.ndarray | torch.Tensor, scale: float, 
     return check.result()
 
 
+def lr_consistency_many(lrs: list[np.ndarray], srs: torch.Tensor, scale: float) -> list[float | None]:
+    """:func:`lr_consistency` of a group of equal-shaped 8-bit outputs held as one (N, H, W, C) uint8 tensor
+    on its device (a GPU worker's batch): one pass and one transfer back for the group. Images the check would
+    score on crops (over :data:`LR_CHECK_PIXELS`) are scored one by one."""
+    h, w = lrs[0].shape[:2]
+    if h * w > LR_CHECK_PIXELS and scale == int(scale) and min(h, w) >= _CROP:
+        return [lr_consistency(lr, sr, scale, device=srs.device) for lr, sr in zip(lrs, srs, strict=True)]
+    if min(srs.shape[1:3]) < 4:
+        return [None] * len(lrs)
+    lr = torch.from_numpy(np.stack([x if x.ndim == 3 else x[..., None] for x in lrs]))
+    with torch.inference_mode():
+        down = imresize_torch(_y_planes(srs, 255.0), 1.0 / scale)
+        ref = _y_planes(lr.to(srs.device, non_blocking=True), 255.0)
+        rows, cols = min(down.shape[2], ref.shape[2]), min(down.shape[3], ref.shape[3])
+        mse = ((down[..., :rows, :cols] - ref[..., :rows, :cols]) ** 2).mean(dim=(1, 2, 3)).double().cpu().numpy()
+    return [10 * float(np.log10(255.0**2 / max(m, 1e-10))) for m in mse]
+
+
+def _y_planes(pixels: torch.Tensor, top: float) -> torch.Tensor:
+    """(..., H, W, C) integer pixels on a device -> (N, 1, H, W) Y (:func:`to_y_torch`'s), on the 8-bit scale."""
+    x = (pixels[..., :3] if pixels.shape[-1] >= 3 else pixels[..., :1]).float()
+    weights = torch.tensor(Y_WEIGHTS if x.shape[-1] == 3 else (255.0,), device=x.device) / top
+    y = x @ weights + (16.0 if x.shape[-1] == 3 else 0.0)
+    return y.reshape(-1, 1, *y.shape[-2:])
+
+
 class LrCheck:
     """:func:`lr_consistency` of an output that arrives as bands of rows, top to bottom (:meth:`add`).
 
@@ -247,15 +273,12 @@ def _y_pair(lr: np.ndarray, sr: np.ndarray | torch.Tensor, scale: float, device:
     top = 65535.0 if sr.dtype in (np.uint16, torch.int32) else 255.0
 
     def y_plane(pixels: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """(H, W, C) pixels -> (1, 1, H, W) Y (:func:`to_y_torch`), as one product over the channels."""
-        colour = pixels[..., :3] if pixels.shape[2] >= 3 else pixels[..., :1]
-        if isinstance(colour, np.ndarray):  # integers travel; uint16 as int32 (torch's uint16 has few kernels)
-            wide = colour.dtype == np.uint16
-            colour = torch.from_numpy(colour.astype(np.int32) if wide or not colour.flags.writeable
-                                      else np.ascontiguousarray(colour))
-        x = colour.to(device, non_blocking=True).float()
-        weights = torch.tensor(Y_WEIGHTS if x.shape[2] == 3 else (255.0,), device=device) / top
-        return (x @ weights + (16.0 if x.shape[2] == 3 else 0.0))[None, None]
+        """(H, W, C) pixels -> (1, 1, H, W) Y, as one product over the channels, on the device."""
+        if isinstance(pixels, np.ndarray):  # integers travel; uint16 as int32 (torch's uint16 has few kernels)
+            wide = pixels.dtype == np.uint16
+            pixels = torch.from_numpy(pixels.astype(np.int32) if wide or not pixels.flags.writeable
+                                      else np.ascontiguousarray(pixels))
+        return _y_planes(pixels.to(device, non_blocking=True), top)
 
     with torch.inference_mode():
         down, ref = imresize_torch(y_plane(sr), 1.0 / scale), y_plane(lr)

@@ -235,27 +235,37 @@ def render(upscaler: Upscaler, source: Picture, fmt: str, options: OutputOptions
 
 
 def encode_output(source: Picture, pixels, fmt: str, options: OutputOptions, provenance: Provenance,
-                  device=None, device_pixels=None) -> tuple[bytes, Picture]:
+                  device=None) -> tuple[bytes, Picture]:
     """Encode upscaled pixels with the source's metadata (ICC, EXIF, text) and the provenance.
 
-    ``device``: a CUDA device (:attr:`Upscaler.codec_device`) encodes 8-bit RGB JPEGs there with nvJPEG, the
-    metadata segments as Pillow writes them (:mod:`srcore.gpu_codecs`); ``device_pixels``: the same pixels
-    already there. Everything else, and every output without a device, is encoded on the CPU.
+    ``device``: a CUDA device (:attr:`Upscaler.codec_device`) encodes 8-bit RGB JPEGs there with nvJPEG
+    (:func:`encode_jpegs_on_device`). Everything else, and every output without a device, is encoded on the CPU.
     """
+    if device is not None and fmt == "JPEG" and gpu_codecs.can_encode(pixels.shape, pixels.dtype, source.source_mode):
+        return encode_jpegs_on_device([(source, pixels, pixels, provenance)], options, device)[0]
     output = replace(source, pixels=pixels)
     if fmt == "JPEG" and pixels.shape[2] in (2, 4):
         warnings.warn(f"{provenance.source or 'output'}: JPEG has no alpha; composited on --background "
                       f"{options.background}", stacklevel=2)
+    data = encode(output, fmt, options.quality, provenance, png_compression=options.png_compression,
+                  background=parse_color(options.background))
+    return data, output
 
-    def on_cpu(picture: Picture) -> bytes:
-        return encode(picture, fmt, options.quality, provenance, png_compression=options.png_compression,
-                      background=parse_color(options.background))
 
-    if device is not None and fmt == "JPEG" and gpu_codecs.can_encode(pixels.shape, pixels.dtype, source.source_mode):
-        header = on_cpu(replace(source, pixels=np.zeros((1, 1, 3), np.uint8)))  # the metadata, as Pillow writes it
-        on_device = device_pixels if device_pixels is not None else pixels
-        return gpu_codecs.encode_jpeg(on_device, options.quality, header, device), output
-    return on_cpu(output), output
+def encode_jpegs_on_device(items: list[tuple[Picture, object, object, Provenance]], options: OutputOptions,
+                           device) -> list[tuple[bytes, Picture]]:
+    """8-bit RGB JPEG outputs (:func:`srcore.gpu_codecs.can_encode`) encoded on ``device`` in one batch: items
+    are (source, host pixels, the same pixels on the device or None, provenance). Each file's metadata segments
+    are those :func:`encode_output` writes on the CPU (Pillow encodes a 1x1 image with them), so both paths
+    carry the same catalogue."""
+    headers, on_device, outputs = [], [], []
+    for source, pixels, device_pixels, provenance in items:
+        blank = replace(source, pixels=np.zeros((1, 1, 3), np.uint8))
+        headers.append(encode(blank, "JPEG", options.quality, provenance))
+        on_device.append(device_pixels if device_pixels is not None else pixels)
+        outputs.append(replace(source, pixels=pixels))
+    files = gpu_codecs.encode_jpegs(on_device, options.quality, headers, device)
+    return list(zip(files, outputs, strict=True))
 
 
 STREAM_OUTPUT_PIXELS = 1 << 26  # PNG outputs above 64 MP are streamed: written band by band as they are made

@@ -178,3 +178,18 @@ def test_niqe_ranks_degradation_and_refuses_images_too_small_to_score():
     assert niqe(hr) < niqe(blurred) and niqe(hr) < niqe(noisy)
     with pytest.raises(ValueError, match="two 96x96 blocks"):
         niqe(hr[:150, :150])
+
+
+def test_a_batch_of_outputs_scores_as_each_alone():
+    """The GPU workers' batched LR check (one pass per group of equal shapes) against the one-by-one check."""
+    import torch
+
+    from srcore.metrics import lr_consistency_many
+
+    rng = np.random.default_rng(5)
+    lrs = [rng.integers(0, 256, (24, 20, 3)).astype(np.uint8) for _ in range(3)]
+    srs = [np.clip(imresize_np(lr, 4.0) + rng.integers(-9, 10, (96, 80, 3)), 0, 255).astype(np.uint8) for lr in lrs]
+    for lo, hi in ((lrs, srs), ([x[..., :1] for x in lrs], [x[..., :1] for x in srs])):  # RGB, gray
+        batched = lr_consistency_many(lo, torch.from_numpy(np.stack(hi)), 4)
+        assert batched == pytest.approx([lr_consistency(a, b, 4) for a, b in zip(lo, hi, strict=True)], abs=1e-4)
+

@@ -31,8 +31,16 @@ import pyarrow as pa
 from srcore.geo import gdal_env, open_raster
 from srcore.gpu_codecs import can_encode
 from srcore.imageio import ImageDecodeError, Picture, Provenance, decode
-from srcore.metrics import lr_consistency
-from srcore.upscale import encode_output, may_be_raster, opens_as_raster, render_raster, stream_png, streams
+from srcore.metrics import lr_consistency, lr_consistency_many
+from srcore.upscale import (
+    encode_jpegs_on_device,
+    encode_output,
+    may_be_raster,
+    opens_as_raster,
+    render_raster,
+    stream_png,
+    streams,
+)
 
 from .finished import output_is_finished
 from .options import UpscaleJob
@@ -205,18 +213,20 @@ class UpscaleWriter:
             except Exception:  # one bad image must not fail the group: retry one by one
                 upscaled = [self._upscale_one(r, p) for r, p in zip(group, pictures, strict=True)]
             seconds = (time.perf_counter() - t0) / len(group)
+            finished = []
             for r, picture, pixels in zip(group, pictures, upscaled, strict=True):
                 r.pop("pixels", None)
                 r.pop("data", None)
                 done.append(r)
-                if pixels is None:
-                    continue
-                r.update(upscale_s=seconds, device=self.device, node=_node())
-                if self.fused:
+                if pixels is not None:
+                    r.update(upscale_s=seconds, device=self.device, node=_node())
+                    finished.append((r, picture, pixels))
+            if self.fused:
+                for r, picture, pixels in finished:
                     write_output(r, picture, pixels, self.options, self.target)
                     score(r, picture.pixels, pixels)
-                else:
-                    self._hand_over(r, picture, pixels)
+            elif finished:
+                self._hand_over(finished)
         return _table(done, OUTPUT_SCHEMA if self.fused else UPSCALED_SCHEMA)
 
     def _picture(self, row: dict) -> Picture | None:
@@ -238,27 +248,42 @@ class UpscaleWriter:
         row["decode_s"] = time.perf_counter() - t0
         return picture
 
-    def _hand_over(self, row: dict, source: Picture, pixels: np.ndarray) -> None:
-        """Split layout: score the output here, on the model's device, and on a GPU encode an 8-bit JPEG output
-        there too; the row takes the output pixels (or the encoded file) to :func:`encode_and_write`."""
-        device = self.upscaler.device
-        on_device = torch_from(pixels, device) if device.type == "cuda" else pixels
-        score(row, source.pixels, on_device, device)
-        codec = self.upscaler.codec_device
-        if codec is not None and row["output_format"] == "JPEG" and can_encode(pixels.shape, pixels.dtype,
-                                                                                source.source_mode):
+    def _hand_over(self, outputs: list[tuple[dict, Picture, np.ndarray]]) -> None:
+        """Split layout, one group of equal shapes: score the outputs here, on the model's device, and on a GPU
+        encode the 8-bit JPEG outputs there too, each in one batch; every row takes its output's pixels (or
+        its encoded file) to :func:`encode_and_write`."""
+        device, codec = self.upscaler.device, self.upscaler.codec_device
+        on_device = [None] * len(outputs)
+        t0 = time.perf_counter()
+        if device.type == "cuda" and outputs[0][2].dtype == np.uint8:
+            stacked = torch_stack([pixels for _, _, pixels in outputs], device)
+            on_device = list(stacked)
+            scores = lr_consistency_many([picture.pixels for _, picture, _ in outputs], stacked, outputs[0][0]["scale"])
+            seconds = (time.perf_counter() - t0) / len(outputs)
+            for (r, _, _), value in zip(outputs, scores, strict=True):
+                r.update(lr_psnr=value, check_s=seconds)
+        else:
+            for r, picture, pixels in outputs:
+                score(r, picture.pixels, pixels, device)
+        jpegs = [i for i, (r, picture, pixels) in enumerate(outputs) if codec is not None and r["output_format"] ==
+                 "JPEG" and can_encode(pixels.shape, pixels.dtype, picture.source_mode)]
+        if jpegs:
             t0 = time.perf_counter()
             try:
-                row["encoded"], output = encode_output(source, pixels, "JPEG", self.options, _provenance(row), codec,
-                                                       on_device)
-                row.update(encode_s=time.perf_counter() - t0, output_width=output.size[0],
-                           output_height=output.size[1], output_mode=output.mode)
-            except Exception:  # nvJPEG refused it: the CPU tasks encode it
-                row["encoded"] = None
-        if row.get("encoded") is None:
-            row.update(output_pixels=pixels.tobytes(), output_dtype=pixels.dtype.str, output_shape=list(pixels.shape))
-        row.update(status="upscaled", source_mode=source.source_mode, icc_profile=source.icc_profile,
-                   exif=source.exif, text=json.dumps(source.text))
+                files = encode_jpegs_on_device([(outputs[i][1], outputs[i][2], on_device[i], _provenance(outputs[i][0]))
+                                                for i in jpegs], self.options, codec)
+            except Exception:  # nvJPEG refused them: the CPU tasks encode them
+                files = []
+            seconds = (time.perf_counter() - t0) / len(jpegs)
+            for i, (data, output) in zip(jpegs, files, strict=False):  # none when nvJPEG failed
+                outputs[i][0].update(encoded=data, encode_s=seconds, output_width=output.size[0],
+                                     output_height=output.size[1], output_mode=output.mode)
+        for r, source, pixels in outputs:
+            if r.get("encoded") is None:
+                r.update(output_pixels=pixels.tobytes(), output_dtype=pixels.dtype.str,
+                         output_shape=list(pixels.shape))
+            r.update(status="upscaled", source_mode=source.source_mode, icc_profile=source.icc_profile,
+                     exif=source.exif, text=json.dumps(source.text))
 
     def _stream(self, row: dict, source: Picture) -> None:
         """Upscale, encode and write one large output band by band (:func:`srcore.upscale.stream_png`), and
@@ -365,11 +390,16 @@ def score(row: dict, lr: np.ndarray, sr, device=None) -> None:
     row["check_s"] = time.perf_counter() - t0
 
 
-def torch_from(pixels: np.ndarray, device):
-    """Host uint8 pixels on ``device``, as integers (a quarter of float32's bytes)."""
+def torch_stack(outputs: list[np.ndarray], device):
+    """Equal-shaped host outputs as one (N, H, W, C) tensor on ``device``, copied in as integers (a quarter of
+    float32's bytes), without stacking them on the host first."""
     import torch
 
-    return torch.from_numpy(np.ascontiguousarray(pixels)).to(device)
+    stacked = torch.empty((len(outputs), *outputs[0].shape), dtype=torch.from_numpy(outputs[0][:0]).dtype,
+                          device=device)
+    for slot, pixels in zip(stacked, outputs, strict=True):
+        slot.copy_(torch.from_numpy(np.ascontiguousarray(pixels)), non_blocking=True)
+    return stacked
 
 
 def _provenance(row: dict) -> Provenance:
