@@ -38,6 +38,7 @@ import threading
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image
 
@@ -181,8 +182,13 @@ def _capacity_worker(task: dict) -> dict:
     options, provenance = OutputOptions(format=task["format"]), Provenance("bench", upscaler.scale)
     fmt = {"png": "PNG", "jpg": "JPEG"}[task["format"]]
     per_call = task["per_call"]
-    outputs = upscaler.upscale_many([p.pixels for p in pictures[:per_call]])  # warm-up
-    outputs = (outputs * (len(pictures) // len(outputs) + 1))[: len(pictures)]
+    if {"engine", "all"} & set(task["phases"]):
+        outputs = upscaler.upscale_many([p.pixels for p in pictures[:per_call]])  # warm-up
+        outputs = (outputs * (len(pictures) // len(outputs) + 1))[: len(pictures)]
+    else:  # codecs only (CPU processes beside a GPU): outputs of the right size without running the model
+        s = upscaler.scale
+        outputs = [cv2.resize(p.pixels, (p.size[0] * s, p.size[1] * s), interpolation=cv2.INTER_CUBIC)
+                   for p in pictures]
     phases = {}
 
     def engine():
@@ -245,15 +251,16 @@ def ceiling(paths: list[Path], args) -> dict:
         return {"where": f"cpu, {cpus} processes x 1 thread", "engine_images_per_s": rates["engine"],
                 "codec_images_per_s": rates["codecs"], "ceiling_images_per_s": rates["all"],
                 "rule": "every core decodes, upscales and encodes in turn (they share the cores)"}
-    gpu = capacity(sample, args, 1, "cuda", ("engine", "codecs"), args.codecs)
+    gpu_codecs = args.codecs == "auto" and "jpg" in (args.format, args.input_format)
+    gpu = capacity(sample, args, 1, "cuda", ("engine", "codecs") if gpu_codecs else ("engine",), args.codecs)
     # the CPUs' share: PNG encoding (and decoding of what the GPU does not decode), one process per CPU but
     # the one the GPU actor's Python needs
     cpu = capacity(sample, args, max(1, cpus - 1), "cpu", ("codecs",), "cpu")
-    gpu_side = 1 / (1 / gpu["engine"] + (1 / gpu["codecs"] if args.codecs == "auto" and args.format == "jpg" else 0))
+    gpu_side = 1 / (1 / gpu["engine"] + (1 / gpu["codecs"] if gpu_codecs else 0))
     cpu_side = cpu["codecs"] if not (args.codecs == "auto" and args.format == "jpg"
                                      and args.input_format == "jpg") else float("inf")
     return {"where": f"{torch.cuda.get_device_name()} + {cpus - 1} CPU processes",
-            "engine_images_per_s": gpu["engine"], "gpu_codec_images_per_s": gpu["codecs"],
+            "engine_images_per_s": gpu["engine"], "gpu_codec_images_per_s": gpu.get("codecs"),
             "codec_images_per_s": cpu["codecs"], "ceiling_images_per_s": round(min(gpu_side, cpu_side), 2),
             "rule": "the lower of the GPU (engine + its JPEG codecs) and the CPUs' codecs"}
 
@@ -308,7 +315,7 @@ def markdown(figures: dict) -> str:
     job = figures["runs"].get("job")
     lines += ["", f"Ceiling ({c['where']}; {c['rule']}): engine alone {c['engine_images_per_s']} images/s, codecs "
               f"{c['codec_images_per_s']} images/s" + (f", GPU codecs {c['gpu_codec_images_per_s']} images/s"
-                                                         if "gpu_codec_images_per_s" in c else "")
+                                                         if c.get("gpu_codec_images_per_s") else "")
               + f" -> **ceiling {c['ceiling_images_per_s']} images/s**."]
     if job:
         eff = job["steady_images_per_s"] / c["ceiling_images_per_s"]

@@ -63,18 +63,25 @@ class GraphedNetwork(nn.Module):
     def __init__(self, network: nn.Module, measure: bool = False, max_graphs: int = MAX_GRAPHS):
         super().__init__()
         self.network, self.measure, self.max_graphs = network, measure, max_graphs
+        self.lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        """Drop every graph and its memory (an out-of-memory retry changes the shapes: they start again)."""
         self.seen: Counter = Counter()
         self.graphs: dict[tuple, tuple | None] = {}  # shape -> (static input, static output, graph), or None: eager
         self.pool = None
-        self.lock = threading.Lock()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         key = (tuple(x.shape), x.dtype, x.is_contiguous(memory_format=torch.channels_last))
         with self.lock:
             entry = self.graphs.get(key, False)
             if entry is False:
+                if len(self.seen) > 64 * self.max_graphs:  # an archive of one-off sizes: forget the oldest
+                    self.seen = Counter(dict(self.seen.most_common(self.max_graphs)))
                 self.seen[key] += 1
-                if self.seen[key] < 2 or len(self.graphs) >= self.max_graphs:
+                captured = sum(e is not None for e in self.graphs.values())
+                if self.seen[key] < 2 or captured >= self.max_graphs:
                     entry = None  # eager: not (yet) worth a capture
                 else:
                     entry = self.graphs[key] = self._capture(x)
@@ -86,27 +93,27 @@ class GraphedNetwork(nn.Module):
         return self.network(x)
 
     def _capture(self, x: torch.Tensor) -> tuple | None:
-        """Warm up (cuDNN picks its fastest algorithms for this shape), capture, and with ``measure`` keep the
-        graph only when it replays faster than eager runs; None when capture fails or does not pay."""
+        """Warm up, capture, and with ``measure`` keep the graph only when it replays faster than eager runs;
+        None when capture fails or does not pay."""
         static_in = x.clone()
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         if self.pool is None:
             self.pool = torch.cuda.graph_pool_handle()
         graph = torch.cuda.CUDAGraph()
-        # benchmark mode for the warm-up and the capture alike: the graph keeps the algorithms the warm-up timed
-        with torch.backends.cudnn.flags(enabled=True, benchmark=True):
-            with torch.cuda.stream(side):
-                for _ in range(2):
-                    self.network(static_in)
-            torch.cuda.current_stream().wait_stream(side)
-            try:
-                # thread_local: the actor's other thread may be using the GPU meanwhile (uploads, LR checks)
-                with torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):
-                    static_out = self.network(static_in)
-            except RuntimeError:  # an operation that cannot be captured: this shape stays eager
-                torch.cuda.synchronize()
-                return None
+        # the same cuDNN settings as eager passes, so a graph computes what eager computes (cuDNN's benchmark
+        # mode would pick other algorithms, and its flag is global: the other thread's passes would change too)
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                self.network(static_in)
+        torch.cuda.current_stream().wait_stream(side)
+        try:
+            # thread_local: the actor's other thread may be using the GPU meanwhile (uploads, LR checks)
+            with torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):
+                static_out = self.network(static_in)
+        except RuntimeError:  # an operation that cannot be captured: this shape stays eager
+            torch.cuda.synchronize()
+            return None
         if self.measure and _seconds(lambda: self.network(static_in)) <= _seconds(graph.replay):
             return None
         return static_in, static_out, graph

@@ -9,6 +9,7 @@ same picture (EXIF, XMP provenance, ICC profile), so both paths carry one catalo
 from __future__ import annotations
 
 import contextlib
+import threading
 import warnings
 from collections.abc import Callable
 
@@ -16,6 +17,22 @@ import numpy as np
 import torch
 
 SOI, SOS = b"\xff\xd8", 0xDA
+
+
+_NVJPEG = threading.Lock()
+
+
+@contextlib.contextmanager
+def _exclusive(device: torch.device):
+    """One nvJPEG call at a time in this process, after the work queued on the caller's stream: torchvision's
+    CUDA codecs have written into memory that stream was still reading (vision PR 9606) and produced corrupt
+    files when threads encoded at once (issue 9060), and a GPU actor runs two calls on two threads."""
+    if torch.device(device).type != "cuda":
+        yield
+        return
+    with _NVJPEG:
+        torch.cuda.current_stream(device).synchronize()
+        yield
 
 
 @contextlib.contextmanager
@@ -34,10 +51,10 @@ def jpeg_decoder(device: torch.device | str) -> Callable[[bytes], np.ndarray]:
     device = torch.device(device)
 
     def decode(data: bytes) -> np.ndarray:
-        with _quiet():
+        with _exclusive(device), _quiet():
             chw = decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB,
                               device=device)
-        return chw.permute(1, 2, 0).contiguous().cpu().numpy()
+            return chw.permute(1, 2, 0).contiguous().cpu().numpy()
 
     return decode
 
@@ -57,10 +74,9 @@ def encode_jpegs(pixels: list[torch.Tensor | np.ndarray], quality: int, metadata
 
     images = [(torch.from_numpy(np.ascontiguousarray(p)).to(device) if isinstance(p, np.ndarray) else p)
               .permute(2, 0, 1).contiguous() for p in pixels]
-    with _quiet():
-        bodies = tv_encode(images, quality=quality)
-    return [splice_segments(body.cpu().numpy().tobytes(), header)
-            for body, header in zip(bodies, metadata_from, strict=True)]
+    with _exclusive(images[0].device), _quiet():
+        bodies = [body.cpu().numpy().tobytes() for body in tv_encode(images, quality=quality)]
+    return [splice_segments(body, header) for body, header in zip(bodies, metadata_from, strict=True)]
 
 
 def segments(data: bytes) -> list[tuple[int, bytes]]:

@@ -119,6 +119,8 @@ def decode(data: bytes, name: str = "<bytes>", max_pixels: int | None = DEFAULT_
     except ImageDecodeError:
         raise
     except Exception as exc:  # truncated data, broken chunks...
+        if "OutOfMemory" in type(exc).__name__:  # a full GPU is not a broken file
+            raise
         raise ImageDecodeError(f"{name}: truncated or corrupt image data ({type(exc).__name__}: {exc})") from None
     if pixels.shape[2] > 4:
         raise _too_many_channels(name, pixels.shape[2])
@@ -134,8 +136,10 @@ def _other_jpeg_pixels(data: bytes, im: Image.Image, jpeg_pixels: Callable[[byte
         return None
     try:
         pixels = jpeg_pixels(data)
-    except Exception:
-        return None
+    except Exception as exc:
+        if "OutOfMemory" in type(exc).__name__:  # the device is full, not the file odd: the caller retries
+            raise
+        return None  # a JPEG nvJPEG does not take (arithmetic coding, odd markers): Pillow's turn
     return pixels if pixels.shape == (im.size[1], im.size[0], 3) else None
 
 

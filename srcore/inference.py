@@ -25,7 +25,7 @@ from torch import nn
 
 from . import gpu_codecs as gpu_codecs_module
 from .archs.descriptor import ModelDescriptor
-from .compiled import compiled, resolve_compile
+from .compiled import GraphedNetwork, compiled, resolve_compile
 from .modes import assemble, band_assembler, check_alpha, max_value, network_inputs
 
 Precision = str  # "auto" | "fp32" | "fp16" | "bf16"
@@ -350,6 +350,9 @@ class Upscaler:
                 return self._upscale_all(images)
             except torch.cuda.OutOfMemoryError:
                 if self.device.type == "cuda":
+                    for network in self._models.values():  # captured graphs hold memory for shapes that change
+                        if isinstance(network, GraphedNetwork):
+                            network.reset()
                     torch.cuda.empty_cache()
                 if not self._shrink(images):
                     raise

@@ -231,6 +231,8 @@ class LrCheck:
         if self.whole:
             self._bands.append(band)
             return
+        if isinstance(band, torch.Tensor):  # crops are gathered on the host, a grid row at a time
+            band = band.cpu().numpy()
         s, n = int(self.scale), band.shape[0]
         for grid_row in list(self._rows):
             top, bottom = grid_row["y0"] * s, grid_row["y1"] * s

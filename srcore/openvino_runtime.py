@@ -128,10 +128,13 @@ def converted_model(model: nn.Module):
                 pass
         converted = _convert(model)
         tmp = folder / f".{key}.{os.getpid()}"
-        ov.save_model(converted, f"{tmp}.xml", compress_to_fp16=False)
-        os.replace(f"{tmp}.bin", xml.with_suffix(".bin"))
-        os.replace(f"{tmp}.xml", xml)
-        return converted
+        try:
+            ov.save_model(converted, f"{tmp}.xml", compress_to_fp16=False)
+            os.replace(f"{tmp}.bin", xml.with_suffix(".bin"))
+            os.replace(f"{tmp}.xml", xml)
+            return core.read_model(str(xml))  # what every later process runs, this one too
+        except OSError:  # a full or read-only disk: this process runs its own conversion, uncached
+            return converted
 
 
 def _convert(model: nn.Module):

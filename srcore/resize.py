@@ -96,9 +96,7 @@ def imresize_torch(images: torch.Tensor, scale: float, antialias: bool = True) -
     dev, dt = images.device, images.dtype
     out_h, out_w = output_size((h, w), scale)
     if max(out_h * h, out_w * w) <= DENSE_WEIGHTS:
-        rows = _dense_weights(h, scale, antialias).to(dev, dt)
-        cols = _dense_weights(w, scale, antialias).to(dev, dt)
-        return rows @ images @ cols.T
+        return _dense_weights(h, scale, antialias, dev, dt) @ images @ _dense_weights(w, scale, antialias, dev, dt).T
     (wh, ih), (ww, iw) = _resize_plan(h, w, scale, antialias)
     wh, ww = torch.from_numpy(wh).to(dev, dt), torch.from_numpy(ww).to(dev, dt)
     ih, iw = torch.from_numpy(ih).to(dev), torch.from_numpy(iw).to(dev)
@@ -109,11 +107,12 @@ def imresize_torch(images: torch.Tensor, scale: float, antialias: bool = True) -
 
 
 @lru_cache(maxsize=64)
-def _dense_weights(length: int, scale: float, antialias: bool) -> torch.Tensor:
-    """An axis's weights at their source indices as an (out, length) matrix (reflected indices that repeat add
-    up, as the tap sum does), in float64 on the CPU; cached: a job's images mostly share a few sizes. Callers
-    take a converted copy (``.to``) and never write to it."""
+def _dense_weights(length: int, scale: float, antialias: bool, device: torch.device, dtype: torch.dtype
+                   ) -> torch.Tensor:
+    """An axis's weights at their source indices as an (out, length) matrix on ``device`` (reflected indices
+    that repeat add up, as the tap sum does); cached: a job's images mostly share a few sizes. Callers never
+    write to it."""
     weights, indices = axis_weights(length, output_size((length,), scale)[0], scale, antialias)
     matrix = np.zeros((weights.shape[0], length))
     np.add.at(matrix, (np.arange(weights.shape[0])[:, None], indices), weights)
-    return torch.from_numpy(matrix)
+    return torch.from_numpy(matrix).to(device, dtype)

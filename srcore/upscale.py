@@ -98,10 +98,10 @@ class EngineOptions:
                                   "memory on GPUs", parse=parse_batch)
     runtime: str = _flag("auto", "auto: OpenVINO on CPUs where the openvino extra is installed, else PyTorch",
                          choices=("auto", "torch", "openvino"))
-    compile: str = _flag("auto", "CUDA: 'graphs' replays each tile shape as a captured CUDA graph, 'inductor' also "
-                         "compiles the network with torch.compile (minutes the first time, cached on local disk), "
-                         "'auto' keeps CUDA graphs for each shape where they measure faster than eager, 'off' runs "
-                         "eager; CPUs run eager (or OpenVINO)", choices=COMPILE_MODES)
+    compile: str = _flag("auto", "CUDA: 'graphs' replays each recurring shape as a captured CUDA graph, 'inductor' "
+                         "also compiles the network with torch.compile (a minute or more per shape the first time, "
+                         "cached on local disk; on CPUs too, with --runtime torch), 'auto' keeps CUDA graphs where "
+                         "they measure faster than eager, 'off' runs eager", choices=COMPILE_MODES)
     codecs: str = _flag("auto", "auto: when the model runs on a CUDA GPU, JPEG inputs decode and JPEG outputs encode "
                         "there (nvJPEG), else on the CPU; cpu: always on the CPU", choices=("auto", "cpu"))
 
@@ -264,7 +264,13 @@ def encode_jpegs_on_device(items: list[tuple[Picture, object, object, Provenance
         headers.append(encode(blank, "JPEG", options.quality, provenance))
         on_device.append(device_pixels if device_pixels is not None else pixels)
         outputs.append(replace(source, pixels=pixels))
-    files = gpu_codecs.encode_jpegs(on_device, options.quality, headers, device)
+    try:
+        files = gpu_codecs.encode_jpegs(on_device, options.quality, headers, device)
+    except Exception as exc:  # nvJPEG refused them (or the GPU is full): Pillow encodes them, as it would anyway
+        warnings.warn(f"nvJPEG could not encode {len(items)} output(s) ({type(exc).__name__}: {str(exc)[:200]}); "
+                      "encoding on the CPU", stacklevel=2)
+        files = [encode(output, "JPEG", options.quality, provenance)
+                 for output, (_, _, _, provenance) in zip(outputs, items, strict=True)]
     return list(zip(files, outputs, strict=True))
 
 

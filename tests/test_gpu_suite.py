@@ -21,7 +21,7 @@ import device_kit  # noqa: E402
 
 SHARED = Path(os.environ.get("SRCORE_SHARED", ROOT.parent / "shared"))
 # the bucket job's x4plus step needs the official weights (the kit's, or the shared folder's)
-STEPS = ["correctness", "engine", "pipeline-x4plus", "pipeline-compact", "gpu-tests", "engine-inductor", "encoders",
+STEPS = ["correctness", "gpu-tests", "engine", "pipeline-x4plus", "pipeline-compact", "engine-inductor", "encoders",
          "train"]
 if not (SHARED / "weights" / "RealESRGAN_x4plus.pth").exists():
     STEPS.remove("pipeline-x4plus")
@@ -51,7 +51,7 @@ def test_dry_run_checks_every_step_of_the_gpu_suite(tmp_path):
     assert "--gpu" in commands["train"] and "--stages psnr,gan" in commands["train"]
     engine_log = (tmp_path / "work" / "engine.log").read_text()
     assert '"configs": 72' in engine_log  # 4 models x 3 sizes x (plain loop + 3 precisions + 2 with CUDA graphs)
-    assert "--count 80000" in commands["pipeline-compact"] and "--format jpg" in commands["pipeline-compact"]
+    assert "--count 60000" in commands["pipeline-compact"] and "--format jpg" in commands["pipeline-compact"]
     assert "--compile inductor,auto" in commands["engine-inductor"]
     assert "realesrgan-x4plus\": 35.8" in engine_log  # counted FLOPs: 35.2 MFLOP/px published, 35.85 counted
     md = (out / "summary.md").read_text()

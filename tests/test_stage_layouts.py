@@ -38,6 +38,10 @@ def test_gpu_nodes_split_the_stages_one_actor_per_gpu():
     assert not layout.fused and layout.gpus_per_actor == 1 and layout.max_actors == 8
     assert layout.images_per_call == GPU_IMAGES_PER_CALL and layout.calls_per_actor == 2 and layout.jpeg_bytes
     assert "decoding and encoding on CPU tasks, JPEG on the GPU" in layout.describe(100_000)
+    assert layout.cpus_per_actor == 1
+    # a node with as many CPUs as GPUs: the actors take less than a CPU each, so the tasks get two
+    lean = plan_layout(job, {"CPU": 8.0, "GPU": 8.0}, todo=100_000)
+    assert lean.max_actors == 8 and lean.cpus_per_actor == 0.75
     # --codecs cpu keeps JPEG on the CPU tasks; half a GPU per actor doubles the actors
     assert not plan_layout(UpscaleJob(input="in", output="out", engine=EngineOptions(codecs="cpu")),
                            {"CPU": 16.0, "GPU": 1.0}, 1000).jpeg_bytes

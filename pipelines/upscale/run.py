@@ -111,6 +111,7 @@ class Layout:
 
 GPU_IMAGES_PER_CALL = 32  # two of the engine's auto batches of 16 (its peak in bench/inference.py)
 CPU_IMAGES_PER_CALL = 8
+TASK_CPUS = 2  # CPUs the split layout leaves to its decode and encode tasks at least
 
 
 def plan_layout(job: UpscaleJob, resources: dict[str, float], todo: int) -> Layout:
@@ -128,7 +129,10 @@ def plan_layout(job: UpscaleJob, resources: dict[str, float], todo: int) -> Layo
     else:  # fused: every CPU; split CPU actors leave about half the CPUs to the decode and encode tasks
         most = max(1, int(resources.get("CPU", 1) / (1 if fused else 2) / job.cpus_per_actor))
     most = max(1, min(most, -(-todo // per_call)))  # no actor without a batch to do
-    return Layout(fused=fused, gpus_per_actor=gpus, cpus_per_actor=job.cpus_per_actor,
+    cpus_per_actor = job.cpus_per_actor
+    if not fused:  # the decode and encode tasks need CPUs too: with too few left for them the run would stall
+        cpus_per_actor = min(cpus_per_actor, max(0.25, (resources.get("CPU", 1) - TASK_CPUS) / most))
+    return Layout(fused=fused, gpus_per_actor=gpus, cpus_per_actor=cpus_per_actor,
                   min_actors=min(job.min_actors, most), max_actors=most, images_per_call=per_call,
                   calls_per_actor=job.actor_concurrency or (2 if gpus and not fused else 1),
                   jpeg_bytes=bool(gpus) and not fused and job.engine.codecs == "auto")

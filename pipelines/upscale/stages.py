@@ -48,6 +48,7 @@ from .plan import _store
 from .rows import DECODED_SCHEMA, OUTPUT_SCHEMA, UPSCALED_SCHEMA, _table
 
 FAULT_ENV = "SRCORE_INJECT_WORKER_DEATH"
+DECODED_PER_BLOCK = 8  # decoded pictures per block out of a decode task (Ray Data bundles them for the actor)
 
 
 def _inject_worker_death(stage: str, key: str) -> None:
@@ -64,12 +65,13 @@ def read_and_decode(batch: pa.Table, job: UpscaleJob, per_block: int = 8, jpeg_b
     """The split layout's decode task: manifest rows -> rows with decoded pixels (status "todo"), or finished
     ones ("skipped", "failed"). ``jpeg_bytes``: JPEG inputs travel as their bytes, for the GPU to decode.
 
-    Yields a table every ``per_block`` rows: a block of many rows never holds all its pictures.
+    Yields a table every ``per_block`` rows (at most DECODED_PER_BLOCK): a block of many rows never holds all
+    its pictures.
     """
     source, target = _store(job.input), _store(job.output)
     out = []
     for row in batch.to_pylist():
-        if len(out) >= per_block:
+        if len(out) >= min(per_block, DECODED_PER_BLOCK):
             yield _table(out, DECODED_SCHEMA)
             out = []
         out.append(decode_row(row, job, source, target, jpeg_bytes=jpeg_bytes))
@@ -77,11 +79,13 @@ def read_and_decode(batch: pa.Table, job: UpscaleJob, per_block: int = 8, jpeg_b
         yield _table(out, DECODED_SCHEMA)
 
 
-def decode_row(row: dict, job: UpscaleJob, source, target, jpeg_bytes: bool = False, keep: bool = False) -> dict:
+def decode_row(row: dict, job: UpscaleJob, source, target, jpeg_bytes: bool = False, keep: bool = False,
+               jpeg_pixels=None) -> dict:
     """Read and decode one manifest row in place (both layouts): its pixels and input fields, or its status
     "skipped" (finished by an earlier run) or "failed" (with the error); a raster gets its header only.
     ``jpeg_bytes``: a JPEG file is read, not decoded; the actor decodes it (on its GPU). ``keep``: the picture
-    stays an object in the row (the fused layout's actor uses it at once) instead of bytes for the next stage."""
+    stays an object in the row (the fused layout's actor uses it at once) instead of bytes for the next stage.
+    ``jpeg_pixels``: the engine's JPEG decoder (:attr:`srcore.inference.Upscaler.jpeg_pixels`), as the CLI uses."""
     _inject_worker_death("decode", row["input"])
     row.update(node=_node(), status=row["status"] or "todo")
     try:
@@ -102,7 +106,7 @@ def decode_row(row: dict, job: UpscaleJob, source, target, jpeg_bytes: bool = Fa
         if jpeg_bytes and data[:3] == b"\xff\xd8\xff":
             row["data"] = data
             return row
-        _decoded_into(row, decode(data, row["input"], job.output_options.max_input_pixels), keep)
+        _decoded_into(row, decode(data, row["input"], job.output_options.max_input_pixels, jpeg_pixels), keep)
         row["decode_s"] = time.perf_counter() - t1
     except ImageDecodeError as exc:
         row.update(status="failed", error=str(exc))
@@ -185,7 +189,8 @@ class UpscaleWriter:
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows = batch.to_pylist()
         if self.fused:
-            rows = [decode_row(r, self.job, self.source, self.target, keep=True) for r in rows]
+            rows = [decode_row(r, self.job, self.source, self.target, keep=True,
+                               jpeg_pixels=self.upscaler.jpeg_pixels) for r in rows]
         done: list[dict] = [r for r in rows if r["status"] != "todo"]
         # equal shapes upscale together (forward passes shared)
         groups: dict[tuple, list[tuple[dict, Picture]]] = {}
@@ -223,7 +228,7 @@ class UpscaleWriter:
                     finished.append((r, picture, pixels))
             if self.fused:
                 for r, picture, pixels in finished:
-                    write_output(r, picture, pixels, self.options, self.target)
+                    write_output(r, picture, pixels, self.options, self.target, device=self.upscaler.codec_device)
                     score(r, picture.pixels, pixels)
             elif finished:
                 self._hand_over(finished)
@@ -238,7 +243,10 @@ class UpscaleWriter:
             return _picture(row)
         t0 = time.perf_counter()
         try:
-            picture = decode(row["data"], row["input"], self.options.max_input_pixels, self.upscaler.jpeg_pixels)
+            try:
+                picture = decode(row["data"], row["input"], self.options.max_input_pixels, self.upscaler.jpeg_pixels)
+            except torch_oom():  # the GPU is full for now: this one decodes on the CPU
+                picture = decode(row["data"], row["input"], self.options.max_input_pixels)
         except ImageDecodeError as exc:
             row.pop("data")
             row.update(status="failed", error=str(exc))
@@ -255,27 +263,30 @@ class UpscaleWriter:
         device, codec = self.upscaler.device, self.upscaler.codec_device
         on_device = [None] * len(outputs)
         t0 = time.perf_counter()
+        scored = False
         if device.type == "cuda" and outputs[0][2].dtype == np.uint8:
-            stacked = torch_stack([pixels for _, _, pixels in outputs], device)
-            on_device = list(stacked)
-            scores = lr_consistency_many([picture.pixels for _, picture, _ in outputs], stacked, outputs[0][0]["scale"])
-            seconds = (time.perf_counter() - t0) / len(outputs)
-            for (r, _, _), value in zip(outputs, scores, strict=True):
-                r.update(lr_psnr=value, check_s=seconds)
-        else:
+            try:
+                stacked = torch_stack([pixels for _, _, pixels in outputs], device)
+                on_device = list(stacked)
+                scores = lr_consistency_many([picture.pixels for _, picture, _ in outputs], stacked,
+                                             outputs[0][0]["scale"])
+                seconds = (time.perf_counter() - t0) / len(outputs)
+                for (r, _, _), value in zip(outputs, scores, strict=True):
+                    r.update(lr_psnr=value, check_s=seconds)
+                scored = True
+            except Exception:  # (a full GPU): each is scored alone, and a figure that fails stays empty
+                on_device = [None] * len(outputs)
+        if not scored:
             for r, picture, pixels in outputs:
                 score(r, picture.pixels, pixels, device)
         jpegs = [i for i, (r, picture, pixels) in enumerate(outputs) if codec is not None and r["output_format"] ==
                  "JPEG" and can_encode(pixels.shape, pixels.dtype, picture.source_mode)]
         if jpegs:
             t0 = time.perf_counter()
-            try:
-                files = encode_jpegs_on_device([(outputs[i][1], outputs[i][2], on_device[i], _provenance(outputs[i][0]))
-                                                for i in jpegs], self.options, codec)
-            except Exception:  # nvJPEG refused them: the CPU tasks encode them
-                files = []
+            files = encode_jpegs_on_device([(outputs[i][1], outputs[i][2], on_device[i], _provenance(outputs[i][0]))
+                                            for i in jpegs], self.options, codec)
             seconds = (time.perf_counter() - t0) / len(jpegs)
-            for i, (data, output) in zip(jpegs, files, strict=False):  # none when nvJPEG failed
+            for i, (data, output) in zip(jpegs, files, strict=True):
                 outputs[i][0].update(encoded=data, encode_s=seconds, output_width=output.size[0],
                                      output_height=output.size[1], output_mode=output.mode)
         for r, source, pixels in outputs:
@@ -358,15 +369,15 @@ def encode_and_write(batch: pa.Table, job: UpscaleJob) -> pa.Table:
 
 
 def write_output(row: dict, source: Picture | None, pixels: np.ndarray | None, options, target,
-                 encoded: bytes | None = None) -> None:
+                 encoded: bytes | None = None, device=None) -> None:
     """Encode (unless ``encoded`` already holds the file, its output fields filled) and write one output
     atomically, with the source's metadata and the row's provenance; fills the row's output fields, or its
-    error."""
+    error. ``device``: where JPEGs encode (:func:`srcore.upscale.encode_output`)."""
     stage = "encode"
     try:
         if encoded is None:
             t0 = time.perf_counter()
-            encoded, output = encode_output(source, pixels, row["output_format"], options, _provenance(row))
+            encoded, output = encode_output(source, pixels, row["output_format"], options, _provenance(row), device)
             row.update(encode_s=time.perf_counter() - t0, output_width=output.size[0],
                        output_height=output.size[1], output_mode=output.mode)
         t1 = time.perf_counter()
@@ -388,6 +399,12 @@ def score(row: dict, lr: np.ndarray, sr, device=None) -> None:
     except Exception:
         pass
     row["check_s"] = time.perf_counter() - t0
+
+
+def torch_oom() -> type[Exception]:
+    import torch
+
+    return torch.cuda.OutOfMemoryError
 
 
 def torch_stack(outputs: list[np.ndarray], device):
