@@ -178,3 +178,47 @@ def test_the_compiled_cuda_engine_matches_eager(mode):
             assert worst <= 8 and share <= 0.0005, (mode, model.descriptor.arch, worst, share)
         if mode == "graphs":
             assert any(entry is not None for entry in compiled.model.graphs.values())
+
+
+@needs_cuda
+def test_the_split_actor_on_cuda_writes_what_the_cli_writes(tmp_path):
+    """The GPU layout's actor in process (JPEGs decoded and encoded by nvJPEG, the LR check batched on the GPU),
+    two calls at once on two threads as Ray runs it, against ``srcore upscale``'s engine on the same GPU."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import pyarrow as pa
+
+    from pipelines.upscale import UpscaleJob, UpscaleWriter, plan
+    from pipelines.upscale.stages import encode_and_write, read_and_decode
+    from srcore.upscale import upscale_file
+    from srcore.weights import load_upscaling_model
+
+    source = tmp_path / "in"
+    source.mkdir()
+    for i in range(12):
+        pixels = photo(96, 128, seed=i)
+        if i % 2:
+            (source / f"p{i:02d}.jpg").write_bytes(jpeg(pixels))
+        else:
+            Image.fromarray(pixels).save(source / f"p{i:02d}.png")
+    model, name = load_upscaling_model("srcore-compact-x4", None)
+    job = UpscaleJob(input=str(source), output=str(tmp_path / "job"), run_id="r", stage_layout="split")
+    with plan(job, name, 4) as manifest:
+        rows = manifest.todo.table()
+    decoded = pa.concat_tables(read_and_decode(rows, job, jpeg_bytes=True))
+    actor = UpscaleWriter(job, [model], use_gpu=True, fused=False)
+    halves = [decoded.slice(0, 6), decoded.slice(6)]
+    with ThreadPoolExecutor(2) as pool:
+        done = [encode_and_write(t, job) for t in pool.map(actor, halves)]
+    report = {r["input"]: r for t in done for r in t.to_pylist()}
+    assert len(report) == 12 and all(r["status"] == "ok" and r["lr_psnr"] > 20 for r in report.values())
+    upscaler = EngineOptions().build(model, "cuda")
+    for path in sorted(source.iterdir()):
+        mine, _ = upscale_file(upscaler, path, tmp_path / "cli", name, run="r")
+        theirs = (tmp_path / "job" / mine.name).read_bytes()
+        worst, mean, _ = levels(decode(theirs).pixels, decode(mine.read_bytes()).pixels)
+        assert worst <= 8 and mean <= 0.5, (path.name, worst, mean)
+        ours, cli = read_provenance(theirs), read_provenance(mine.read_bytes())
+        assert (ours["model"], ours["run"]) == (cli["model"], cli["run"])
+        if path.suffix == ".jpg":  # nvJPEG's files, with Pillow's segments (EXIF, XMP)
+            assert len(app_segments(theirs)) == len(app_segments(mine.read_bytes())) == 2
