@@ -1,22 +1,23 @@
-"""Upscale every image under a prefix with Ray Data: list, read and decode on CPU tasks, upscale, encode and
-write on an actor pool (GPUs when the cluster has them), and report on every input.
+"""Upscale every image under a prefix with Ray Data: read, decode, upscale, encode, score and write every input,
+on CPU or GPU actors, and report on every input.
 
-    plan (driver: pages on local disk) -> read tasks -> read_and_decode (CPU tasks) -> UpscaleWriter (actors)
-        -> report parts (driver, written as rows come)
+    fused (CPU nodes):  plan (driver: pages on local disk) -> read tasks -> UpscaleWriter (actors: the whole
+                        work of each image) -> report parts (driver, written as rows come)
+    split (GPU nodes):  plan -> read tasks -> read_and_decode (CPU tasks) -> UpscaleWriter (GPU actors)
+                        -> encode_and_write (CPU tasks) -> report parts
 
-Only the decoded inputs travel through the object store: outputs are encoded and written inside the actor,
-on a thread pool that overlaps the next forward passes, and a small report row comes back per input. The
-driver holds no table of every input: listings and plans stream a page at a time (``pages``), inputs can
-come from a listing or a file of keys (``pipelines.inventory``: S3 Inventory, Parquet, CSV), and report
-rows go to Parquet parts as they arrive.
+``run.plan_layout`` picks the layout and sizes the pools from the cluster's resources; ``stages`` says what
+crosses the object store in each. The driver holds no table of every input: listings and plans stream a page
+at a time (``pipelines.pages``), inputs can come from a listing or a file of keys (``pipelines.inventory``: S3
+Inventory, Parquet, CSV), and report rows go to Parquet parts as they arrive.
 
 Reruns resume: each output carries its input's etag (or mtime), the model id and scale in its XMP, and is
 written atomically, so an output that exists with matching provenance is finished and skipped.
 
 Modules, in the order a run uses them: ``options`` (UpscaleJob), ``plan`` (listing, output keys, the
-manifest's pages), ``finished`` (the output prefix's index, earlier reports, provenance), ``pages`` (the
-plan's pages on disk and the Ray Data source that reads them), ``stages`` (decode tasks, the upscaling
-actor), ``quality`` (preview crops), ``rows`` (Arrow schemas), ``run`` (the driver).
+manifest's pages), ``finished`` (the output prefix's index, earlier reports, provenance), ``stages`` (the
+decode and encode tasks, the upscaling actor), ``quality`` (preview crops), ``rows`` (Arrow schemas), ``run``
+(the layout and the driver).
 """
 
 from .finished import output_is_finished
