@@ -161,8 +161,9 @@ def _process(job: UpscaleJob, model, manifest: Manifest, progress: bool, report)
     answered: list[np.ndarray] = []  # digests of the inputs that have a report row
 
     def execute(pages: PageFile, per_block: int) -> None:
-        for batch in pipeline(job, layout, model_ref, read_pages(pages, per_block), per_block).iter_batches(
-                batch_format="pyarrow", batch_size=None):
+        rows = read_pages(pages, per_block)
+        for batch in pipeline(job, layout, model_ref, rows, per_block).iter_batches(batch_format="pyarrow",
+                                                                                    batch_size=None):
             report.add(batch)
             answered.append(digests(batch.column("input").to_pylist()))
             log.add(batch.num_rows, pc.sum(pc.equal(batch.column("status"), "failed")).as_py() or 0)
@@ -180,7 +181,8 @@ def _process(job: UpscaleJob, model, manifest: Manifest, progress: bool, report)
 def pipeline(job: UpscaleJob, layout: Layout, model_ref: list, rows, per_block: int):
     """The Ray Data stages after the manifest's ``rows``: report rows out. A dead actor is restarted and its
     batch retried WORKER_RETRIES times, as is a dead task's; then the batch is dropped (and its inputs retried
-    one at a time by the caller)."""
+    one at a time by the caller). Inputs retried alone (``per_block`` 1) queue no second call on an actor: a
+    call queued behind one that kills the actor would die with it, and be charged a retry for it."""
     from ray.data import ActorPoolStrategy
 
     gpu = layout.gpus_per_actor > 0
@@ -195,7 +197,8 @@ def pipeline(job: UpscaleJob, layout: Layout, model_ref: list, rows, per_block: 
             UpscaleWriter, batch_format="pyarrow", batch_size=per_block, num_gpus=layout.gpus_per_actor,
             num_cpus=layout.cpus_per_actor, max_concurrency=calls, max_task_retries=WORKER_RETRIES,
             compute=ActorPoolStrategy(min_size=layout.min_actors, max_size=layout.max_actors,
-                                      initial_size=layout.max_actors, max_tasks_in_flight_per_actor=2 * calls,
+                                      initial_size=layout.max_actors,
+                                      max_tasks_in_flight_per_actor=2 * calls if per_block > 1 else 1,
                                       enable_true_multi_threading=calls > 1),
             fn_constructor_kwargs={"job": job, "model_ref": model_ref, "use_gpu": gpu, "fused": layout.fused})
         if not layout.fused:
