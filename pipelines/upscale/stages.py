@@ -106,7 +106,10 @@ def decode_row(row: dict, job: UpscaleJob, source, target, jpeg_bytes: bool = Fa
         if jpeg_bytes and data[:3] == b"\xff\xd8\xff":
             row["data"] = data
             return row
-        _decoded_into(row, decode(data, row["input"], job.output_options.max_input_pixels, jpeg_pixels), keep)
+        picture = decode(data, row["input"], job.output_options.max_input_pixels, jpeg_pixels)
+        _decoded_into(row, picture, keep)
+        if keep:
+            row["_picture"] = picture  # not a schema column: never leaves the process
         row["decode_s"] = time.perf_counter() - t1
     except ImageDecodeError as exc:
         row.update(status="failed", error=str(exc))
@@ -116,14 +119,12 @@ def decode_row(row: dict, job: UpscaleJob, source, target, jpeg_bytes: bool = Fa
 
 
 def _decoded_into(row: dict, picture: Picture, keep: bool = False) -> None:
-    """The decoded picture into the row: its report fields, and the picture itself (``keep``) or its pixels and
-    metadata as bytes for the next stage."""
+    """The decoded picture's report fields into the row, and, unless ``keep`` (the picture is used in this
+    process), its pixels and metadata as bytes for the next stage."""
     pixels = picture.pixels
     row.update(input_width=picture.size[0], input_height=picture.size[1], input_mode=picture.mode,
                input_format=picture.format, bands=pixels.shape[-1], dtype=pixels.dtype.name)
-    if keep:
-        row["_picture"] = picture  # not a schema column: never leaves the process
-    else:
+    if not keep:
         row.update(pixels=pixels.tobytes(), pixel_dtype=pixels.dtype.str, shape=list(pixels.shape),
                    source_mode=picture.source_mode, icc_profile=picture.icc_profile, exif=picture.exif,
                    text=json.dumps(picture.text))
@@ -252,7 +253,6 @@ class UpscaleWriter:
             row.update(status="failed", error=str(exc))
             return None
         _decoded_into(row, picture, keep=True)
-        row.pop("_picture")
         row["decode_s"] = time.perf_counter() - t0
         return picture
 
