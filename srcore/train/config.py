@@ -321,11 +321,33 @@ def apply_override(data: dict, override: str) -> None:
     node[parts[-1]] = yaml.safe_load(raw)
 
 
+BUNDLED_CONFIGS = Path(__file__).resolve().parents[1] / "configs"  # in the wheel; configs/ in the repository
+
+
+def bundled_configs() -> dict[str, Path]:
+    """The configs that ship with srcore: name (file stem) -> path."""
+    return {p.stem: p for p in sorted(BUNDLED_CONFIGS.glob("*.yaml"))}
+
+
+def config_path(name_or_path: str | Path) -> Path:
+    """A config file: ``name_or_path`` itself when it exists or names a path, else the bundled config of that
+    name (``default-model`` or ``default-model.yaml``)."""
+    path = Path(name_or_path)
+    if path.exists() or len(path.parts) > 1:
+        return path
+    bundled = bundled_configs()
+    found = bundled.get(path.name.removesuffix(".yaml").removesuffix(".yml"))
+    if found is None:
+        raise ConfigError(f"{name_or_path}: no such file, and no bundled config of that name (bundled: "
+                          f"{', '.join(bundled) or 'none'})")
+    return found
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] = (), base: dict | None = None) -> TrainConfig:
-    """Read a YAML config (or ``base``), apply overrides, validate."""
+    """Read a YAML config (a file, or a bundled config by name; or ``base``), apply overrides, validate."""
     data: dict = dict(base or {})
     if path is not None:
-        path = Path(path)
+        path = config_path(path)
         try:
             data = yaml.safe_load(path.read_text()) or {}
         except (OSError, yaml.YAMLError) as exc:
