@@ -1,7 +1,7 @@
 """Peak memory of one very large image through the CLI's path (``srcore.upscale.upscale_file``), against the
 stated bound.
 
-A synthetic side x side RGB PNG is written, then upscaled in a fresh process (peak RSS is a per-process
+A synthetic side x side (or side x height) RGB PNG is written, then upscaled in a fresh process (peak RSS is a per-process
 high-water mark) with the engine's defaults; its PNG output streams (``srcore.upscale.streams``). Prints the
 output size, seconds, the peak RSS and the bound of docs/engine.md ("Large outputs"):
 
@@ -13,7 +13,8 @@ output size, seconds, the peak RSS and the bound of docs/engine.md ("Large outpu
                 tiles, the finished rows (quantised, then PNG-filtered) and the allocator's slack.
 
     python bench/large_image.py --side 12000                      # the bundled x4 model: 48000x48000 out
-    python bench/large_image.py --side 12000 --model tiny-x2      # what tests/test_streaming.py runs
+    python bench/large_image.py --side 12000 --model tiny-x2      # 144 MP in, 576 MP out
+    python bench/large_image.py --side 12000 --height 1400 --model tiny-x2   # what tests/test_streaming.py runs
     python bench/large_image.py --side 2000 --folder /tmp/large   # keep the files
 """
 
@@ -37,10 +38,10 @@ from pathlib import Path
 from PIL import Image
 import srcore
 from srcore.upscale import EngineOptions, upscale_file
-side, folder, name = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-yy = np.arange(side, dtype=np.uint16)[:, None]
+side, folder, name, height = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
+yy = np.arange(height, dtype=np.uint16)[:, None]
 xx = np.arange(side, dtype=np.uint16)[None, :]
-image = np.empty((side, side, 3), np.uint8)
+image = np.empty((height, side, 3), np.uint8)
 image[..., 0] = (xx // 47).astype(np.uint8)
 image[..., 1] = (yy // 47).astype(np.uint8)
 image[..., 2] = ((xx + yy) % 256).astype(np.uint8)
@@ -67,18 +68,22 @@ print(json.dumps({{"input_file_bytes": Path(folder + "/large.png").stat().st_siz
 """
 
 
-def bound_gb(side: int, scale: int, tile: int, overlap: int, base_gb: float, file_bytes: int) -> float:
-    """docs/engine.md's bound for a side x side RGB input: base + max(decoding, upscaling)."""
+def bound_gb(side: int, scale: int, tile: int, overlap: int, base_gb: float, file_bytes: int,
+             height: int | None = None) -> float:
+    """docs/engine.md's bound for a side x height RGB input (height: side): base + max(decoding, upscaling)."""
+    height = side if height is None else height
     width_out, c = side * scale, 3
     accumulator = (tile + overlap) * scale * width_out * c * 4
-    decoding = file_bytes + side * side * 7
-    upscaling = side * side * c + 3 * accumulator
+    decoding = file_bytes + side * height * 7
+    upscaling = side * height * c + 3 * accumulator
     return base_gb + max(decoding, upscaling) / 1e9
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--side", type=int, default=12000)
+    p.add_argument("--side", type=int, default=12000, help="the input's width (and height, without --height)")
+    p.add_argument("--height", type=int, help="a strip's height (memory follows the width: a strip taller than "
+                   "the streaming threshold checks the same bound in a fraction of the time)")
     p.add_argument("--model", default="srcore-compact-x4", help="a model name or file, or tiny-x2")
     p.add_argument("--folder", help="keep the input (large.png) and output (out/large.png) here "
                    "(default: a temporary folder, removed)")
@@ -87,14 +92,15 @@ def main() -> None:
         folder = args.folder or temporary
         Path(folder).mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
+        height = args.height or args.side
         result = subprocess.run([sys.executable, "-c", CHILD.format(root=str(ROOT)), str(args.side), folder,
-                                 args.model], capture_output=True, text=True)
+                                 args.model, str(height)], capture_output=True, text=True)
         if result.returncode != 0:
             sys.exit(result.stderr[-3000:])
         row = json.loads(result.stdout.strip().splitlines()[-1])
-    row.update(input=[args.side, args.side], model=args.model, total_seconds=round(time.perf_counter() - start, 1),
+    row.update(input=[args.side, height], model=args.model, total_seconds=round(time.perf_counter() - start, 1),
                bound_gb=round(bound_gb(args.side, row["scale"], row["tile"], row["overlap"], row["rss_ready_gb"],
-                                       row["input_file_bytes"]), 2),
+                                       row["input_file_bytes"], height), 2),
                whole_output_gb=round(row["output"][0] * row["output"][1] * 3 / 1e9, 2))
     print(json.dumps(row))
 

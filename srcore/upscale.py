@@ -157,6 +157,8 @@ class OutputOptions:
                              "network as gray, or bicubic", choices=OTHER_BANDS)
     background: str = _flag("white", "JPEG outputs of images with alpha are composited on this colour (name or "
                             "#rrggbb)")
+    stream_output_pixels: int = _flag(1 << 26, "PNG outputs above this many pixels are written a tile row at a "
+                                      "time, in memory that follows their width", parse=int)
 
     def __post_init__(self):
         check_flags([
@@ -166,6 +168,7 @@ class OutputOptions:
             (0 <= self.png_compression <= 9, "png-compression", "must be in 0..9"),
             (self.alpha in ALPHA_MODES, "alpha", "must be 'bicubic' or 'network'"),
             (self.outscale is None or self.outscale > 0, "outscale", "must be > 0"),
+            (self.stream_output_pixels > 0, "stream-output-pixels", "must be > 0"),
             (self.max_input_pixels is None or self.max_input_pixels > 0, "max-input-pixels", "must be > 0"),
             (self.other_bands in OTHER_BANDS, "other-bands", "must be 'network' or 'bicubic'"),
         ], self)
@@ -274,17 +277,17 @@ def encode_jpegs_on_device(items: list[tuple[Picture, object, object, Provenance
     return list(zip(files, outputs, strict=True))
 
 
-STREAM_OUTPUT_PIXELS = 1 << 26  # PNG outputs above 64 MP are streamed: written band by band as they are made
+STREAM_OUTPUT_PIXELS = OutputOptions().stream_output_pixels  # the default: PNGs above 64 MP go band by band
 
 
 def streams(upscaler: Upscaler, source: Picture, fmt: str, options: OutputOptions) -> bool:
     """Is this output written band by band (:func:`stream_png`) rather than made whole in memory?
 
-    PNG outputs above :data:`STREAM_OUTPUT_PIXELS`, in modes whose rows follow from the network's rows alone
+    PNG outputs above ``options.stream_output_pixels``, in modes whose rows follow from the network's rows alone
     (RGB or gray, at the model's scale). Other large outputs are made whole: their memory grows with them.
     """
     h, w = source.pixels.shape[:2]
-    big = h * w * upscaler.scale**2 > STREAM_OUTPUT_PIXELS
+    big = h * w * upscaler.scale**2 > options.stream_output_pixels
     return fmt == "PNG" and big and band_assembler(source.pixels, upscaler.descriptor, options.alpha,
                                                    options.outscale) is not None
 
@@ -313,7 +316,7 @@ def stream_png(upscaler: Upscaler, source: Picture, options: OutputOptions, prov
     writer = PngWriter(file, w * s, h * s, c, pixels.dtype, options.png_compression,
                        png_chunks(source, provenance))
     # an LR check of the whole output would hold it: beyond 16 MP out it is scored on crops, band by band
-    check = LrCheck(pixels, s, min(LR_CHECK_PIXELS, STREAM_OUTPUT_PIXELS // (4 * s * s))) if lr_check else None
+    check = LrCheck(pixels, s, min(LR_CHECK_PIXELS, options.stream_output_pixels // (4 * s * s))) if lr_check else None
     for row0, band in bands:
         writer.write(band)
         if check is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -110,9 +111,35 @@ def job_command(*args: str) -> list[str]:
     return [sys.executable, str(ROOT / "jobs" / "upscale_bucket.py"), "--no-progress", *args]
 
 
-def run_job(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run(job_command(*args), cwd=ROOT, env=os.environ.copy(), capture_output=True, text=True,
-                          timeout=timeout)
+def run_job(*args: str) -> subprocess.CompletedProcess:
+    """The bucket job's ``main(argv)`` in this process, on the Ray this process is connected to (the
+    ``shared_ray`` fixture), its stdout and stderr captured as a job process's would be.
+
+    A job process adds ~10 s of imports and a Ray start on 2 cores and nothing the test looks at; the
+    entry points themselves run as processes in test_upscale_bucket (``python jobs/upscale_bucket.py``,
+    ``srcore bucket``), test_job_submit (``ray job submit``) and the killed-run tests.
+    """
+    import ray
+
+    from pipelines.commands.bucket import main
+
+    assert ray.is_initialized(), "run_job runs on the shared Ray head: use the shared_ray fixture"
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(["--no-progress", *args])
+        except SystemExit as exc:  # argparse's usage errors
+            code = exc.code if isinstance(exc.code, int) else 2
+    return subprocess.CompletedProcess(job_command(*args), code, out.getvalue(), err.getvalue())
+
+
+def run_job_process(*args: str, env: dict | None = None, timeout: float = 600,
+                    command: list[str] | None = None) -> subprocess.CompletedProcess:
+    """The bucket job as users start it, in its own process: ``python jobs/upscale_bucket.py`` (or
+    ``command``, e.g. ``srcore bucket``). It joins the Ray head RAY_ADDRESS names, else starts a private one."""
+    cmd = [*command, "--no-progress", *args] if command else job_command(*args)
+    return subprocess.run(cmd, cwd=ROOT, env=os.environ.copy() if env is None else env, capture_output=True,
+                          text=True, timeout=timeout)
 
 
 def summary_of(result: subprocess.CompletedProcess) -> dict:

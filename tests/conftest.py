@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -28,3 +33,92 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     """Keep tests away from the user's real weights cache, and from the network."""
     monkeypatch.setenv("SRCORE_CACHE", str(tmp_path_factory.mktemp("srcore-cache")))
     monkeypatch.setenv("SRCORE_OFFLINE", "1")
+
+
+# --- one loopback S3 server and one Ray head per test run (per xdist worker) -------------------------------------
+# Tests that run the jobs share them: job processes join the head through RAY_ADDRESS, and jobs called in this
+# process (bucket_helpers.run_job) connect this process to it. A Ray start costs seconds and a job process ~10 s
+# of imports on 2 cores; only tests whose workers need their own environment start a private cluster. Modules
+# that use the head are in the xdist group "ray", so they run one at a time on one worker.
+
+
+@pytest.fixture(scope="session")
+def s3():
+    """The loopback S3 server (moto's server mode); ``os.environ`` points S3 clients at it for the run."""
+    from pipelines.local_s3 import local_s3_server
+
+    with local_s3_server() as env:
+        yield env
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def shared_ray_head(s3, tmp_path_factory):
+    """A Ray head (``ray start --head``) for the run; its workers see the S3 server and a cache of their own."""
+    bin_dir = Path(sys.executable).parent
+    logs = tmp_path_factory.mktemp("ray-head")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    # RAY_AUTH_MODE: a token left in ~/.ray by another cluster would otherwise lock this process out
+    env.update(SRCORE_CACHE=str(tmp_path_factory.mktemp("ray-cache")), SRCORE_OFFLINE="1", RAY_AUTH_MODE="disabled",
+               PATH=f"{bin_dir}{os.pathsep}{env.get('PATH', '')}")
+    port = _free_port()
+    address = f"127.0.0.1:{port}"
+    with open(logs / "head.log", "w") as log:
+        head = subprocess.Popen(
+            [str(bin_dir / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
+             f"--num-cpus={max(os.cpu_count() or 1, 2)}", "--include-dashboard=false", "--disable-usage-stats",
+             f"--ray-client-server-port={_free_port()}", f"--node-manager-port={_free_port()}",
+             f"--object-manager-port={_free_port()}"],
+            cwd=Path(__file__).resolve().parents[1], env=env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while not (logs / "head.log").read_text().count("Ray runtime started"):
+            assert head.poll() is None, (logs / "head.log").read_text()[-3000:]
+            assert time.time() < deadline, "the shared Ray head did not start in 120 s"
+            time.sleep(0.5)
+        yield address
+    finally:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
+        os.killpg(head.pid, signal.SIGTERM)  # the head and every process it started (its own session)
+        try:
+            head.wait(5)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+            head.wait()
+        current = Path("/tmp/ray/ray_current_cluster")  # `ray start` leaves its address for ray.init() to find
+        if current.exists() and current.read_text().strip().endswith(f":{port}"):
+            current.unlink()
+
+
+@pytest.fixture()
+def shared_ray(shared_ray_head, monkeypatch):
+    """This process connected to the run's Ray head, and RAY_ADDRESS naming it for job processes."""
+    import ray
+
+    monkeypatch.setenv("RAY_ADDRESS", shared_ray_head)
+    if ray.is_initialized() and ray.get_runtime_context().gcs_address != shared_ray_head:
+        ray.shutdown()  # a test's private cluster
+    if not ray.is_initialized():
+        ray.init(address=shared_ray_head)
+    return shared_ray_head
+
+
+@pytest.fixture()
+def private_ray():
+    """For a test that starts its own cluster in this process: no connection to the shared head in the way."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    yield
+    if ray.is_initialized():
+        ray.shutdown()

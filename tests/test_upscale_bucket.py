@@ -1,6 +1,8 @@
-"""The bucket job end to end: a real local Ray, a real S3-protocol server on loopback (moto), real image files.
+"""The bucket job end to end: a real Ray, a real S3-protocol server on loopback (moto), real image files.
 
-The job runs as users run it, ``python jobs/upscale_bucket.py``, in its own process.
+The first run of the first test is ``python jobs/upscale_bucket.py`` in its own process, and the local-folder
+test's first run is the ``srcore bucket`` command, both joining the run's shared Ray head as a submitted job
+joins its cluster; the killed run is a process too. Other runs call the same ``main`` in this process.
 """
 
 from __future__ import annotations
@@ -9,7 +11,9 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -23,20 +27,13 @@ from bucket_helpers import (
     list_objects,
     make_bucket,
     run_job,
+    run_job_process,
     summary_of,
 )
 
-from pipelines.local_s3 import local_s3_server
 from srcore.imageio import decode, read_provenance
 
-pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def s3():
-    with local_s3_server() as env:
-        yield env
-
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("shared_ray"), pytest.mark.xdist_group("ray")]
 
 def _report_rows(summary: dict) -> dict[str, dict]:
     fs = s3fs.S3FileSystem(endpoint_url=os.environ["AWS_ENDPOINT_URL"], skip_instance_cache=True)
@@ -49,7 +46,8 @@ def test_bucket_job_upscales_good_images_and_reports_bad_ones(s3):
     bad = bad_files()
     make_bucket("archive", "raw", {**{k: v[0] for k, v in good.items()}, **{k: v[0] for k, v in bad.items()}})
 
-    first = run_job("--input", "s3://archive/raw/", "--output", "s3://archive/sr/", "--max-failure-rate", "0.2")
+    first = run_job_process("--input", "s3://archive/raw/", "--output", "s3://archive/sr/", "--max-failure-rate",
+                            "0.2")
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-5000:]
     summary = summary_of(first)
     assert (summary["images"], summary["ok"], summary["failed"], summary["skipped"]) == (24, 20, 4, 0)
@@ -112,7 +110,9 @@ def test_a_killed_run_resumes_and_processes_every_image_exactly_once(s3):
     make_bucket("resume", "in", files)
     args = ["--input", "s3://resume/in", "--output", "s3://resume/out", "--images-per-batch", "2"]
 
-    proc = subprocess.Popen(job_command(*args), cwd=ROOT, env=os.environ.copy(), start_new_session=True,
+    # a Ray of its own, killed with it: on the shared head, its workers could write for a moment after the kill
+    private = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.Popen(job_command(*args), cwd=ROOT, env=private, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while len(list_objects("resume", "out")) < 3:
@@ -150,7 +150,8 @@ def test_local_folders_work_the_same_and_overwrite_redoes_finished_outputs(tmp_p
         (source / name).parent.mkdir(parents=True, exist_ok=True)
         (source / name).write_bytes(images[key][0])
     out = tmp_path / "out"
-    first = run_job("--input", str(source), "--output", str(out))
+    first = run_job_process("--input", str(source), "--output", str(out),
+                            command=[str(Path(sys.executable).parent / "srcore"), "bucket"])
     assert first.returncode == 0, first.stderr[-3000:]
     for key, name in names.items():
         written = next((out / "sub dir").glob(name.split("/")[1].rsplit(".", 1)[0] + ".*"))
@@ -171,30 +172,33 @@ def test_local_folders_work_the_same_and_overwrite_redoes_finished_outputs(tmp_p
 
 
 def test_a_large_output_is_streamed_into_the_bucket_as_the_cli_writes_it(s3, tmp_path):
-    """2100x2000 x4 = 67.2 MP, above srcore.upscale.STREAM_OUTPUT_PIXELS: the actor writes the PNG a tile row
-    at a time into a multipart upload; the object equals the CLI's file byte for byte."""
+    """An output over --stream-output-pixels (here 1 MP: 400x400 x4 = 2.56 MP; the default is 64 MP): the
+    actor writes the PNG a tile row at a time into a multipart upload (uncompressed: 7.7 MB, two parts); the
+    object equals the CLI's file with the same options byte for byte."""
     import numpy as np
     from PIL import Image
 
     import srcore
-    from srcore.upscale import STREAM_OUTPUT_PIXELS, EngineOptions, upscale_file
+    from srcore.upscale import EngineOptions, OutputOptions, upscale_file
 
-    yy, xx = np.mgrid[0:2000, 0:2100]
+    yy, xx = np.mgrid[0:400, 0:400]
     pixels = np.dstack([(xx // 9) % 256, (yy // 7) % 256, (xx + yy) % 256]).astype(np.uint8)
     src = tmp_path / "big.png"
     Image.fromarray(pixels).save(src)
-    assert 2100 * 2000 * 16 > STREAM_OUTPUT_PIXELS
     make_bucket("huge", "in", {"big.png": src.read_bytes()})
-    result = run_job("--input", "s3://huge/in", "--output", "s3://huge/out", "--model", "srcore-compact-x4")
+    options = ["--stream-output-pixels", "1000000", "--png-compression", "0"]
+    result = run_job("--input", "s3://huge/in", "--output", "s3://huge/out", "--model", "srcore-compact-x4",
+                     "--tile", "128", *options)
     assert result.returncode == 0, result.stderr[-3000:]
     row = next(iter(_report_rows(summary_of(result)).values()))
-    assert row["status"] == "ok" and (row["output_width"], row["output_height"]) == (8400, 8000), row
+    assert row["status"] == "ok" and (row["output_width"], row["output_height"]) == (1600, 1600), row
     assert row["lr_psnr"] > 25 and row["output_bytes"] > 5 << 20  # several multipart parts
     data = get_object("huge", "out/big.png")
     assert len(data) == row["output_bytes"] and read_provenance(data[:65536])["run"] == summary_of(result)["run"]
     assert list(list_objects("huge", "out")) == ["big.png"]  # no temporary left beside it
 
-    upscaler = EngineOptions().build(srcore.load_model("srcore-compact-x4"), "cpu")
-    local, size = upscale_file(upscaler, src, tmp_path / "cli", "srcore-compact-x4")
-    assert size == (8400, 8000)
+    upscaler = EngineOptions(tile=128).build(srcore.load_model("srcore-compact-x4"), "cpu")
+    local, size = upscale_file(upscaler, src, tmp_path / "cli", "srcore-compact-x4",
+                               OutputOptions(stream_output_pixels=1_000_000, png_compression=0))
+    assert size == (1600, 1600)
     assert decode(local.read_bytes()).pixels.tobytes() == decode(data).pixels.tobytes()
