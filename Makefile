@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 SRCORE_SHARED ?= ../shared
 export SRCORE_SHARED
 
-.PHONY: venv test demo lint device-kit device-kit-check perceptual-weights browser
+.PHONY: venv test test-gpu-suite gpu-suite-stamp demo lint device-kit device-kit-check perceptual-weights browser
 
 venv:
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,10 +19,22 @@ venv:
 perceptual-weights: venv
 	$(BIN)/srcore weights fetch vgg16-hed
 
+# Two pytest workers: the tests that share the run's Ray head (xdist group "ray") stay on one, the rest
+# spread over both. The GPU suite's CPU smoke run is `make test-gpu-suite`.
+PYTEST_WORKERS ?= 2
 test: venv
 	-@$(BIN)/srcore weights fetch vgg16-hed --quiet
 	-@$(MAKE) --no-print-directory browser
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup -m "not gpu_suite" --durations=25
+
+# The GPU suite's every step for real at toy sizes on CPU (bench/gpu.sh --cpu-smoke, ~3 min). CI runs it when
+# bench/ or scripts/ differ from what .ci/gpu-suite-checked records; a pass here records them (commit it).
+test-gpu-suite: venv
+	$(BIN)/python -m pytest -q -m gpu_suite
+	@$(MAKE) --no-print-directory gpu-suite-stamp > .ci/gpu-suite-checked
+
+gpu-suite-stamp:
+	@git ls-files -z bench scripts | xargs -0 sha256sum | sha256sum | cut -d' ' -f1
 
 # Headless Chromium and its driver from the system packages, for the report's browser test (skipped without
 # them). Best effort: needs root and apt; elsewhere install chromium and chromedriver by hand.

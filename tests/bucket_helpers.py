@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from command_helpers import run_main
 from PIL import Image
 
 from pipelines.local_s3 import s3_client
@@ -124,13 +124,13 @@ def run_job(*args: str) -> subprocess.CompletedProcess:
     from pipelines.commands.bucket import main
 
     assert ray.is_initialized(), "run_job runs on the shared Ray head: use the shared_ray fixture"
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(["--no-progress", *args])
-        except SystemExit as exc:  # argparse's usage errors
-            code = exc.code if isinstance(exc.code, int) else 2
-    return subprocess.CompletedProcess(job_command(*args), code, out.getvalue(), err.getvalue())
+    return run_main(main, ["--no-progress", *args], job_command()[:2])
+
+
+def private_env(**extra: str) -> dict[str, str]:
+    """This process's environment without RAY_ADDRESS, plus ``extra``: a job process given it starts a Ray of
+    its own, whose workers see ``extra`` (the shared head's workers were started with the run's environment)."""
+    return {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, **extra}
 
 
 def run_job_process(*args: str, env: dict | None = None, timeout: float = 600,

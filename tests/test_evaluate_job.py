@@ -1,4 +1,5 @@
-"""jobs/evaluate.py with a model file and a folder of HR images, and its errors."""
+"""``srcore evaluate`` (``jobs/evaluate.py``) with a model file and a folder of HR images, and its errors: called
+in this process, but for the errors' first case, run as ``python jobs/evaluate.py``."""
 
 from __future__ import annotations
 
@@ -8,13 +9,15 @@ import sys
 
 import numpy as np
 import torch
+from command_helpers import run_main
 from PIL import Image
 
 import srcore
+from srcore.evaluate_command import main
 
 
 def evaluate(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "jobs/evaluate.py", *args], capture_output=True, text=True)
+    return run_main(main, list(args), [sys.executable, "jobs/evaluate.py"])
 
 
 def test_model_on_a_folder_with_rgb_and_gray_images(tmp_path):
@@ -38,8 +41,9 @@ def test_model_on_a_folder_with_rgb_and_gray_images(tmp_path):
 
 
 def test_errors_name_the_problem(tmp_path):
-    result = evaluate("--model", "bicubic", "--scale", "4", "--sets", "NoSuchSet", "--data-root", str(tmp_path))
-    assert result.returncode == 2 and "NoSuchSet" in result.stderr
+    result = subprocess.run([sys.executable, "jobs/evaluate.py", "--model", "bicubic", "--scale", "4", "--sets",
+                             "NoSuchSet", "--data-root", str(tmp_path)], capture_output=True, text=True)
+    assert result.returncode == 2 and "NoSuchSet" in result.stderr and "Traceback" not in result.stderr
     result = evaluate("--model", "bicubic", "--sets", str(tmp_path))
     assert result.returncode == 2 and "--model bicubic needs --scale" in result.stderr
     torch.manual_seed(0)

@@ -15,10 +15,9 @@ from bucket_helpers import get_object, good_images, list_objects, make_bucket, r
 from geo_helpers import CASES, check_georeferenced_output, make_raster  # noqa: E402
 from rasterio.shutil import copy as copy_raster  # noqa: E402
 
-from pipelines.local_s3 import local_s3_server  # noqa: E402
 from srcore.imageio import decode  # noqa: E402
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("shared_ray"), pytest.mark.xdist_group("ray")]
 
 GEO_INPUTS = {  # key -> the case it is made from, and the driver it is stored with
     "scenes/utm_uint16.tif": ("utm-uint16-4", "GTiff"),
@@ -30,7 +29,7 @@ GEO_INPUTS = {  # key -> the case it is made from, and the driver it is stored w
 }
 
 
-def test_the_bucket_job_keeps_georeferencing_and_writes_valid_cogs_beside_photos(tmp_path):
+def test_the_bucket_job_keeps_georeferencing_and_writes_valid_cogs_beside_photos(s3, tmp_path):
     from rio_cogeo.cogeo import cog_validate
 
     files = {}
@@ -49,47 +48,46 @@ def test_the_bucket_job_keeps_georeferencing_and_writes_valid_cogs_beside_photos
     # bad rasters fail alone, named: a GeoTIFF cut short, and a JPEG 2000 file that is not one
     bad = {"scenes/cut.tif": files["scenes/utm_uint16.tif"][:3000], "scenes/S2/B08.jp2": b"not a jp2 file"}
 
-    with local_s3_server():
-        make_bucket("geo", "raw", {**files, **bad})
-        result = run_job("--input", "s3://geo/raw", "--output", "s3://geo/sr", "--format", "cog",
-                         "--max-failure-rate", "0.2")
-        summary = summary_of(result)
-        fs = s3fs.S3FileSystem(endpoint_url=os.environ["AWS_ENDPOINT_URL"], skip_instance_cache=True)
-        rows = {r["input"].removeprefix("s3://geo/raw/"): r for r in
-                pq.read_table(summary["report"].removeprefix("s3://") + "/rows", filesystem=fs).to_pylist()}
-        failed = {k: r["error"] for k, r in rows.items() if r["status"] == "failed"}
-        assert result.returncode == 0 and set(failed) == set(bad), failed or result.stderr[-5000:]
-        for key, error in failed.items():
-            assert f"s3://geo/raw/{key}" in error, error
-        assert (summary["ok"], summary["failed"]) == (len(files), len(bad)), summary
-        outputs = list_objects("geo", "sr")
-        for key, (case, driver) in GEO_INPUTS.items():
-            out_key = key.rsplit(".", 1)[0] + ".tif"
-            assert out_key in outputs, (key, sorted(outputs))
-            source, target = tmp_path / f"in-{len(key)}", tmp_path / "out.tif"
-            source.write_bytes(files[key])
-            target.write_bytes(get_object("geo", f"sr/{out_key}"))
-            check_georeferenced_output(source, target, CASES[case], 4, model="srcore-compact-x4")
-            valid, errors, _ = cog_validate(str(target))
-            assert valid, (key, errors)
-            row = rows[key]
-            spec = CASES[case]
-            assert (row["bands"], row["dtype"], row["output_format"]) == (spec["count"], spec["dtype"], "COG"), row
-            with rasterio.open(source) as src:
-                assert row["crs"] == (src.crs.to_string() if src.crs else None)
-                assert row["nodata_fraction"] == pytest.approx((src.read_masks(1) == 0).mean(), abs=1e-6)
-            assert row["input_format"] == driver if driver != "COG" else row["input_format"] == "GTiff"
-        for key, (_, (w, h), mode) in photos.items():
-            out_key = key.rsplit(".", 1)[0] + "." + {"jpg": "jpg", "tif": "tif"}.get(key.rsplit(".", 1)[1], "png")
-            picture = decode(get_object("geo", f"sr/{out_key}"), out_key)
-            assert (picture.size, picture.mode) == ((4 * w, 4 * h), mode), key
-            assert rows[key]["crs"] is None and rows[key]["bands"] == len(mode.split(";")[0])
-        assert len(outputs) == len(files)  # no scratch or temporary left beside them
+    make_bucket("geo", "raw", {**files, **bad})
+    result = run_job("--input", "s3://geo/raw", "--output", "s3://geo/sr", "--format", "cog",
+                     "--max-failure-rate", "0.2")
+    summary = summary_of(result)
+    fs = s3fs.S3FileSystem(endpoint_url=os.environ["AWS_ENDPOINT_URL"], skip_instance_cache=True)
+    rows = {r["input"].removeprefix("s3://geo/raw/"): r for r in
+            pq.read_table(summary["report"].removeprefix("s3://") + "/rows", filesystem=fs).to_pylist()}
+    failed = {k: r["error"] for k, r in rows.items() if r["status"] == "failed"}
+    assert result.returncode == 0 and set(failed) == set(bad), failed or result.stderr[-5000:]
+    for key, error in failed.items():
+        assert f"s3://geo/raw/{key}" in error, error
+    assert (summary["ok"], summary["failed"]) == (len(files), len(bad)), summary
+    outputs = list_objects("geo", "sr")
+    for key, (case, driver) in GEO_INPUTS.items():
+        out_key = key.rsplit(".", 1)[0] + ".tif"
+        assert out_key in outputs, (key, sorted(outputs))
+        source, target = tmp_path / f"in-{len(key)}", tmp_path / "out.tif"
+        source.write_bytes(files[key])
+        target.write_bytes(get_object("geo", f"sr/{out_key}"))
+        check_georeferenced_output(source, target, CASES[case], 4, model="srcore-compact-x4")
+        valid, errors, _ = cog_validate(str(target))
+        assert valid, (key, errors)
+        row = rows[key]
+        spec = CASES[case]
+        assert (row["bands"], row["dtype"], row["output_format"]) == (spec["count"], spec["dtype"], "COG"), row
+        with rasterio.open(source) as src:
+            assert row["crs"] == (src.crs.to_string() if src.crs else None)
+            assert row["nodata_fraction"] == pytest.approx((src.read_masks(1) == 0).mean(), abs=1e-6)
+        assert row["input_format"] == driver if driver != "COG" else row["input_format"] == "GTiff"
+    for key, (_, (w, h), mode) in photos.items():
+        out_key = key.rsplit(".", 1)[0] + "." + {"jpg": "jpg", "tif": "tif"}.get(key.rsplit(".", 1)[1], "png")
+        picture = decode(get_object("geo", f"sr/{out_key}"), out_key)
+        assert (picture.size, picture.mode) == ((4 * w, 4 * h), mode), key
+        assert rows[key]["crs"] is None and rows[key]["bands"] == len(mode.split(";")[0])
+    assert len(outputs) == len(files)  # no scratch or temporary left beside them
 
-        # a rerun with the reports gone finds every output finished by its own provenance (XMP, as photos)
-        s3fs.S3FileSystem(endpoint_url=os.environ["AWS_ENDPOINT_URL"], skip_instance_cache=True).rm(
-            "geo/sr/_reports", recursive=True)
-        again = run_job("--input", "s3://geo/raw", "--output", "s3://geo/sr", "--format", "cog",
-                        "--max-failure-rate", "0.2")
-        assert (summary_of(again)["skipped"], summary_of(again)["failed"]) == (len(files), len(bad)), again.stderr
-        assert list_objects("geo", "sr") == outputs  # untouched
+    # a rerun with the reports gone finds every output finished by its own provenance (XMP, as photos)
+    s3fs.S3FileSystem(endpoint_url=os.environ["AWS_ENDPOINT_URL"], skip_instance_cache=True).rm(
+        "geo/sr/_reports", recursive=True)
+    again = run_job("--input", "s3://geo/raw", "--output", "s3://geo/sr", "--format", "cog",
+                    "--max-failure-rate", "0.2")
+    assert (summary_of(again)["skipped"], summary_of(again)["failed"]) == (len(files), len(bad)), again.stderr
+    assert list_objects("geo", "sr") == outputs  # untouched

@@ -69,6 +69,7 @@ def test_a_step_whose_flags_rot_fails_the_dry_run(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.gpu_suite  # `make test-gpu-suite` (3 min here), run by CI when bench/ or scripts/ change
 def test_smoke_run_measures_every_step_on_cpu_and_writes_the_summary(tmp_path):
     proc, out = run_suite(tmp_path, "--cpu-smoke", timeout=900)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]

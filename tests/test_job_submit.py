@@ -16,10 +16,9 @@ from pathlib import Path
 import pytest
 from bucket_helpers import ROOT, get_object, good_images, list_objects, make_bucket
 
-from pipelines.local_s3 import local_s3_server
 from srcore.imageio import decode
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]
 BIN = Path(sys.executable).parent
 
 
@@ -73,25 +72,24 @@ def ray_head(tmp_path):
             current.unlink()
 
 
-def test_ray_job_submit_with_token_auth_runs_the_bucket_job(ray_head):
+def test_ray_job_submit_with_token_auth_runs_the_bucket_job(ray_head, s3):
     address, env = ray_head
     no_token = {k: v for k, v in env.items() if k not in ("RAY_AUTH_TOKEN", "RAY_AUTH_MODE")}
     refused = ray_cli("job", "list", "--address", address, env=no_token)
     assert refused.returncode != 0, "the head accepted a client without the token"
 
-    with local_s3_server() as s3_env:
-        images = good_images(6)
-        make_bucket("submitted", "in", {k: v[0] for k, v in images.items()})
-        runtime_env = {"env_vars": s3_env}  # how a cluster's jobs are pointed at MinIO or another S3 endpoint
-        result = ray_cli(
-            "job", "submit", "--address", address, "--working-dir", ".", "--runtime-env-json", json.dumps(runtime_env),
-            "--", "python", "jobs/upscale_bucket.py", "--input", "s3://submitted/in", "--output", "s3://submitted/out",
-            "--no-progress", "--actor-concurrency", "2", env=env, timeout=600)  # the GPU default, on CPU here
-        assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
-        assert "succeeded" in result.stdout.lower()
-        assert re.search(r"\[srcore\] upscaled +6 \(100.0%\)", result.stdout), result.stdout[-3000:]
-        outputs = list_objects("submitted", "out")
-        assert len(outputs) == 6
-        for key, (_, (w, h), _) in images.items():
-            out_key = next(k for k in outputs if k.rsplit(".", 1)[0] == key.rsplit(".", 1)[0])
-            assert decode(get_object("submitted", f"out/{out_key}")).size == (4 * w, 4 * h)
+    images = good_images(6)
+    make_bucket("submitted", "in", {k: v[0] for k, v in images.items()})
+    runtime_env = {"env_vars": s3}  # how a cluster's jobs are pointed at MinIO or another S3 endpoint
+    result = ray_cli(
+        "job", "submit", "--address", address, "--working-dir", ".", "--runtime-env-json", json.dumps(runtime_env),
+        "--", "python", "jobs/upscale_bucket.py", "--input", "s3://submitted/in", "--output", "s3://submitted/out",
+        "--no-progress", "--actor-concurrency", "2", env=env, timeout=600)  # the GPU default, on CPU here
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert "succeeded" in result.stdout.lower()
+    assert re.search(r"\[srcore\] upscaled +6 \(100.0%\)", result.stdout), result.stdout[-3000:]
+    outputs = list_objects("submitted", "out")
+    assert len(outputs) == 6
+    for key, (_, (w, h), _) in images.items():
+        out_key = next(k for k in outputs if k.rsplit(".", 1)[0] == key.rsplit(".", 1)[0])
+        assert decode(get_object("submitted", f"out/{out_key}")).size == (4 * w, 4 * h)

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
+from command_helpers import run_main
 from conftest import SHARED, shared_path
 
+from srcore.evaluate_command import main as evaluate_main
 from srcore.metrics import (
     LrCheck,
     lr_consistency,
@@ -34,11 +34,8 @@ PUBLISHED = {
 def test_evaluate_job_reproduces_published_bicubic_rows(scale, tmp_path):
     shared_path("datasets/Set5/HR")
     out = tmp_path / "eval"
-    result = subprocess.run(
-        [sys.executable, "jobs/evaluate.py", "--model", "bicubic", "--scale", str(scale), "--sets", "Set5,Set14",
-         "--data-root", str(SHARED / "datasets"), "--out", str(out)],
-        capture_output=True, text=True,
-    )
+    result = run_main(evaluate_main, ["--model", "bicubic", "--scale", str(scale), "--sets", "Set5,Set14",
+         "--data-root", str(SHARED / "datasets"), "--out", str(out)], ["srcore", "evaluate"])
     assert result.returncode == 0, result.stderr
     report = json.loads((out / "results.json").read_text())
     assert f"| bicubic | x{scale} | Set5 |" in (out / "results.md").read_text()

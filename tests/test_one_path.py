@@ -16,6 +16,8 @@ from srcore.imageio import read_provenance
 from srcore.inference import Upscaler
 
 
+@pytest.mark.usefixtures("shared_ray")
+@pytest.mark.xdist_group("ray")
 def test_cli_and_bucket_job_write_byte_identical_outputs(tmp_path):
     source = tmp_path / "in"
     images = good_images(8, seed=5)  # RGB PNG, RGBA, gray, 16-bit RGB, JPEG, 16-bit gray, WebP, TIFF

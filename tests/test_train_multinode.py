@@ -10,9 +10,11 @@ from train_helpers import assert_same_weights, rank_dumps, tiny_config
 from pipelines.train import run_training
 from srcore.train.config import load_config
 
+pytestmark = pytest.mark.xdist_group("ray")
+
 
 @pytest.fixture()
-def two_nodes(tmp_path):
+def two_nodes(tmp_path, private_ray):
     dump = tmp_path / "dump"
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     nodes = [cluster.add_node(num_cpus=2, resources={"train_slot": 1}) for _ in range(2)]

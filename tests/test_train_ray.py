@@ -11,28 +11,40 @@ import pytest
 import ray
 import torch
 import yaml
+from command_helpers import run_main
 from train_helpers import assert_same_weights, image_folder, rank_dumps, tiny_config, write_config
 
 from pipelines.train import STATE_FILE, run_training
 from srcore.train.config import load_config
 
+pytestmark = pytest.mark.xdist_group("ray")
+
 
 @pytest.fixture(scope="module")
 def ray_cluster(tmp_path_factory):
+    """A Ray of this module's own: 4 logical CPUs (two training workers and the data tasks), and workers that
+    dump their ranks' weights."""
     dump = tmp_path_factory.mktemp("dump")
+    if ray.is_initialized():
+        ray.shutdown()  # the run's shared head
     ray.init(address="local", num_cpus=4, include_dashboard=False,
              runtime_env={"env_vars": {"SRCORE_TRAIN_DUMP": str(dump)}})
     yield dump
     ray.shutdown()
 
 
-def test_job_command_trains_two_workers_and_a_second_run_resumes(tmp_path):
-    dump = tmp_path / "dump"
+def test_job_command_trains_two_workers_and_a_second_run_resumes(ray_cluster, tmp_path, monkeypatch):
+    """The first run is ``python jobs/train.py`` joining the module's Ray (RAY_ADDRESS, as a submitted job
+    joins its cluster); the upscale and the resumed run call the same mains in this process."""
+    from pipelines.commands.train import main as train_main
+    from srcore.cli import main as cli_main
+
+    dump = ray_cluster
     val = image_folder(tmp_path / "val", count=2, size=32)
     cfg = tiny_config("resume", tmp_path, export=str(tmp_path / "g.safetensors"), data={"val": [str(val)]})
     cfg["log_every"] = 2
     config = write_config(tmp_path / "tiny.yaml", cfg)
-    env = {**os.environ, "SRCORE_TRAIN_DUMP": str(dump)}
+    env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
     cmd = [sys.executable, "jobs/train.py", "--config", str(config)]
     first = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
@@ -50,8 +62,8 @@ def test_job_command_trains_two_workers_and_a_second_run_resumes(tmp_path):
     assert sorted(p.name for p in (run / "samples").iterdir()) == ["0000002", "0000004"]
     assert len(list((run / "samples" / "0000004").glob("*.png"))) == 2
     assert sorted(p.name for p in run.glob("net_g_*.safetensors")) == ["net_g_2.safetensors", "net_g_4.safetensors"]
-    upscaled = subprocess.run([sys.executable, "-m", "srcore.cli", "upscale", str(val), "-o", str(tmp_path / "up"),
-                               "--model", str(run / "net_g_4.safetensors")], capture_output=True, text=True)
+    upscaled = run_main(cli_main, ["upscale", str(val), "-o", str(tmp_path / "up"), "--model",
+                                   str(run / "net_g_4.safetensors")], ["srcore"])
     assert upscaled.returncode == 0, upscaled.stderr
     assert len(list((tmp_path / "up").glob("*.png"))) == 2
     ranks = rank_dumps(dump, "resume", 2)
@@ -60,7 +72,7 @@ def test_job_command_trains_two_workers_and_a_second_run_resumes(tmp_path):
     checkpoints = sorted(p for p in (tmp_path / "runs" / "resume").glob("checkpoint_*") if p.is_dir())
     assert checkpoints and torch.load(checkpoints[-1] / STATE_FILE, weights_only=True)["iteration"] == 4
     # the same command with more iterations goes on from iteration 4, and says what changed
-    second = subprocess.run(cmd + ["iterations=6"], env=env, capture_output=True, text=True, timeout=600)
+    second = run_main(train_main, ["--config", str(config), "iterations=6"], ["srcore", "train"])
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     assert "done: resume at iteration 6" in second.stdout
     assert "resuming run resume" in second.stderr and "iterations: 4 -> 6" in second.stderr

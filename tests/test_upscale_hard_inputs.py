@@ -1,6 +1,7 @@
 """Inputs that used to be lost, mishandled silently, or able to hang or sink a run: each is either upscaled
-correctly or a failed row that says why, and the run goes on. A real local Ray and the loopback S3 server, the
-job run as users run it."""
+correctly or a failed row that says why, and the run goes on. The run's Ray head and loopback S3 server; the
+job called in this process, or as a process with a Ray of its own where its workers need their own environment
+(injected faults) or two drivers must meet (the lease)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import io
 import os
 import socket
 import subprocess
-import sys
 import time
 
 import numpy as np
@@ -16,21 +16,25 @@ import pyarrow.parquet as pq
 import pytest
 import s3fs
 import tifffile
-from bucket_helpers import ROOT, get_object, good_images, list_objects, make_bucket, run_job, summary_of
+from bucket_helpers import (
+    ROOT,
+    get_object,
+    good_images,
+    job_command,
+    list_objects,
+    make_bucket,
+    private_env,
+    run_job,
+    run_job_process,
+    summary_of,
+)
 from fault_proxy import fault_proxy
 from PIL import Image, PngImagePlugin
 
-from pipelines.local_s3 import local_s3_server
 from pipelines.storage import OutsideOutputError, Store
 from srcore.imageio import decode, read_provenance
 
-pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def s3():
-    with local_s3_server() as env:
-        yield env
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("shared_ray"), pytest.mark.xdist_group("ray")]
 
 
 def _png(pixels: np.ndarray, **save) -> bytes:
@@ -130,15 +134,14 @@ def test_a_symlinked_sub_folder_never_takes_local_writes_outside_the_output(tmp_
     assert (out / "top.png").exists() and list(elsewhere.iterdir()) == []
 
 
-def test_a_prefix_that_cannot_be_listed_exits_2_with_the_reason(tmp_path):
+def test_a_prefix_that_cannot_be_listed_exits_2_with_the_reason(tmp_path, monkeypatch):
     with socket.socket() as s:  # a loopback port with nothing behind it: every request is refused
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = dict(os.environ, AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}", AWS_ACCESS_KEY_ID="x",
-               AWS_SECRET_ACCESS_KEY="x", AWS_MAX_ATTEMPTS="1", AWS_RETRY_MODE="standard")
-    result = subprocess.run([sys.executable, str(ROOT / "jobs" / "upscale_bucket.py"), "--no-progress",
-                             "--input", "s3://nowhere/in", "--output", str(tmp_path / "out")],
-                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    for name, value in dict(AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}", AWS_ACCESS_KEY_ID="x",
+                            AWS_SECRET_ACCESS_KEY="x", AWS_MAX_ATTEMPTS="1", AWS_RETRY_MODE="standard").items():
+        monkeypatch.setenv(name, value)  # the listing fails in the driver, before any Ray work
+    result = run_job("--input", "s3://nowhere/in", "--output", str(tmp_path / "out"))
     assert result.returncode == 2, result.stderr[-3000:]
     assert "s3://nowhere/in: cannot list" in result.stderr and "Traceback" not in result.stderr
 
@@ -150,11 +153,10 @@ def test_inputs_that_kill_their_workers_become_failed_rows_and_the_run_goes_on(s
     good = {k: v[0] for k, v in good_images(10, seed=3).items()}
     poison = _png(np.full((24, 24, 3), 128, np.uint8))
     make_bucket("poison", "in", {**good, "kills-actor.png": poison, "kills-decoder.png": poison})
-    env = dict(os.environ, SRCORE_INJECT_WORKER_DEATH="upscale:kills-actor,decode:kills-decoder")
-    result = subprocess.run([sys.executable, str(ROOT / "jobs" / "upscale_bucket.py"), "--no-progress",
-                             "--input", "s3://poison/in", "--output", "s3://poison/out", "--max-failure-rate", "0.5",
-                             "--images-per-batch", "4"],
-                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    # the workers must see the injection: a Ray of the job's own
+    env = private_env(SRCORE_INJECT_WORKER_DEATH="upscale:kills-actor,decode:kills-decoder")
+    result = run_job_process("--input", "s3://poison/in", "--output", "s3://poison/out", "--max-failure-rate", "0.5",
+                             "--images-per-batch", "4", env=env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     summary = summary_of(result)
     assert (summary["images"], summary["ok"], summary["failed"]) == (12, 10, 2)
@@ -173,8 +175,9 @@ def test_inputs_that_kill_their_workers_become_failed_rows_and_the_run_goes_on(s
 def test_one_run_at_a_time_per_output_and_temporaries_gone_after_a_rerun(s3):
     make_bucket("shared", "in", {k: v[0] for k, v in good_images(24, seed=5).items()})
     args = ["--input", "s3://shared/in", "--output", "s3://shared/out"]
-    first = subprocess.Popen([sys.executable, str(ROOT / "jobs" / "upscale_bucket.py"), "--no-progress", *args],
-                             cwd=ROOT, env=os.environ.copy(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # the first run a process on the shared head, the second in this process: two drivers, one output
+    first = subprocess.Popen(job_command(*args), cwd=ROOT, env=os.environ.copy(), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
     fs = s3fs.S3FileSystem(endpoint_url=os.environ["AWS_ENDPOINT_URL"], skip_instance_cache=True)
     try:
         for _ in range(600):
@@ -206,10 +209,9 @@ def test_under_20_percent_injected_s3_faults_every_image_is_written_exactly_once
     images = good_images(16, seed=7)
     make_bucket("flaky", "in", {k: v[0] for k, v in images.items()})
     with fault_proxy(os.environ["AWS_ENDPOINT_URL"], rate=0.2, seed=1) as (url, faults):
-        env = dict(os.environ, AWS_ENDPOINT_URL=url)
-        result = subprocess.run([sys.executable, str(ROOT / "jobs" / "upscale_bucket.py"), "--no-progress",
-                                 "--input", "s3://flaky/in", "--output", "s3://flaky/out"],
-                                cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        # the workers must reach S3 through the proxy: a Ray of the job's own
+        result = run_job_process("--input", "s3://flaky/in", "--output", "s3://flaky/out",
+                                 env=private_env(AWS_ENDPOINT_URL=url))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     summary = summary_of(result)
     assert (summary["ok"], summary["failed"], summary["skipped"]) == (16, 0, 0)

@@ -303,8 +303,10 @@ def test_a_csv_file_of_keys_names_the_inputs_once_each(tmp_path):
         plan(job, "m")
 
 
-def test_plan_pages_reach_ray_data_as_small_blocks_and_the_driver_keeps_few_read_tasks(tmp_path, monkeypatch):
-    """A real local Ray: pages on disk become blocks of a batch each (one decode task a block), and beyond
+@pytest.mark.xdist_group("ray")
+def test_plan_pages_reach_ray_data_as_small_blocks_and_the_driver_keeps_few_read_tasks(shared_ray, tmp_path,
+                                                                                        monkeypatch):
+    """The run's Ray: pages on disk become blocks of a batch each (one decode task a block), and beyond
     MAX_READ_TASKS blocks a block holds several batches, so the driver's read tasks stay bounded."""
     import ray
 
@@ -315,39 +317,33 @@ def test_plan_pages_reach_ray_data_as_small_blocks_and_the_driver_keeps_few_read
     pages = PageFile(str(tmp_path / "rows.arrow"), pa.schema([("i", pa.int64())]))
     pages.write(pa.table({"i": np.arange(40)}))
     assert pages.page_rows == [16, 16, 8] and pages.table().column("i").to_pylist() == list(range(40))
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        ray.data.DataContext.get_current().enable_progress_bars = False
-        small = [b.num_rows for b in read_pages(pages, 4).iter_batches(batch_size=None, batch_format="pyarrow")]
-        assert sorted(small) == [4] * 10
-        monkeypatch.setattr(pages_module, "MAX_READ_TASKS", 3)  # 10 batches of 4 -> blocks of 16 at most
-        ds = read_pages(pages, 4)
-        blocks = list(ds.iter_batches(batch_size=None, batch_format="pyarrow"))
-        assert sorted(b.num_rows for b in blocks) == [8, 16, 16]
-        assert sorted(i for b in blocks for i in b.column("i").to_pylist()) == list(range(40))
-    finally:
-        ray.shutdown()
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    small = [b.num_rows for b in read_pages(pages, 4).iter_batches(batch_size=None, batch_format="pyarrow")]
+    assert sorted(small) == [4] * 10
+    monkeypatch.setattr(pages_module, "MAX_READ_TASKS", 3)  # 10 batches of 4 -> blocks of 16 at most
+    ds = read_pages(pages, 4)
+    blocks = list(ds.iter_batches(batch_size=None, batch_format="pyarrow"))
+    assert sorted(b.num_rows for b in blocks) == [8, 16, 16]
+    assert sorted(i for b in blocks for i in b.column("i").to_pylist()) == list(range(40))
 
 
-def test_an_s3_prefix_is_listed_a_page_at_a_time_in_key_order():
+def test_an_s3_prefix_is_listed_a_page_at_a_time_in_key_order(s3):
     """Over 1,000 keys (more than one ListObjectsV2 page) on the loopback S3 server: every key once, in key
     order, in batches made as the pages come; odd keys kept raw."""
     import boto3
 
-    from pipelines.local_s3 import local_s3_server
 
-    with local_s3_server():
-        client = boto3.client("s3")
-        client.create_bucket(Bucket="many")
-        keys = [f"in/d{i % 7}/img_{i:05d}.png" for i in range(1010)] + ["in//double.png", "in/a b+c.png"]
-        for key in keys:
-            client.put_object(Bucket="many", Key=key, Body=b"x")
-        client.put_object(Bucket="many", Key="in-other/x.png", Body=b"x")  # a sibling prefix, not listed
-        store = Store("s3://many/in")
-        batches = list(store.list_pages())
-        listed = [p for b in batches for p in b.column("path").to_pylist()]
-        assert listed == sorted(f"many/{k}" for k in keys)
-        relatives = [r for b in batches for r in b.column("relative").to_pylist()]
-        assert "/double.png" in relatives and "a b+c.png" in relatives
-        assert all(v for b in batches for v in b.column("version").to_pylist())  # ETags
-        assert store.list_table().num_rows == len(keys)
+    client = boto3.client("s3")
+    client.create_bucket(Bucket="many")
+    keys = [f"in/d{i % 7}/img_{i:05d}.png" for i in range(1010)] + ["in//double.png", "in/a b+c.png"]
+    for key in keys:
+        client.put_object(Bucket="many", Key=key, Body=b"x")
+    client.put_object(Bucket="many", Key="in-other/x.png", Body=b"x")  # a sibling prefix, not listed
+    store = Store("s3://many/in")
+    batches = list(store.list_pages())
+    listed = [p for b in batches for p in b.column("path").to_pylist()]
+    assert listed == sorted(f"many/{k}" for k in keys)
+    relatives = [r for b in batches for r in b.column("relative").to_pylist()]
+    assert "/double.png" in relatives and "a b+c.png" in relatives
+    assert all(v for b in batches for v in b.column("version").to_pylist())  # ETags
+    assert store.list_table().num_rows == len(keys)
