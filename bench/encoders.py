@@ -92,7 +92,10 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--json-out")
     p.add_argument("--dry-run", action="store_true", help="list the encoders on a tiny image, exit")
+    p.add_argument("--smoke", action="store_true", help="256x256, one round, the figures checked (make test)")
     args = p.parse_args()
+    if args.smoke:
+        args.size, args.rounds = 256, 1
     if args.dry_run:
         names = list(encoders(np.zeros((16, 16, 3), np.uint8), args.quality, args.png_level))
         print(json.dumps({"dry_run": True, "encoders": names}))
@@ -113,6 +116,11 @@ def main() -> None:
     if args.json_out:
         with open(args.json_out, "w") as f:
             json.dump({"size": args.size, "rows": rows}, f, indent=1)
+    if args.smoke:
+        from smoke import check_positive
+
+        check_positive(rows, "MP_per_s", "ms", "MB")
+        assert {"png  Pillow", "jpeg Pillow"} <= {r["encoder"].split(" (")[0] for r in rows}, rows
 
 
 if __name__ == "__main__":

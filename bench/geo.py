@@ -114,7 +114,9 @@ def run_scene(scene: Path, out: Path, other_bands: str) -> dict:
     sampler.join()
     if process.returncode != 0:
         raise SystemExit(f"the job failed ({process.returncode}):\n{stdout[-2000:]}\n{stderr[-3000:]}")
-    summary = json.loads(stdout[stdout.index("{\n"): stdout.index("\n}") + 2])
+    # the job prints its report's location last; summary.json lies beside report.html
+    report = next(line for line in reversed(stdout.splitlines()) if line.startswith("[srcore] report")).split()[-1]
+    summary = json.loads(Path(report).with_name("summary.json").read_text())
     workers = {pid: mb for pid, mb in sampler.peaks.items() if pid != process.pid}
     actor = max(workers, key=workers.get)
     return {"wall_s": round(time.perf_counter() - start, 1), "job_s": summary["wall_s"], "ok": summary["ok"],
@@ -128,7 +130,13 @@ def main() -> None:
     parser.add_argument("--sizes", default="10980", help="scene sizes (pixels a side), comma-separated")
     parser.add_argument("--workdir", default="/tmp/srcore-geo-bench", help="scenes are kept here between runs")
     parser.add_argument("--other-bands", default="network", choices=("network", "bicubic"))
+    parser.add_argument("--smoke", action="store_true", help="a 256x256 scene in a temporary folder, the figures "
+                        "checked (make test)")
     args = parser.parse_args()
+    if args.smoke:
+        import tempfile
+
+        args.sizes, args.workdir = "256", tempfile.mkdtemp(prefix="srcore-geo-smoke-")
     sys.path.insert(0, str(ROOT))
     from srcore.geo import GDAL_CACHE_MB, WINDOW_OUTPUT_BYTES
 
@@ -144,6 +152,13 @@ def main() -> None:
             print(f"made {scene} ({scene.stat().st_size / 2**20:.0f} MB) in {time.perf_counter() - t0:.0f} s")
         result = run_scene(scene, Path(args.workdir) / f"out-{size}", args.other_bands)
         print(json.dumps({"scene": f"{size}x{size}x4 uint16", **result}), flush=True)
+        if args.smoke:
+            from smoke import check_positive
+
+            check_positive([result], "wall_s", "ok", "output_MP", "output_MP_per_s", "driver_peak_rss_MB",
+                           "largest_worker_peak_rss_MB")
+    if args.smoke:
+        shutil.rmtree(args.workdir)
 
 
 if __name__ == "__main__":

@@ -336,12 +336,17 @@ def main() -> None:
                    help="each configuration in a fresh process, for peak RSS (default: on CPU only)")
     p.add_argument("--json-out", help="write every row and the context to this JSON file")
     p.add_argument("--dry-run", action="store_true", help="check the arguments and models, print the plan, exit")
+    p.add_argument("--smoke", action="store_true", help="the bundled model at 32 and 64 px, 2 images, in this "
+                   "process, the figures checked (make test)")
     p.add_argument("--peers", action="store_true",
                    help="CPU: srcore's defaults vs the plain loop vs Real-ESRGAN's ncnn build (default models: the "
                         "official animevideov3 and x4plus under $SRCORE_SHARED/weights; sizes 128,512)")
     p.add_argument("--rounds", type=int, default=3, help="--peers: best of this many passes")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.smoke:
+        args.models, args.sizes, args.images, args.min_seconds = "srcore-compact-x4", "32,64", 2, 0.05
+        args.isolate = False
     if args.peers:
         import os
 
@@ -404,6 +409,11 @@ def main() -> None:
                 json.dump({"context": context, "rows": rows}, f, indent=1)
         if device.type == "cuda":
             torch.cuda.empty_cache()
+    if args.smoke:
+        from smoke import check_positive
+
+        check_positive(rows, "output_MP_per_s", "tflops")
+        assert {r["kind"] for r in rows} == {"plain", "upscaler"}, rows
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """Peak memory of one very large image through the CLI's path (``srcore.upscale.upscale_file``), against the
 stated bound.
 
-A synthetic side x side (or side x height) RGB PNG is written, then upscaled in a fresh process (peak RSS is a per-process
-high-water mark) with the engine's defaults; its PNG output streams (``srcore.upscale.streams``). Prints the
+A synthetic side x side (or side x height) RGB PNG is written, then upscaled in a fresh process (peak RSS is a
+per-process high-water mark) with the engine's defaults; its PNG output streams (``srcore.upscale.streams``). Prints the
 output size, seconds, the peak RSS and the bound of docs/engine.md ("Large outputs"):
 
     bound = ready + max(decoding, upscaling)     (ready: the process with its model loaded and run once)
@@ -85,9 +85,13 @@ def main() -> None:
     p.add_argument("--height", type=int, help="a strip's height (memory follows the width: a strip taller than "
                    "the streaming threshold checks the same bound in a fraction of the time)")
     p.add_argument("--model", default="srcore-compact-x4", help="a model name or file, or tiny-x2")
+    p.add_argument("--smoke", action="store_true", help="a 12000x1400 strip with tiny-x2 (24000x2800 out, over the "
+                   "streaming threshold), peak RSS checked against the bound (make test)")
     p.add_argument("--folder", help="keep the input (large.png) and output (out/large.png) here "
                    "(default: a temporary folder, removed)")
     args = p.parse_args()
+    if args.smoke:
+        args.side, args.height, args.model = 12000, 1400, "tiny-x2"
     with tempfile.TemporaryDirectory() as temporary:
         folder = args.folder or temporary
         Path(folder).mkdir(parents=True, exist_ok=True)
@@ -103,6 +107,9 @@ def main() -> None:
                                        row["input_file_bytes"], height), 2),
                whole_output_gb=round(row["output"][0] * row["output"][1] * 3 / 1e9, 2))
     print(json.dumps(row))
+    if args.smoke:
+        assert row["output"] == [2 * args.side, 2 * args.height], row
+        assert 0 < row["peak_rss_gb"] <= row["bound_gb"] * 1.05, f"--smoke: peak RSS over the bound: {row}"
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from inference import peak_rss_mb  # noqa: E402
 
 
 def measure(side: int, max_pixels: int) -> dict:
-    from pipelines.upscale.quality import lr_consistency
+    from srcore.metrics import lr_consistency
 
     lr = np.random.default_rng(0).integers(0, 256, (side, side, 3), np.uint8)
     sr = np.repeat(np.repeat(lr, 4, axis=0), 4, axis=1)
@@ -38,17 +38,26 @@ def measure(side: int, max_pixels: int) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--side", type=int, default=3000, help="input side in pixels (the output is 4x)")
+    p.add_argument("--smoke", action="store_true", help="a 1600x1600 input, the figures checked (make test)")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         print(json.dumps(measure(*json.loads(args.child))))
         return
-    from pipelines.upscale.quality import LR_CHECK_PIXELS
+    from srcore.metrics import LR_CHECK_PIXELS
 
+    side = 1600 if args.smoke else args.side  # 2.6 MP in: over LR_CHECK_PIXELS, so the crops are scored
+    rows = []
     for label, max_pixels in (("crops (default)", LR_CHECK_PIXELS), ("whole image", 10**12)):
-        out = subprocess.run([sys.executable, __file__, "--child", json.dumps([args.side, max_pixels])],
+        out = subprocess.run([sys.executable, __file__, "--child", json.dumps([side, max_pixels])],
                              capture_output=True, text=True, check=True)
         print(label, out.stdout.strip().splitlines()[-1], flush=True)
+        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    if args.smoke:
+        from smoke import check_positive
+
+        check_positive(rows, "psnr_dB", "output_MB")
+        assert all(row["seconds"] >= 0 and row["peak_rss_growth_MB"] >= 0 for row in rows), rows
 
 
 if __name__ == "__main__":

@@ -32,7 +32,12 @@ def main() -> None:
     p.add_argument("--images", type=int, default=8, help="the first N RealWorld images (sorted by name)")
     p.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--crop", type=int, default=None, help="upscale only the central crop of this side")
+    p.add_argument("--smoke", action="store_true", help="2 images, 48 px central crops, the figures checked "
+                   "(make test)")
     args = p.parse_args()
+    if args.smoke:
+        args.images, args.crop = 2, 48
     torch.set_num_threads(args.threads)
     models = {
         "srcore-compact-x4": load_model("srcore-compact-x4"),
@@ -42,6 +47,9 @@ def main() -> None:
     }
     engines = {name: Upscaler(m, device="cpu", precision="fp32", runtime="torch") for name, m in models.items()}
     images = [read_hr(p) for p in list_images(SHARED / "datasets" / "RealWorld")[: args.images]]
+    if args.crop:
+        images = [i[max(0, (i.shape[0] - args.crop) // 2):][:args.crop, max(0, (i.shape[1] - args.crop) // 2):]
+                  [:, :args.crop] for i in images]
     seconds = {name: 0.0 for name in engines}
     for engine in engines.values():  # warm-up
         engine.upscale_pixels(np.zeros((32, 32, 3), np.uint8))
@@ -61,6 +69,10 @@ def main() -> None:
     base = seconds["RealESRGAN_x4plus"]
     for name, total in seconds.items():
         print(f"| {name} | {total / count:.3f} | {total / base:.3f} |")
+    if args.smoke:
+        from smoke import check_positive
+
+        check_positive([{"images": len(images), **seconds}], "images", *seconds)
 
 
 if __name__ == "__main__":

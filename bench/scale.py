@@ -19,6 +19,7 @@ process's high-water mark over everything it measured. A linear fit of the plan 
 
     python bench/scale.py --counts 10000,100000,1000000 --skip-max 1000000 --provenance-max 10000 \
         --archives /tmp/archives   # keeps the made archives for the next run
+    python bench/scale.py --smoke  # 200 inputs, every measurement, its figures checked (make test)
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import argparse
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -82,14 +84,19 @@ def tiny_png() -> bytes:
     return buf.getvalue()
 
 
+def job_model(job):
+    """The model a run of ``job`` loads, and its id (``srcore.weights.load_upscaling_model``, as the job does)."""
+    from srcore.weights import load_upscaling_model
+
+    return load_upscaling_model(job.model, job.realism)
+
+
 def make_archive(root: Path, n: int, finished: bool, report: bool = False) -> tuple[Path, Path]:
     """N inputs and, if ``finished``, N outputs with the provenance a completed run writes (and, if ``report``,
     the rows of that run's report)."""
     from pipelines.storage import Store
     from pipelines.upscale import UpscaleJob
-    from srcore.archs.registry import DEFAULT_MODEL
     from srcore.imageio import Picture, Provenance, decode, encode
-    from srcore.weights import model_id
 
     source, target = root / "in", root / "out"
     data = tiny_png()
@@ -100,7 +107,7 @@ def make_archive(root: Path, n: int, finished: bool, report: bool = False) -> tu
         (folder / f"img_{i:08d}.png").write_bytes(data)
     if finished:
         job = UpscaleJob(input=str(source), output=str(target))
-        model = model_id(DEFAULT_MODEL)
+        model = job_model(job)[1]  # the id the job writes and checks: finished outputs must carry it
         big = decode(data).pixels.repeat(4, axis=0).repeat(4, axis=1)
         rows = []
         for entry in Store(str(source)).list():
@@ -127,16 +134,14 @@ def make_archive(root: Path, n: int, finished: bool, report: bool = False) -> tu
 def measure(n: int, skip: bool, provenance_pass: bool, queue: bool, tmp: str) -> dict:
     """In a fresh process, over the archive the parent made in ``tmp``: only the driver's own memory counts."""
     from pipelines.upscale import UpscaleJob, plan
-    from srcore.archs.registry import DEFAULT_MODEL
-    from srcore.weights import load_model, model_id
 
     source, target = Path(tmp, "in"), Path(tmp, "out")
-    load_model(DEFAULT_MODEL)  # as the job does before planning: part of the baseline
     job = UpscaleJob(input=str(source), output=str(target), previews=0)
-    row = {"inputs": n, "driver_baseline_MB": round(rss_mb(), 1)}
+    _, model = job_model(job)  # as the job does before planning: part of the baseline
+    row = {"inputs": n, "model": model, "driver_baseline_MB": round(rss_mb(), 1)}
     with RssPeak() as memory:
         t0 = time.perf_counter()
-        manifest = plan(job, model_id(DEFAULT_MODEL), 4.0)
+        manifest = plan(job, model, 4.0)
         plan_s = time.perf_counter() - t0
     row.update({"plan_s": round(plan_s, 2), "plan_inputs_per_s": round(n / plan_s),
                 "plan_rss_growth_MB": memory.growth})
@@ -152,7 +157,7 @@ def measure(n: int, skip: bool, provenance_pass: bool, queue: bool, tmp: str) ->
                  log_to_driver=False)
         ray.data.DataContext.get_current().enable_progress_bars = False
         with plan(UpscaleJob(input=str(source), output=str(target), previews=0, overwrite=True),
-                  model_id(DEFAULT_MODEL), 4.0) as manifest:
+                  model, 4.0) as manifest:
             with RssPeak() as memory:
                 t0 = time.perf_counter()
                 first = read_pages(manifest.todo, 8).take_batch(8, batch_format="pyarrow")
@@ -173,13 +178,22 @@ def measure(n: int, skip: bool, provenance_pass: bool, queue: bool, tmp: str) ->
                 t0 = time.perf_counter()
                 result = run(UpscaleJob(input=str(source), output=str(target), previews=0), progress=False)
                 seconds = time.perf_counter() - t0
-            assert result.summary["skipped"] == n, result.summary
+            assert result.summary["skipped"] == n, f"a rerun of a finished archive redid inputs: {result.summary}"
             row.update({f"skip_{label}_s": round(seconds, 2), f"skip_{label}_inputs_per_s": round(n / seconds),
                         f"skip_{label}_rss_growth_MB": memory.growth})
             del result
         ray.shutdown()
     row["driver_peak_rss_MB"] = round(peak_rss_mb(), 1)
     return row
+
+
+def check(row: dict) -> None:
+    """The figures are measurements: positive rates and times, memory that was measured."""
+    from smoke import check_positive
+
+    check_positive([row], "inputs", "driver_baseline_MB", *[k for k in row if k.endswith("_per_s")])
+    assert all(row[k] >= 0 for k in row if k.endswith(("_s", "_MB"))), row
+    assert row["driver_peak_rss_MB"] >= row["driver_baseline_MB"], row
 
 
 def main() -> None:
@@ -193,16 +207,25 @@ def main() -> None:
                    help="largest count for handing every input to Ray Data (nothing finished)")
     p.add_argument("--archives", help="keep the made archives in this folder (one per count) and reuse them")
     p.add_argument("--json-out")
+    p.add_argument("--smoke", action="store_true",
+                   help="a toy run (200 inputs, every measurement) that checks its own figures: make test runs it")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.smoke:
+        args.counts, args.skip_max, args.provenance_max, args.queue_max = "200", 200, 200, 200
     if args.child:
         print(json.dumps(measure(*json.loads(args.child))))
         return
+    from pipelines.upscale import UpscaleJob
+
+    default_model = job_model(UpscaleJob(input="in", output="out"))[1]
     rows = []
     for n in (int(c) for c in args.counts.split(",")):
         skip, provenance_pass = n <= args.skip_max, n <= args.provenance_max
         with tempfile.TemporaryDirectory() as scratch:
-            tmp = Path(args.archives, f"{n}-{int(skip)}{int(provenance_pass)}") if args.archives else Path(scratch)
+            # the finished outputs carry the default model's id: an archive made for another model is not reused
+            kept = f"{n}-{int(skip)}{int(provenance_pass)}-{re.sub(r'[^A-Za-z0-9.=-]', '_', default_model)}"
+            tmp = Path(args.archives, kept) if args.archives else Path(scratch)
             if not (tmp / "made").exists():
                 make_archive(tmp, n, finished=skip, report=skip and not provenance_pass)
                 (tmp / "made").touch()
@@ -217,6 +240,7 @@ def main() -> None:
             raise SystemExit(out.stderr[-3000:])
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
         print(json.dumps(rows[-1]), flush=True)
+        check(rows[-1])
     if len(rows) >= 2:  # linear fit of plan time and memory, extrapolated to 10^7 inputs
         n = np.array([r["inputs"] for r in rows], float)
         for key in ("plan_s", "plan_rss_growth_MB"):

@@ -355,7 +355,11 @@ def main() -> None:
     p.add_argument("--json-out", help="also write every figure to this JSON file")
     p.add_argument("--markdown-out", help="also write the table to this file")
     p.add_argument("--dry-run", action="store_true", help="check the arguments and the model, exit")
+    p.add_argument("--smoke", action="store_true", help="24 synthetic 32 px inputs through both tools, the "
+                   "figures checked (make test)")
     args = p.parse_args()
+    if args.smoke:
+        args.synthetic, args.count, args.ceiling_images, args.rounds, args.tools = 32, 24, 8, 1, "cli,job"
     args.job_args = args.job_args.split()
     if Path(args.model).exists():  # a weights file: the tools may run from another checkout (--repo)
         args.model = str(Path(args.model).resolve())
@@ -388,6 +392,11 @@ def main() -> None:
     print(text)
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(figures, indent=1))
+    if args.smoke:
+        from smoke import check_positive
+
+        check_positive(list(figures["runs"].values()), "steady_images_per_s", "first_output_s")
+        check_positive([figures["ceiling"]], "engine_images_per_s", "codec_images_per_s", "ceiling_images_per_s")
     if args.markdown_out:
         Path(args.markdown_out).write_text(text)
 

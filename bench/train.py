@@ -42,7 +42,12 @@ def main() -> None:
     p.add_argument("--stages", "--stage", dest="stages", default="psnr", help="comma-separated: psnr, gan")
     p.add_argument("--json-out", help="also write the rows to this JSON file")
     p.add_argument("--dry-run", action="store_true", help="check the arguments and the configs, exit")
+    p.add_argument("--smoke", action="store_true", help="1 CPU worker, the bundled model, 32 px patches, 4 "
+                   "iterations, the figures checked (make test)")
     args = p.parse_args()
+    if args.smoke:
+        args.workers, args.gpu, args.generators, args.stages = "1", False, "srcore-compact-x4", "psnr"
+        args.patch, args.batch, args.iterations = 32, 2, 4
     workers = [int(w) for w in args.workers.split(",")]
     runs = [(g, s, n) for g in args.generators.split(",") for s in args.stages.split(",") for n in workers]
 
@@ -76,6 +81,10 @@ def main() -> None:
             print(json.dumps(rows[-1]), flush=True)
             if args.json_out:  # after every run: a suite cut short keeps what it measured
                 Path(args.json_out).write_text(json.dumps(rows, indent=1))
+    if args.smoke:
+        from smoke import check_positive
+
+        check_positive(rows, "it_per_s", "samples_per_s")
 
 
 def bench_config(args, generator: str, stage: str, n: int, tmp: str, folder: Path | None = None) -> dict:
