@@ -25,12 +25,12 @@ PYTEST_WORKERS ?= 2
 test: venv
 	-@$(BIN)/srcore weights fetch vgg16-hed --quiet
 	-@$(MAKE) --no-print-directory browser
-	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup -m "not gpu_suite" --durations=25
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup -m "not gpu_suite" --timeout 900 --durations=25
 
 # The GPU suite's every step for real at toy sizes on CPU (bench/gpu.sh --cpu-smoke, ~3 min). CI runs it when
 # bench/ or scripts/ differ from what .ci/gpu-suite-checked records; a pass here records them (commit it).
 test-gpu-suite: venv
-	$(BIN)/python -m pytest -q -m gpu_suite
+	$(BIN)/python -m pytest -q -m gpu_suite --timeout 1200
 	@$(MAKE) --no-print-directory gpu-suite-stamp > .ci/gpu-suite-checked
 
 gpu-suite-stamp:

@@ -81,10 +81,14 @@ def test_ray_job_submit_with_token_auth_runs_the_bucket_job(ray_head, s3):
     images = good_images(6)
     make_bucket("submitted", "in", {k: v[0] for k, v in images.items()})
     runtime_env = {"env_vars": s3}  # how a cluster's jobs are pointed at MinIO or another S3 endpoint
-    result = ray_cli(
-        "job", "submit", "--address", address, "--working-dir", ".", "--runtime-env-json", json.dumps(runtime_env),
-        "--", "python", "jobs/upscale_bucket.py", "--input", "s3://submitted/in", "--output", "s3://submitted/out",
-        "--no-progress", "--actor-concurrency", "2", env=env, timeout=600)  # the GPU default, on CPU here
+    submit = ["job", "submit", "--address", address, "--working-dir", ".", "--runtime-env-json",
+              json.dumps(runtime_env), "--", "python", "jobs/upscale_bucket.py", "--input", "s3://submitted/in",
+              "--output", "s3://submitted/out", "--no-progress", "--actor-concurrency", "2"]  # the GPU default, on CPU
+    for _ in range(12):  # a head answers `ray job list` before its job agent has registered (seconds, under load)
+        result = ray_cli(*submit, env=env, timeout=600)
+        if "No available agent to submit job" not in result.stdout + result.stderr:
+            break
+        time.sleep(5)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert "succeeded" in result.stdout.lower()
     assert re.search(r"\[srcore\] upscaled +6 \(100.0%\)", result.stdout), result.stdout[-3000:]
