@@ -73,3 +73,31 @@ def test_the_package_ships_its_data_and_a_command():
     data = project["tool"]["setuptools"]["package-data"]["srcore"]
     for pattern in data:
         assert list((ROOT / "srcore").glob(pattern)), pattern  # every pattern ships something
+
+
+def module_level_imports(package: str) -> dict[str, set[str]]:
+    """Third-party top-level modules imported at module level (not inside a function) -> the files."""
+    found: dict[str, set[str]] = {}
+    for path in (ROOT / package).rglob("*.py"):
+        for node in ast.parse(path.read_text()).body:
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else [])
+            for top in {n.split(".")[0] for n in names} - set(sys.stdlib_module_names) - OWN:
+                found.setdefault(top, set()).add(str(path.relative_to(ROOT)))
+    return found
+
+
+def test_the_core_needs_no_extra_and_the_pipelines_only_the_ray_extra_at_import():
+    """`pip install srcore` alone imports srcore; `srcore[ray]` imports pipelines. Every other extra's module is
+    imported where it is used, so a missing one is a one-line error naming the extra (srcore.extras)."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    core = {requirement_name(r) for r in project["dependencies"]}
+    ray_extra = {requirement_name(r) for r in project["optional-dependencies"]["ray"]}
+    dists = packages_distributions()
+    for package, allowed in (("srcore", core), ("pipelines", core | ray_extra)):
+        for module, files in module_level_imports(package).items():
+            if package == "pipelines" and files <= {"pipelines/local_s3.py"}:
+                continue  # the loopback server of tests, demo and benches (the dev extra)
+            providers = {normalize(d) for d in dists.get(module, [])}
+            assert providers & allowed, f"{sorted(files)} import {module} at module level, outside {package}'s " \
+                                        f"dependencies ({sorted(providers)})"

@@ -1,0 +1,77 @@
+"""`srcore bucket|train|evaluate|prepare` and the jobs/ scripts: one parser each, so the same flags; `srcore
+--help` lists every command; bundled configs load by name."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from srcore.train.config import ConfigError, bundled_configs, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+SRCORE = str(Path(sys.executable).parent / "srcore")
+PAIRS = {"bucket": "upscale_bucket.py", "train": "train.py", "evaluate": "evaluate.py", "prepare": "prepare_dataset.py"}
+EXPECTED = {"bucket": {"--input", "--output", "--input-manifest", "--model", "--realism", "--tile", "--stage-layout",
+                       "--max-failure-rate", "--stream-output-pixels"},
+            "train": {"--config", "--list-configs", "--resume", "--fresh"},
+            "evaluate": {"--model", "--scale", "--sets", "--data-root", "--out", "--no-reference"},
+            "prepare": {"--input", "--output", "--crop", "--step", "--thresh", "--max-failure-rate"}}
+
+
+def flags(help_text: str) -> set[str]:
+    return set(re.findall(r"(?<![\w-])--[a-z0-9][a-z0-9-]*", help_text))
+
+
+def test_each_srcore_command_takes_exactly_its_jobs_flags():
+    """Both routes' --help, as users run them, in parallel processes."""
+    procs = {}
+    for command, script in PAIRS.items():
+        procs[command] = (subprocess.Popen([SRCORE, command, "--help"], cwd=ROOT, stdout=subprocess.PIPE,
+                                           stderr=subprocess.PIPE, text=True),
+                          subprocess.Popen([sys.executable, f"jobs/{script}", "--help"], cwd=ROOT,
+                                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    for command, (cli, job) in procs.items():
+        cli_out, cli_err = cli.communicate(timeout=300)
+        job_out, job_err = job.communicate(timeout=300)
+        assert cli.returncode == 0 and job.returncode == 0, cli_err + job_err
+        assert cli_out.startswith(f"usage: srcore {command} "), cli_out[:200]
+        assert flags(cli_out) == flags(job_out), (command, flags(cli_out) ^ flags(job_out))
+        assert EXPECTED[command] <= flags(cli_out), (command, EXPECTED[command] - flags(cli_out))
+
+
+def test_the_bucket_flags_are_the_job_options():
+    """The bucket command's flags cover UpscaleJob's fields and the engine's and outputs' dataclasses."""
+    from dataclasses import fields
+
+    from pipelines.commands import bucket, parser_for
+    from srcore.upscale import EngineOptions, OutputOptions
+
+    parser = parser_for(bucket.__doc__, "srcore bucket")
+    bucket.add_arguments(parser)
+    known = {a.dest for a in parser._actions}
+    for options in (EngineOptions, OutputOptions):
+        assert {f.name for f in fields(options)} <= known, options
+
+
+def test_srcore_help_lists_every_command_in_one_line_each():
+    result = subprocess.run([SRCORE, "--help"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    listed = dict(re.findall(r"^    (\w+) +(\S.*)$", result.stdout, re.M))
+    assert set(listed) == {"models", "upscale", "evaluate", "weights", "bucket", "train", "prepare"}, result.stdout
+    assert "(unavailable" not in result.stdout
+
+
+def test_bundled_configs_load_by_name_as_by_path(tmp_path, monkeypatch):
+    names = bundled_configs()
+    assert {"default-model", "srcore-compact-x4-gan", "realesrgan-gan", "rrdbnet-psnr-df2k"} <= set(names)
+    monkeypatch.setenv("SRCORE_SHARED", str(tmp_path))  # the configs' data paths need not exist to load
+    by_name = load_config("default-model")
+    assert by_name == load_config("default-model.yaml") == load_config(ROOT / "configs" / "default-model.yaml")
+    with pytest.raises(ConfigError, match=r"no-such-config: no such file, and no bundled config .*default-model"):
+        load_config("no-such-config")
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_config(tmp_path / "missing.yaml")  # a path is never looked up by name
