@@ -100,9 +100,14 @@ def shared_ray_head(s3, tmp_path_factory):
 
 
 @pytest.fixture()
-def shared_ray(shared_ray_head, monkeypatch):
+def shared_ray(shared_ray_head, monkeypatch, request):
     """This process connected to the run's Ray head, and RAY_ADDRESS naming it for job processes."""
     import ray
+
+    if request.config.getoption("loadgroup", False):  # an xdist worker under --dist loadgroup
+        assert request.node.nodeid.endswith("@ray"), \
+            f"{request.node.nodeid} uses the shared Ray head but is not in the xdist group 'ray' (mark it), or " \
+            "xdist's grouping is not working (pytest-xdist 3.8 needs pytest < 9)"
 
     monkeypatch.setenv("RAY_ADDRESS", shared_ray_head)
     if ray.is_initialized() and ray.get_runtime_context().gcs_address != shared_ray_head:

@@ -18,7 +18,7 @@ from bucket_helpers import ROOT, get_object, good_images, list_objects, make_buc
 
 from srcore.imageio import decode
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]
+pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
 
 

@@ -10,8 +10,6 @@ from train_helpers import assert_same_weights, rank_dumps, tiny_config
 from pipelines.train import run_training
 from srcore.train.config import load_config
 
-pytestmark = pytest.mark.xdist_group("ray")
-
 
 @pytest.fixture()
 def two_nodes(tmp_path, private_ray):

@@ -17,8 +17,6 @@ from train_helpers import assert_same_weights, image_folder, rank_dumps, tiny_co
 from pipelines.train import STATE_FILE, run_training
 from srcore.train.config import load_config
 
-pytestmark = pytest.mark.xdist_group("ray")
-
 
 @pytest.fixture(scope="module")
 def ray_cluster(tmp_path_factory):
