@@ -57,6 +57,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def agent_ports() -> list[str]:
+    """Free ports for a head's agents: their defaults (52365, ...) are one per machine, and a second head's
+    job agent would fail to bind them while another Ray runs (`ray job submit`: "No available agent")."""
+    return [f"--dashboard-agent-listen-port={_free_port()}", f"--dashboard-agent-grpc-port={_free_port()}",
+            f"--runtime-env-agent-port={_free_port()}", f"--metrics-export-port={_free_port()}"]
+
+
 @pytest.fixture(scope="session")
 def shared_ray_head(s3, tmp_path_factory):
     """A Ray head (``ray start --head``) for the run; its workers see the S3 server and a cache of their own."""
@@ -73,7 +80,7 @@ def shared_ray_head(s3, tmp_path_factory):
             [str(bin_dir / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
              f"--num-cpus={max(os.cpu_count() or 1, 2)}", "--include-dashboard=false", "--disable-usage-stats",
              f"--ray-client-server-port={_free_port()}", f"--node-manager-port={_free_port()}",
-             f"--object-manager-port={_free_port()}"],
+             f"--object-manager-port={_free_port()}", *agent_ports()],
             cwd=Path(__file__).resolve().parents[1], env=env, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True)
     try:
@@ -99,22 +106,36 @@ def shared_ray_head(s3, tmp_path_factory):
             current.unlink()
 
 
-@pytest.fixture()
-def shared_ray(shared_ray_head, monkeypatch, request):
-    """This process connected to the run's Ray head, and RAY_ADDRESS naming it for job processes."""
+_worker_env: dict[str, str] = {}  # the environment this process's Ray job gives its workers
+
+
+def connect_to_shared_head(address: str, worker_env: dict[str, str] | None = None) -> None:
+    """This process connected to the head as a Ray job whose workers get ``worker_env`` on top of the head's
+    environment (``runtime_env``, as ``ray job submit --runtime-env-json`` gives a job's workers)."""
     import ray
 
+    global _worker_env
+    wanted = dict(worker_env or {})
+    if ray.is_initialized() and (ray.get_runtime_context().gcs_address != address or _worker_env != wanted):
+        ray.shutdown()  # a test's private cluster, or a job with other worker variables
+    if not ray.is_initialized():
+        ray.init(address=address, runtime_env={"env_vars": wanted} if wanted else None)
+        _worker_env = wanted
+
+
+@pytest.fixture()
+def shared_ray(shared_ray_head, monkeypatch, request):
+    """This process connected to the run's Ray head, and RAY_ADDRESS naming it for job processes. Call it
+    with variables (``shared_ray(NAME=value)``) to reconnect as a job whose workers see them."""
     if request.config.getoption("loadgroup", False):  # an xdist worker under --dist loadgroup
         assert request.node.nodeid.endswith("@ray"), \
             f"{request.node.nodeid} uses the shared Ray head but is not in the xdist group 'ray' (mark it), or " \
             "xdist's grouping is not working (pytest-xdist 3.8 needs pytest < 9)"
-
     monkeypatch.setenv("RAY_ADDRESS", shared_ray_head)
-    if ray.is_initialized() and ray.get_runtime_context().gcs_address != shared_ray_head:
-        ray.shutdown()  # a test's private cluster
-    if not ray.is_initialized():
-        ray.init(address=shared_ray_head)
-    return shared_ray_head
+    connect_to_shared_head(shared_ray_head)
+    yield lambda **worker_env: connect_to_shared_head(shared_ray_head, worker_env)
+    if _worker_env:
+        connect_to_shared_head(shared_ray_head)  # the next test's workers see the run's environment
 
 
 @pytest.fixture()

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from bucket_helpers import ROOT, get_object, good_images, list_objects, make_bucket
+from conftest import agent_ports
 
 from srcore.imageio import decode
 
@@ -44,7 +45,7 @@ def ray_head(tmp_path):
     head = subprocess.Popen(
         [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={gcs_port}",
          "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", f"--ray-client-server-port={free_port()}",
-         "--num-cpus=2", "--disable-usage-stats"],
+         "--num-cpus=2", "--disable-usage-stats", *agent_ports()],
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     address = f"http://127.0.0.1:{dashboard}"
     try:

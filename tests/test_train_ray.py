@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -31,20 +30,21 @@ def ray_cluster(tmp_path_factory):
     ray.shutdown()
 
 
-def test_job_command_trains_two_workers_and_a_second_run_resumes(ray_cluster, tmp_path, monkeypatch):
-    """The first run is ``python jobs/train.py`` joining the module's Ray (RAY_ADDRESS, as a submitted job
-    joins its cluster); the upscale and the resumed run call the same mains in this process."""
+def test_job_command_trains_two_workers_and_a_second_run_resumes(private_ray, tmp_path, monkeypatch):
+    """The first run is ``python jobs/train.py`` in its own process; the upscale and the resumed run call the
+    same mains in this process. Each starts a local Ray, whose workers dump their ranks' weights."""
     from pipelines.commands.train import main as train_main
     from srcore.cli import main as cli_main
 
-    dump = ray_cluster
+    dump = tmp_path / "dump"
+    monkeypatch.setenv("SRCORE_TRAIN_DUMP", str(dump))  # a local Ray's workers inherit this process's variables
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
     val = image_folder(tmp_path / "val", count=2, size=32)
     cfg = tiny_config("resume", tmp_path, export=str(tmp_path / "g.safetensors"), data={"val": [str(val)]})
     cfg["log_every"] = 2
     config = write_config(tmp_path / "tiny.yaml", cfg)
-    env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
     cmd = [sys.executable, "jobs/train.py", "--config", str(config)]
-    first = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    first = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert "done: resume at iteration 4" in first.stdout
     output = first.stdout + first.stderr

@@ -26,6 +26,7 @@ from bucket_helpers import (
     job_command,
     list_objects,
     make_bucket,
+    private_env,
     run_job,
     run_job_process,
     summary_of,
@@ -111,8 +112,7 @@ def test_a_killed_run_resumes_and_processes_every_image_exactly_once(s3):
     args = ["--input", "s3://resume/in", "--output", "s3://resume/out", "--images-per-batch", "2"]
 
     # a Ray of its own, killed with it: on the shared head, its workers could write for a moment after the kill
-    private = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    proc = subprocess.Popen(job_command(*args), cwd=ROOT, env=private, start_new_session=True,
+    proc = subprocess.Popen(job_command(*args), cwd=ROOT, env=private_env(), start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while len(list_objects("resume", "out")) < 3:

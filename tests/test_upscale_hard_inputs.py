@@ -1,7 +1,7 @@
 """Inputs that used to be lost, mishandled silently, or able to hang or sink a run: each is either upscaled
 correctly or a failed row that says why, and the run goes on. The run's Ray head and loopback S3 server; the
-job called in this process, or as a process with a Ray of its own where its workers need their own environment
-(injected faults) or two drivers must meet (the lease)."""
+job called in this process (as a Ray job whose workers get their own variables where faults are injected), or
+as a second process where two drivers must meet (the lease)."""
 
 from __future__ import annotations
 
@@ -23,9 +23,7 @@ from bucket_helpers import (
     job_command,
     list_objects,
     make_bucket,
-    private_env,
     run_job,
-    run_job_process,
     summary_of,
 )
 from fault_proxy import fault_proxy
@@ -146,17 +144,16 @@ def test_a_prefix_that_cannot_be_listed_exits_2_with_the_reason(tmp_path, monkey
     assert "s3://nowhere/in: cannot list" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_inputs_that_kill_their_workers_become_failed_rows_and_the_run_goes_on(s3):
+def test_inputs_that_kill_their_workers_become_failed_rows_and_the_run_goes_on(s3, shared_ray):
     """One input kills every actor that upscales it, another every decode task that reads it (as an
     out-of-memory kill would): each ends as one failed row, the inputs batched with them are retried alone and
     finish, and the report lists every input."""
     good = {k: v[0] for k, v in good_images(10, seed=3).items()}
     poison = _png(np.full((24, 24, 3), 128, np.uint8))
     make_bucket("poison", "in", {**good, "kills-actor.png": poison, "kills-decoder.png": poison})
-    # the workers must see the injection: a Ray of the job's own
-    env = private_env(SRCORE_INJECT_WORKER_DEATH="upscale:kills-actor,decode:kills-decoder")
-    result = run_job_process("--input", "s3://poison/in", "--output", "s3://poison/out", "--max-failure-rate", "0.5",
-                             "--images-per-batch", "4", env=env)
+    shared_ray(SRCORE_INJECT_WORKER_DEATH="upscale:kills-actor,decode:kills-decoder")  # the workers' variable
+    result = run_job("--input", "s3://poison/in", "--output", "s3://poison/out", "--max-failure-rate", "0.5",
+                     "--images-per-batch", "4")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     summary = summary_of(result)
     assert (summary["images"], summary["ok"], summary["failed"]) == (12, 10, 2)
@@ -205,13 +202,14 @@ def test_one_run_at_a_time_per_output_and_temporaries_gone_after_a_rerun(s3):
     assert not fs.exists(leftover) and summary_of(rerun)["skipped"] == 24
 
 
-def test_under_20_percent_injected_s3_faults_every_image_is_written_exactly_once(s3):
+def test_under_20_percent_injected_s3_faults_every_image_is_written_exactly_once(s3, shared_ray, monkeypatch):
     images = good_images(16, seed=7)
     make_bucket("flaky", "in", {k: v[0] for k, v in images.items()})
     with fault_proxy(os.environ["AWS_ENDPOINT_URL"], rate=0.2, seed=1) as (url, faults):
-        # the workers must reach S3 through the proxy: a Ray of the job's own
-        result = run_job_process("--input", "s3://flaky/in", "--output", "s3://flaky/out",
-                                 env=private_env(AWS_ENDPOINT_URL=url))
+        shared_ray(AWS_ENDPOINT_URL=url)  # the workers reach S3 through the proxy, and so does the driver
+        with monkeypatch.context() as driver:
+            driver.setenv("AWS_ENDPOINT_URL", url)
+            result = run_job("--input", "s3://flaky/in", "--output", "s3://flaky/out")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     summary = summary_of(result)
     assert (summary["ok"], summary["failed"], summary["skipped"]) == (16, 0, 0)
