@@ -14,10 +14,6 @@ EXTRA_OF = {
 }
 
 
-class MissingExtra(ImportError):
-    """An optional dependency is not installed; the message names the extra that installs it."""
-
-
 def missing_extra_message(exc: ImportError, what: str) -> str | None:
     """``what needs X: pip install 'srcore[extra]'`` when ``exc`` is a module an extra installs, else None."""
     module = (getattr(exc, "name", None) or "").split(".")[0]
@@ -26,15 +22,3 @@ def missing_extra_message(exc: ImportError, what: str) -> str | None:
         return None
     return f"{what} needs {module}, which is not installed: pip install 'srcore[{extra}]'"
 
-
-def require(module: str, what: str):
-    """Import ``module``, or raise MissingExtra naming the extra to install."""
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        message = missing_extra_message(exc, what)
-        if message is None:
-            raise
-        raise MissingExtra(message) from None
