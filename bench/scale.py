@@ -148,14 +148,15 @@ def measure(n: int, skip: bool, provenance_pass: bool, queue: bool, tmp: str) ->
     assert manifest.rows == n
     manifest.close()
     del manifest
-    if queue:
+    if queue or skip:  # one local Ray for both measurements (a start is seconds of the smoke run)
         import ray
-
-        from pipelines.pages import read_pages
 
         ray.init(address="local", num_cpus=max(2, os.cpu_count() or 1), include_dashboard=False,
                  log_to_driver=False)
         ray.data.DataContext.get_current().enable_progress_bars = False
+    if queue:
+        from pipelines.pages import read_pages
+
         with plan(UpscaleJob(input=str(source), output=str(target), previews=0, overwrite=True),
                   model, 4.0) as manifest:
             with RssPeak() as memory:
@@ -164,14 +165,9 @@ def measure(n: int, skip: bool, provenance_pass: bool, queue: bool, tmp: str) ->
                 queue_s = time.perf_counter() - t0
             assert first.num_rows == 8
         row.update({"queue_s": round(queue_s, 2), "queue_rss_growth_MB": memory.growth})
-        ray.shutdown()
     if skip:
-        import ray
-
         from pipelines.upscale import run
 
-        ray.init(address="local", num_cpus=max(2, os.cpu_count() or 1), include_dashboard=False,
-                 log_to_driver=False)
         # first with no earlier report (each output's provenance is read), then with the report it wrote
         for label in ("provenance", "report") if provenance_pass else ("report",):
             with RssPeak() as memory:
@@ -182,6 +178,7 @@ def measure(n: int, skip: bool, provenance_pass: bool, queue: bool, tmp: str) ->
             row.update({f"skip_{label}_s": round(seconds, 2), f"skip_{label}_inputs_per_s": round(n / seconds),
                         f"skip_{label}_rss_growth_MB": memory.growth})
             del result
+    if queue or skip:
         ray.shutdown()
     row["driver_peak_rss_MB"] = round(peak_rss_mb(), 1)
     return row

@@ -8,13 +8,34 @@ The core library imports no Ray. Start with::
     model.descriptor                                              # scale, channels, size multiple, ...
 """
 
+from __future__ import annotations
+
+import importlib
+
 __version__ = "0.1.0"
 
-from .archs import ARCHS, ModelDescriptor  # noqa: E402
-from .archs.registry import VARIANTS, ModelVariant, create_model, describe, list_models  # noqa: E402
-from .inference import Upscaler, interpolate_models  # noqa: E402
-from .weights import WeightsError, load_model, read_state_dict, save_model  # noqa: E402
+# The names below load their module (and torch) on first use, not with ``import srcore``: a process that only
+# decodes, encodes or samples patches (a Ray Data worker) then skips torch's seconds of imports.
+_EXPORTS = {
+    "ARCHS": "srcore.archs", "ModelDescriptor": "srcore.archs",
+    "VARIANTS": "srcore.archs.registry", "ModelVariant": "srcore.archs.registry",
+    "create_model": "srcore.archs.registry", "describe": "srcore.archs.registry",
+    "list_models": "srcore.archs.registry",
+    "Upscaler": "srcore.inference", "interpolate_models": "srcore.inference",
+    "WeightsError": "srcore.weights", "load_model": "srcore.weights", "read_state_dict": "srcore.weights",
+    "save_model": "srcore.weights",
+}
 
-__all__ = ["ARCHS", "VARIANTS", "ModelDescriptor", "ModelVariant", "Upscaler", "WeightsError", "create_model",
-           "describe", "interpolate_models", "list_models", "load_model", "read_state_dict", "save_model",
-           "__version__"]
+__all__ = [*_EXPORTS, "__version__"]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value  # once: later lookups are plain attribute reads
+        return value
+    raise AttributeError(f"module 'srcore' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})

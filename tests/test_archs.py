@@ -168,6 +168,13 @@ def test_list_models_from_the_command_line_lists_every_variant():
     assert len(srcore.list_models("generator")) + len(srcore.list_models("discriminator")) == len(srcore.VARIANTS)
 
 
+def test_data_workers_modules_do_not_import_torch():
+    """A Ray Data worker that decodes or samples patches imports these: torch would cost it seconds."""
+    code = "import sys, srcore, srcore.imageio, srcore.train.data, pipelines.train_data; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
 def test_core_does_not_import_ray():
     code = "import sys, srcore; srcore.load_model; print('ray' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,35 +17,41 @@ from train_helpers import assert_same_weights, image_folder, rank_dumps, tiny_co
 from pipelines.train import STATE_FILE, run_training
 from srcore.train.config import load_config
 
+# one worker runs this module (its own cluster, set up once); the wheel's and the shared head's tests go elsewhere
+pytestmark = pytest.mark.xdist_group("train")
+
 
 @pytest.fixture(scope="module")
 def ray_cluster(tmp_path_factory):
     """A Ray of this module's own: 4 logical CPUs (two training workers and the data tasks), and workers that
-    dump their ranks' weights."""
+    dump their ranks' weights. The variable is in this process's environment as the cluster starts, so every
+    job's workers see it, a job process's that joins through RAY_ADDRESS included."""
     dump = tmp_path_factory.mktemp("dump")
     if ray.is_initialized():
         ray.shutdown()  # the run's shared head
-    ray.init(address="local", num_cpus=4, include_dashboard=False,
-             runtime_env={"env_vars": {"SRCORE_TRAIN_DUMP": str(dump)}})
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("SRCORE_TRAIN_DUMP", str(dump))
+        env.delenv("RAY_ADDRESS", raising=False)
+        ray.init(address="local", num_cpus=4, include_dashboard=False)
     yield dump
     ray.shutdown()
 
 
-def test_job_command_trains_two_workers_and_a_second_run_resumes(private_ray, tmp_path, monkeypatch):
-    """The first run is ``python jobs/train.py`` in its own process; the upscale and the resumed run call the
-    same mains in this process. Each starts a local Ray, whose workers dump their ranks' weights."""
+def test_job_command_trains_two_workers_and_a_second_run_resumes(ray_cluster, tmp_path):
+    """The first run is ``python jobs/train.py`` in its own process, joining this module's Ray through
+    RAY_ADDRESS as ``ray job submit`` has it do (the wheel test runs ``srcore train`` on a local Ray it starts);
+    the upscale and the resumed run call the same mains in this process. Workers dump their ranks' weights."""
     from pipelines.commands.train import main as train_main
     from srcore.cli import main as cli_main
 
-    dump = tmp_path / "dump"
-    monkeypatch.setenv("SRCORE_TRAIN_DUMP", str(dump))  # a local Ray's workers inherit this process's variables
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    dump = ray_cluster
     val = image_folder(tmp_path / "val", count=2, size=32)
     cfg = tiny_config("resume", tmp_path, export=str(tmp_path / "g.safetensors"), data={"val": [str(val)]})
     cfg["log_every"] = 2
     config = write_config(tmp_path / "tiny.yaml", cfg)
     cmd = [sys.executable, "jobs/train.py", "--config", str(config)]
-    first = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
+    first = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert "done: resume at iteration 4" in first.stdout
     output = first.stdout + first.stderr

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import TEST_RAY_ENV
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from PIL import Image
@@ -38,7 +39,8 @@ EXTRA_IMPORTS = {  # what each extra makes importable, checked with only the cor
     "perceptual": "import h5py, srcore.vgg16_hed",
 }
 
-pytestmark = pytest.mark.slow
+# one worker runs this module, so the wheel is built once
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("wheel")]
 
 
 def reached(requirements: list[str]) -> set[str]:
@@ -98,7 +100,7 @@ class CleanEnv:
         (site / "srcore-test-overlay.pth").write_text(f"{deps}\n")
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "PYTHON", "VIRTUAL_ENV"))}
         self.env.update(PATH=f"{self.python.parent}{os.pathsep}{os.environ['PATH']}", HOME=str(folder),
-                        SRCORE_CACHE=str(folder / "cache"), RAY_AUTH_MODE="disabled")
+                        SRCORE_CACHE=str(folder / "cache"), RAY_AUTH_MODE="disabled", **TEST_RAY_ENV)
         for other in before:  # distributions installed ahead of srcore
             assert self.pip("install", "--no-index", str(other)).returncode == 0
         spec = f"{wheel}[{','.join(extras)}]" if extras else str(wheel)
