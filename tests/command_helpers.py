@@ -18,3 +18,10 @@ def run_main(main: Callable[[list[str]], int], argv: list[str], command: list[st
         except SystemExit as exc:  # argparse's usage errors and --help
             code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     return subprocess.CompletedProcess([*command, *argv], code, out.getvalue(), err.getvalue())
+
+
+def srcore_cli(*args: str) -> subprocess.CompletedProcess:
+    """``srcore ARGS`` as the command line's ``main`` in this process (test_cli's test_version runs the process)."""
+    from srcore.cli import main
+
+    return run_main(main, list(args), ["srcore"])

@@ -8,15 +8,10 @@ import sys
 
 import numpy as np
 import torch
-from command_helpers import run_main
+from command_helpers import srcore_cli
 from PIL import Image
 
 import srcore
-from srcore.cli import main as cli_main
-
-
-def srcore_cli(*args: str) -> subprocess.CompletedProcess:
-    return run_main(cli_main, list(args), ["srcore"])
 
 
 def test_models_lists_the_registry():

@@ -112,18 +112,16 @@ def test_the_cli_keeps_a_geotiffs_georeferencing_bands_dtype_and_nodata(tmp_path
     """``srcore upscale`` on a 4-band uint16 UTM GeoTIFF with a nodata border (the case that failed as "not a
     recognised image format"): a GeoTIFF out, every band through the bundled-architecture network."""
     import torch
-    from command_helpers import run_main
+    from command_helpers import srcore_cli
 
     import srcore
-    from srcore.cli import main as cli_main
 
     torch.manual_seed(0)
     weights = srcore.save_model(srcore.create_model("realesr-animevideov3", num_feat=8, num_conv=1, upscale=2),
                                 tmp_path / "tiny.safetensors")
     spec = CASES["utm-uint16-4"]
     (tmp_path / "scene.tif").write_bytes(make_raster(**spec))
-    result = run_main(cli_main, ["upscale", str(tmp_path / "scene.tif"), "-o", str(tmp_path / "out"), "--model",
-                                 str(weights)], ["srcore"])
+    result = srcore_cli("upscale", str(tmp_path / "scene.tif"), "-o", str(tmp_path / "out"), "--model", str(weights))
     assert result.returncode == 0, result.stderr[-2000:]
     with rasterio.open(tmp_path / "scene.tif") as src, rasterio.open(tmp_path / "out" / "scene.tif") as dst:
         assert (dst.count, dst.dtypes, dst.crs, dst.nodata) == (4, src.dtypes, src.crs, 0)

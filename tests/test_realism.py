@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-import subprocess
-
 import numpy as np
 import pytest
 import torch
-from command_helpers import run_main
+from command_helpers import srcore_cli
 from PIL import Image
 
-from srcore.cli import main as cli_main
 from srcore.imageio import read_provenance
 from srcore.weights import load_model, load_upscaling_model
-
-
-def srcore_cli(*args: str) -> subprocess.CompletedProcess:
-    """The command line's main in this process (test_cli runs it as a process)."""
-    return run_main(cli_main, list(args), ["srcore"])
 
 
 def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
