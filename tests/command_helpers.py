@@ -6,6 +6,7 @@ import contextlib
 import io
 import subprocess
 from collections.abc import Callable
+from pathlib import Path
 
 
 def run_main(main: Callable[[list[str]], int], argv: list[str], command: list[str]) -> subprocess.CompletedProcess:
@@ -25,3 +26,13 @@ def srcore_cli(*args: str) -> subprocess.CompletedProcess:
     from srcore.cli import main
 
     return run_main(main, list(args), ["srcore"])
+
+
+def load_job(name: str):
+    """A jobs/ script as a module, to call its ``main`` in this process (as ``__main__`` the script calls it)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"job_{name}", Path(__file__).parents[1] / "jobs" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from command_helpers import run_main, srcore_cli
+from command_helpers import load_job, run_main, srcore_cli
 
 from srcore.train.config import ConfigError, bundled_configs, load_config
 
@@ -27,17 +27,6 @@ def flags(help_text: str) -> set[str]:
     return set(re.findall(r"(?<![\w-])--[a-z0-9][a-z0-9-]*", help_text))
 
 
-def job_help(script: str) -> subprocess.CompletedProcess:
-    """``python jobs/SCRIPT --help`` as the script's ``main`` in this process (the script run as ``__main__``
-    would call the same function)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(f"job_{Path(script).stem}", ROOT / "jobs" / script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return run_main(module.main, ["--help"], [sys.executable, f"jobs/{script}"])
-
-
 def test_each_srcore_command_takes_exactly_its_jobs_flags():
     """Both routes' --help. The bucket pair runs as users run it, in two processes; the other pairs call the
     same mains in this process (each process would cost seconds of imports for the same parser)."""
@@ -48,7 +37,9 @@ def test_each_srcore_command_takes_exactly_its_jobs_flags():
     helps = {}
     for command, script in PAIRS.items():
         if command != "bucket":
-            helps[command] = (srcore_cli(command, "--help"), job_help(script))
+            job_main = load_job(Path(script).stem).main
+            by_job = run_main(job_main, ["--help"], ["python", f"jobs/{script}"])
+            helps[command] = (srcore_cli(command, "--help"), by_job)
     cli_out, cli_err = cli.communicate(timeout=300)
     job_out, job_err = job.communicate(timeout=300)
     helps["bucket"] = (subprocess.CompletedProcess(cli.args, cli.returncode, cli_out, cli_err),

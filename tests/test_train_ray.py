@@ -5,13 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import ray
 import torch
 import yaml
-from command_helpers import run_main
+from command_helpers import load_job, run_main
 from train_helpers import assert_same_weights, image_folder, rank_dumps, tiny_config, write_config
 
 from pipelines.train import STATE_FILE, run_training
@@ -109,16 +108,6 @@ def test_a_failed_worker_resumes_from_the_last_checkpoint(ray_cluster, tmp_path)
     assert result.metrics["iteration"] == 5
     state = rank_dumps(ray_cluster, "fault", 2)[0]
     assert state["iteration"] == 5 and state["segments"] == [0, 2]  # restarted from the checkpoint at 2
-
-
-def load_job(name: str):
-    """A jobs/ script as a module, to call its main() in this process (on the fixture's Ray)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[1] / "jobs" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_prepare_dataset_is_resumable_and_trains(ray_cluster, tmp_path):
