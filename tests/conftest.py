@@ -12,7 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from srcore.zoo import cache_dir
+# Under pytest-xdist the workers share the cores: torch's intra-op threads (and those of the processes the
+# tests start) get the cores divided among them. Two 2-thread workers on 2 cores spend ~12% more CPU on the same
+# work than two 1-thread ones (measured on test_inference + test_streaming), and the suite is CPU-bound. Set
+# before torch is imported (srcore.zoo imports it); Ray's workers inherit it, the actors set their own.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    os.environ.setdefault("OMP_NUM_THREADS",
+                          str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
+
+from srcore.zoo import cache_dir  # noqa: E402
 
 # the user's weights cache as the session started, before each test gets an empty one: converted perceptual
 # backbones (`make perceptual-weights`) are read from here
