@@ -229,10 +229,12 @@ def read_picture(location: str) -> np.ndarray:
 
 def earlier_runs(location: str, current: dict) -> list[dict]:
     """The summaries of every run reported beside this one (the same output prefix), oldest first."""
-    store = Store(location)
-    parent = store.root.rstrip("/").rsplit("/", 1)[0]
+    # listed, not globbed: an output prefix may hold '[', '*' or '?', which a glob would read as a pattern
+    store = Store(location.rstrip("/").rsplit("/", 1)[0])
+    summaries = [e.path for e in store.list(extensions=(".json",))
+                 if e.relative.count("/") == 1 and e.relative.endswith("/summary.json")]
     runs = []
-    for path in sorted(store.fs.glob(f"{parent}/*/summary.json")):
+    for path in summaries:
         try:
             with store.fs.open(path, "rb") as f:
                 runs.append(json.loads(f.read()))
@@ -245,7 +247,7 @@ def earlier_runs(location: str, current: dict) -> list[dict]:
 def read_report_rows(location: str, columns: list[str] | None = None) -> pa.Table:
     """The rows of a written report (every part), for small runs and benches."""
     store = Store(location)
-    parts = sorted(store.fs.glob(f"{store.root}/rows/part-*.parquet"))
+    parts = [e.path for e in store.list(extensions=(".parquet",)) if e.relative.startswith("rows/part-")]
     tables = []
     for part in parts:
         with store.fs.open(part, "rb") as f:

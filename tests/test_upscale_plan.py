@@ -347,3 +347,37 @@ def test_an_s3_prefix_is_listed_a_page_at_a_time_in_key_order(s3):
     assert "/double.png" in relatives and "a b+c.png" in relatives
     assert all(v for b in batches for v in b.column("version").to_pylist())  # ETags
     assert store.list_table().num_rows == len(keys)
+
+
+@pytest.mark.parametrize("where", ["s3", "local"])
+def test_keys_and_prefixes_with_glob_characters_are_written_and_found_exactly(where, s3, tmp_path):
+    """'[', ']', '*', '?' and braces are ordinary characters in a key: an atomic write lands on exactly that key
+    (a copy that read them as a glob once matched nothing, left no output and reported none missing), and a
+    report under an output prefix that holds them finds its own rows and the earlier runs' summaries."""
+    import boto3
+
+    from pipelines.report import earlier_runs
+
+    names = ["[1].png", "a*b.png", "q?.png", "{a,b}.png", "${x}{{7*7}}.png"]
+    if where == "s3":
+        boto3.client("s3").create_bucket(Bucket="globs")
+        root, location = "globs/out[2]*", "s3://globs/out[2]*"
+    else:
+        root = location = str(tmp_path / "out[2]*")
+        os.makedirs(root)
+    store = Store(location)
+    for i, name in enumerate(names):
+        if i % 2:
+            store.write_atomic(f"{root}/{name}", name.encode())
+        else:
+            with store.open_atomic(f"{root}/{name}") as f:
+                f.write(name.encode())
+    assert {e.relative: store.read(e.path) for e in store.list(extensions=None)} == {n: n.encode() for n in names}
+
+    for run in ("r0", "r1"):
+        writer = ReportWriter(f"{location}/_reports/{run}", previews=0)
+        writer.add(pa.Table.from_pylist([{"input": f"{run}.png", "status": "failed", "error": "x"}],
+                                        schema=OUTPUT_SCHEMA))
+        summary = writer.finish(UpscaleJob(input=str(tmp_path), output=location, run_id=run), listed=1, wall_s=1.0)
+    assert read_report_rows(f"{location}/_reports/r1").column("input").to_pylist() == ["r1.png"]
+    assert [r["run"] for r in earlier_runs(f"{location}/_reports/r1", summary)] == ["r0", "r1"]
