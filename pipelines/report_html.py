@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import hashlib
 import html
 import json
 
@@ -52,7 +53,10 @@ _SCRIPT = r"""
     range.addEventListener('input', set); set();
     pair.querySelector('.slider').addEventListener('click', function(){
       var zoom = document.getElementById('zoom');
-      zoom.innerHTML = '<p>' + pair.dataset.name + ' (click to close): input, nearest-neighbour enlarged; output</p>';
+      // the name is the archive's: text, never markup
+      var caption = document.createElement('p');
+      caption.textContent = pair.dataset.name + ' (click to close): input, nearest-neighbour enlarged; output';
+      zoom.replaceChildren(caption);
       pair.querySelectorAll('img').forEach(function(img){
         var big = new Image(); big.src = img.src; big.className = 'checker'; zoom.appendChild(big);
       });
@@ -121,6 +125,17 @@ _SCRIPT = r"""
 """
 
 
+def _csp_hash(source: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(source.encode()).digest()).decode() + "'"
+
+
+# Everything on the page that comes from the archive (names, metadata, error text) is escaped or set as text;
+# the policy is the second line of defence: only the page's own style and script run (by hash), no inline
+# event handler, no other script, and nothing is fetched from anywhere (the images are data: URIs).
+CONTENT_SECURITY_POLICY = (f"default-src 'none'; img-src data:; style-src {_csp_hash(_STYLE)}; "
+                           f"script-src {_csp_hash(_SCRIPT)}; base-uri 'none'; form-action 'none'")
+
+
 def duration(seconds: float | None) -> str:
     if seconds is None:
         return "-"
@@ -148,8 +163,10 @@ def render_html(summary: dict, failure_causes: list[dict], histograms: dict[str,
     upscale_s}; ``stages``: summed seconds per stage."""
     s = summary
     total = s["images"]
-    parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>srcore report {esc(s['run'])}"
-             f"</title><style>{_STYLE}</style></head><body><h1>srcore upscale report</h1>"
+    parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+             f"<meta http-equiv='Content-Security-Policy' content=\"{CONTENT_SECURITY_POLICY}\">"
+             f"<title>srcore report {esc(s['run'])}</title><style>{_STYLE}</style></head>"
+             "<body><h1>srcore upscale report</h1>"
              f"<p class='sub'>run {esc(s['run'])} &middot; model {esc(str(s['model']))} x{number(s['scale'])} &middot; "
              f"{esc(s['input'])} &rarr; {esc(s['output'])}</p>"]
     cards = [(number(s["images_listed"]), "images listed", ""),

@@ -3,14 +3,18 @@ errors, the before/after slider moves, the per-image table sorts, filters and pa
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pytest
-from PIL import Image
+import s3fs
+from bucket_helpers import make_bucket, run_job, summary_of
+from PIL import Image, PngImagePlugin
 
 from pipelines.report import ReportWriter
 from pipelines.upscale import OUTPUT_SCHEMA, UpscaleJob
@@ -118,3 +122,105 @@ def test_report_renders_without_errors_and_its_slider_and_table_work(tmp_path, b
     browser.get(page.as_uri())
     browser.save_screenshot(shot or str(tmp_path / "report.png"))
     assert Path(shot or tmp_path / "report.png").stat().st_size > 10_000
+
+
+# Names an uploader chose: markup, quotes, script-looking text and a closing </script> (an S3 key may hold '/').
+# Each would set window.pwned if the page ran it.
+HOSTILE_KEYS = {
+    "tag": "photos/<img src=x onerror=\"window.pwned='tag'\">.png",
+    "attribute": "photos/\"'><svg onload=window.pwned='attribute'> & co.png",
+    "script": "photos/</script><script>window.pwned='script'</script>.png",
+    "template": "photos/${window.pwned='template'}{{7*7}}.png",
+}
+HOSTILE_BAD_KEY = "bad/<b onmouseover=\"window.pwned='error'\">broken</b>.png"  # its error text quotes it
+
+
+def _hostile_png(seed: int, metadata: bool) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 256, (24, 32, 3), np.uint8)
+    info, exif = PngImagePlugin.PngInfo(), Image.Exif()
+    if metadata:  # the catalogue's own fields, with markup in them
+        info.add_itxt("XML:com.adobe.xmp", "<x:xmpmeta xmlns:x='adobe:ns:meta/'><dc:description>"
+                      "&lt;script&gt;window.pwned='xmp'&lt;/script&gt;</dc:description></x:xmpmeta>")
+        exif[270] = "<img src=x onerror=\"window.pwned='exif'\">"  # ImageDescription
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG", pnginfo=info, exif=exif)
+    return buf.getvalue()
+
+
+@pytest.mark.usefixtures("shared_ray")
+@pytest.mark.xdist_group("ray")
+def test_a_real_runs_report_shows_hostile_names_as_text_and_runs_none_of_them(s3, tmp_path, browser):
+    """The bucket job over keys, metadata and error text that carry markup and script: in Chromium every view
+    of report.html is opened, clicked and sorted, each name reads as the text it is, and nothing of theirs runs
+    (no injected element, no handler attribute, window.pwned never set). The page's policy blocks an inline
+    handler even where one is planted by hand."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    files = {key: _hostile_png(i, metadata=i == 1) for i, key in enumerate(HOSTILE_KEYS.values())}
+    files[HOSTILE_BAD_KEY] = _hostile_png(9, metadata=False)[:60]  # truncated
+    make_bucket("hostile", "in", files)
+    result = run_job("--input", "s3://hostile/in", "--output", "s3://hostile/out", "--previews", "8",
+                     "--max-failure-rate", "0.5")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    summary = summary_of(result)
+    assert (summary["ok"], summary["failed"]) == (4, 1)
+    fs = s3fs.S3FileSystem(endpoint_url=os.environ["AWS_ENDPOINT_URL"], skip_instance_cache=True)
+    page = tmp_path / "report.html"
+    page.write_bytes(fs.cat_file(summary["report"].removeprefix("s3://") + "/report.html"))
+    inputs = {f"s3://hostile/in/{key}" for key in [*HOSTILE_KEYS.values(), HOSTILE_BAD_KEY]}
+
+    browser.get(page.as_uri())
+    pwned = "return window.pwned === undefined ? null : String(window.pwned)"
+    assert browser.execute_script(pwned) is None
+    # every before/after pair: its caption and its zoom name the input as text
+    pairs = browser.find_elements(By.CSS_SELECTOR, ".pair")
+    assert len(pairs) == 4
+    shown = set()
+    for pair in pairs:
+        caption = pair.find_element(By.TAG_NAME, "figcaption").text
+        shown |= {name for name in inputs if caption.startswith(name)}
+        pair.find_element(By.CSS_SELECTOR, ".slider").click()
+        zoom = browser.find_element(By.ID, "zoom")
+        assert zoom.is_displayed()
+        assert zoom.find_element(By.TAG_NAME, "p").text.startswith(pair.get_attribute("data-name") + " (click")
+        assert len(zoom.find_elements(By.TAG_NAME, "img")) == 2
+        zoom.click()
+    assert shown == inputs - {f"s3://hostile/in/{HOSTILE_BAD_KEY}"}
+    # the failure, grouped by cause: its example quotes the name as text
+    errors = " ".join(e.text for e in browser.find_elements(By.CSS_SELECTOR, "td.err"))
+    assert f"s3://hostile/in/{HOSTILE_BAD_KEY}" in errors
+    # the table: every column sorted both ways, filtered by each name; every cell's text is the value itself
+    headers = browser.find_elements(By.CSS_SELECTOR, "#rows th")
+    for header in headers:
+        header.click()
+        header.click()
+    rows = browser.find_elements(By.CSS_SELECTOR, "#rows tbody tr")
+    assert {r.find_elements(By.TAG_NAME, "td")[0].text for r in rows} == inputs
+    box = browser.find_element(By.ID, "rows-filter")
+    for name in inputs:
+        box.clear()
+        box.send_keys(name)
+        cells = [r.find_elements(By.TAG_NAME, "td")[0]
+                 for r in browser.find_elements(By.CSS_SELECTOR, "#rows tbody tr")]
+        assert [c.text for c in cells] == [name] and cells[0].get_attribute("title") == name
+    box.clear()
+    for status in ("failed", "ok", "any status"):
+        Select(browser.find_element(By.ID, "rows-status")).select_by_visible_text(status)
+    # nothing of theirs became part of the page
+    planted = browser.execute_script(
+        "var found = [];"
+        "document.querySelectorAll('*').forEach(function(el){ for (var a of el.attributes) {"
+        "  if (a.name.startsWith('on')) found.push(el.tagName + ' ' + a.name); } });"
+        "return found.concat(Array.from(document.scripts).filter(function(s){ return s.type !== 'application/json'"
+        "  && s.textContent.indexOf('pwned') >= 0; }).map(function(s){ return 'script'; }));")
+    assert planted == []
+    assert len(browser.find_elements(By.TAG_NAME, "script")) == 2  # the table's data and the page's own
+    assert browser.execute_script(pwned) is None
+    assert not [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    # the policy: a handler planted by hand does not run either (the page's own script did, above)
+    browser.execute_script("document.body.insertAdjacentHTML('beforeend', "
+                           "'<img src=\"data:,\" onerror=\"window.pwned=&quot;planted&quot;\">');")
+    time.sleep(0.5)
+    assert browser.execute_script(pwned) is None
+    assert any("Content Security Policy" in e["message"] for e in browser.get_log("browser"))
