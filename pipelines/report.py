@@ -16,6 +16,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from srcore.imageio import decode
+from srcore.redact import redact
 
 from .report_html import HISTOGRAMS, TABLE_COLUMNS, render_html
 from .storage import Store, filesystem, join, read_bytes
@@ -67,6 +68,11 @@ class ReportWriter:
         if not rows.num_rows:
             return
         rows = conform(rows, REPORT_SCHEMA)
+        errors = rows.column("error")
+        if errors.null_count < rows.num_rows:  # a store's error may quote a signed URL or an endpoint's password
+            rows = rows.set_column(rows.schema.get_field_index("error"), "error",
+                                   pa.array([None if e is None else redact(e) for e in errors.to_pylist()],
+                                            errors.type))
         self._tally(rows)
         self.pending.append(rows)
         self.pending_rows += rows.num_rows

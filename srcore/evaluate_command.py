@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 from .evaluation import bicubic_upscaler, evaluate_set, markdown_table, model_upscaler, resolve_sets, write_report
+from .redact import redact
 from .upscale import add_realism_flag
 from .weights import WeightsError, load_upscaling_model
 
@@ -65,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
                 raise ValueError(f"{args.model} is a x{model.descriptor.scale} model, but --scale is {args.scale}")
             upscale = model_upscaler(model, args.device)
     except (ValueError, KeyError, WeightsError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact(exc)}", file=sys.stderr)
         return 2
     results = [evaluate_set(upscale, folder, args.scale, label, reference=reference)
                for label, folder, reference in sets]

@@ -50,6 +50,7 @@ from .inference import Upscaler
 from .metrics import LR_CHECK_PIXELS, LrCheck
 from .modes import ALPHA_MODES, band_assembler
 from .png_writer import PngWriter
+from .redact import redact
 
 
 def _word_or_int(value, words: dict, expected: str):
@@ -183,7 +184,7 @@ def check_flags(rules: list[tuple[bool, str, str]], options) -> None:
     """Raise ValueError naming the flag of the first rule that fails: ``(ok, "flag-name", "must be ...")``."""
     for ok, name, rule in rules:
         if not ok:
-            raise ValueError(f"--{name} {rule}, got {getattr(options, name.replace('-', '_'))!r}")
+            raise ValueError(f"--{name} {rule}, got {redact(repr(getattr(options, name.replace('-', '_'))))}")
 
 
 def add_flags(parser: argparse.ArgumentParser, options: type) -> None:

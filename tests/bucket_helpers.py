@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 from command_helpers import run_main
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 from pipelines.local_s3 import s3_client
 
@@ -152,3 +152,52 @@ def summary_of(result: subprocess.CompletedProcess) -> dict:
         fs = s3fs.S3FileSystem(endpoint_url=os.environ["AWS_ENDPOINT_URL"], skip_instance_cache=True)
         return json.loads(fs.cat_file(location))
     return json.loads(Path(location).read_text())
+
+
+# Names an uploader chose: markup, quotes, script-looking text and a closing </script> (an S3 key may hold '/').
+# Each would set window.pwned if the page ran it.
+HOSTILE_KEYS = {
+    "tag": "photos/<img src=x onerror=\"window.pwned='tag'\">.png",
+    "attribute": "photos/\"'><svg onload=window.pwned='attribute'> & co.png",
+    "script": "photos/</script><script>window.pwned='script'</script>.png",
+    "template": "photos/${window.pwned='template'}{{7*7}}.png",
+}
+HOSTILE_BAD_KEY = "bad/<b onmouseover=\"window.pwned='error'\">broken</b>.png"  # its error text quotes it
+
+
+def hostile_png(seed: int, metadata: bool) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 256, (24, 32, 3), np.uint8)
+    info, exif = PngImagePlugin.PngInfo(), Image.Exif()
+    if metadata:  # the catalogue's own fields, with markup in them
+        info.add_itxt("XML:com.adobe.xmp", "<x:xmpmeta xmlns:x='adobe:ns:meta/'><dc:description>"
+                      "&lt;script&gt;window.pwned='xmp'&lt;/script&gt;</dc:description></x:xmpmeta>")
+        exif[270] = "<img src=x onerror=\"window.pwned='exif'\">"  # ImageDescription
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG", pnginfo=info, exif=exif)
+    return buf.getvalue()
+
+
+# Credentials no artefact may carry: the driver's and the workers' store variables during the hostile run
+SECRETS = {"AWS_ACCESS_KEY_ID": "AKIASRCORETESTKEY7Q2", "AWS_SECRET_ACCESS_KEY": "wJalrSrcoreTestSecretK7MDENGbPxRfiCY",
+           "AWS_SESSION_TOKEN": "FwoGZXIvYXdzSrcoreTestSessionToken9Zq"}
+
+
+def hostile_bucket_run(head: str) -> subprocess.CompletedProcess:
+    """The bucket job, in this process on the shared head, over s3://hostile/in: four images whose keys (and
+    one's EXIF and XMP) hold markup and script, and a truncated file whose error text quotes its hostile
+    name; previews on. The driver and the workers hold :data:`SECRETS` as their store credentials."""
+    import pytest
+    from conftest import connect_to_shared_head
+
+    files = {key: hostile_png(i, metadata=i == 1) for i, key in enumerate(HOSTILE_KEYS.values())}
+    files[HOSTILE_BAD_KEY] = hostile_png(9, metadata=False)[:60]  # truncated
+    with pytest.MonkeyPatch.context() as env:
+        for name, value in SECRETS.items():
+            env.setenv(name, value)
+        make_bucket("hostile", "in", files)
+        connect_to_shared_head(head, SECRETS)
+        try:
+            return run_job("--input", "s3://hostile/in", "--output", "s3://hostile/out", "--previews", "8",
+                           "--max-failure-rate", "0.5")
+        finally:
+            connect_to_shared_head(head)

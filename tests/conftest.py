@@ -158,6 +158,18 @@ def shared_ray(shared_ray_head, monkeypatch, request):
         connect_to_shared_head(shared_ray_head)  # the next test's workers see the run's environment
 
 
+@pytest.fixture(scope="session")
+def hostile_run(s3, shared_ray_head):
+    """One bucket job over hostile keys, metadata and error text, with distinctive credentials in the driver's
+    and workers' environment (bucket_helpers.hostile_bucket_run): the report's browser test and the secrets
+    test read the same run. Its users are in the xdist group "ray"."""
+    from bucket_helpers import hostile_bucket_run
+
+    result = hostile_bucket_run(shared_ray_head)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
 @pytest.fixture()
 def private_ray():
     """For a test that starts its own cluster in this process: no connection to the shared head in the way."""

@@ -3,7 +3,6 @@ errors, the before/after slider moves, the per-image table sorts, filters and pa
 
 from __future__ import annotations
 
-import io
 import os
 import shutil
 import time
@@ -13,8 +12,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import s3fs
-from bucket_helpers import make_bucket, run_job, summary_of
-from PIL import Image, PngImagePlugin
+from bucket_helpers import HOSTILE_BAD_KEY, HOSTILE_KEYS, summary_of
+from PIL import Image
 
 from pipelines.report import ReportWriter
 from pipelines.upscale import OUTPUT_SCHEMA, UpscaleJob
@@ -124,32 +123,9 @@ def test_report_renders_without_errors_and_its_slider_and_table_work(tmp_path, b
     assert Path(shot or tmp_path / "report.png").stat().st_size > 10_000
 
 
-# Names an uploader chose: markup, quotes, script-looking text and a closing </script> (an S3 key may hold '/').
-# Each would set window.pwned if the page ran it.
-HOSTILE_KEYS = {
-    "tag": "photos/<img src=x onerror=\"window.pwned='tag'\">.png",
-    "attribute": "photos/\"'><svg onload=window.pwned='attribute'> & co.png",
-    "script": "photos/</script><script>window.pwned='script'</script>.png",
-    "template": "photos/${window.pwned='template'}{{7*7}}.png",
-}
-HOSTILE_BAD_KEY = "bad/<b onmouseover=\"window.pwned='error'\">broken</b>.png"  # its error text quotes it
-
-
-def _hostile_png(seed: int, metadata: bool) -> bytes:
-    pixels = np.random.default_rng(seed).integers(0, 256, (24, 32, 3), np.uint8)
-    info, exif = PngImagePlugin.PngInfo(), Image.Exif()
-    if metadata:  # the catalogue's own fields, with markup in them
-        info.add_itxt("XML:com.adobe.xmp", "<x:xmpmeta xmlns:x='adobe:ns:meta/'><dc:description>"
-                      "&lt;script&gt;window.pwned='xmp'&lt;/script&gt;</dc:description></x:xmpmeta>")
-        exif[270] = "<img src=x onerror=\"window.pwned='exif'\">"  # ImageDescription
-    buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, format="PNG", pnginfo=info, exif=exif)
-    return buf.getvalue()
-
-
 @pytest.mark.usefixtures("shared_ray")
 @pytest.mark.xdist_group("ray")
-def test_a_real_runs_report_shows_hostile_names_as_text_and_runs_none_of_them(s3, tmp_path, browser):
+def test_a_real_runs_report_shows_hostile_names_as_text_and_runs_none_of_them(hostile_run, tmp_path, browser):
     """The bucket job over keys, metadata and error text that carry markup and script: in Chromium every view
     of report.html is opened, clicked and sorted, each name reads as the text it is, and nothing of theirs runs
     (no injected element, no handler attribute, window.pwned never set). The page's policy blocks an inline
@@ -157,13 +133,7 @@ def test_a_real_runs_report_shows_hostile_names_as_text_and_runs_none_of_them(s3
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
-    files = {key: _hostile_png(i, metadata=i == 1) for i, key in enumerate(HOSTILE_KEYS.values())}
-    files[HOSTILE_BAD_KEY] = _hostile_png(9, metadata=False)[:60]  # truncated
-    make_bucket("hostile", "in", files)
-    result = run_job("--input", "s3://hostile/in", "--output", "s3://hostile/out", "--previews", "8",
-                     "--max-failure-rate", "0.5")
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    summary = summary_of(result)
+    summary = summary_of(hostile_run)
     assert (summary["ok"], summary["failed"]) == (4, 1)
     fs = s3fs.S3FileSystem(endpoint_url=os.environ["AWS_ENDPOINT_URL"], skip_instance_cache=True)
     page = tmp_path / "report.html"

@@ -29,6 +29,7 @@ from bucket_helpers import (
 from fault_proxy import fault_proxy
 from PIL import Image, PngImagePlugin
 
+from pipelines.local_s3 import s3_client
 from pipelines.storage import OutsideOutputError, Store
 from srcore.imageio import decode, read_provenance
 
@@ -294,3 +295,37 @@ def test_inputs_named_by_an_s3_inventory_report_or_a_parquet_file_of_keys(s3):
 
     broken = run_job("--input", "s3://inv/in", "--output", "s3://inv/out2", "--input-manifest", "s3://inv/lists/keys.txt")
     assert broken.returncode == 2 and "s3://inv/lists/keys.txt" in broken.stderr and "Traceback" not in broken.stderr
+
+
+def test_no_credential_reaches_the_console_or_any_artefact(hostile_run, tmp_path):
+    """The store credentials the driver and the workers held during a real run (bucket_helpers.SECRETS) are in
+    nothing the job printed or wrote: its console, each output (its metadata and provenance read back whole,
+    compressed chunks included), summary.json, report.html and the report's Parquet rows. A URI that carries
+    credentials is refused, naming the flag, without echoing them."""
+    from bucket_helpers import SECRETS
+
+    client = s3_client()
+    written = {}
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket="hostile", Prefix="out/"):
+        for obj in page.get("Contents", []):
+            written[obj["Key"]] = get_object("hostile", obj["Key"])
+    texts = {"console": hostile_run.stdout + hostile_run.stderr}
+    for key, data in written.items():
+        if key.endswith(".parquet"):
+            texts[key] = str(pq.read_table(io.BytesIO(data)).to_pylist())
+        elif key.endswith(".png"):
+            with Image.open(io.BytesIO(data)) as im:
+                texts[key] = str(im.info) + str(im.getexif()) + str(read_provenance(data))
+        else:
+            texts[key] = data.decode()
+    kinds = {k.rsplit(".", 1)[-1] for k in texts if k != "console"}
+    assert {"png", "json", "html", "parquet"} <= kinds and len([k for k in texts if k.endswith(".png")]) == 4
+    for name, value in SECRETS.items():
+        assert not [k for k, text in texts.items() if value in text], name
+        assert not [k for k, data in written.items() if value.encode() in data], name
+
+    with_credentials = f"s3://{SECRETS['AWS_ACCESS_KEY_ID']}:{SECRETS['AWS_SECRET_ACCESS_KEY']}@hostile/in"
+    refused = run_job("--input", with_credentials, "--output", str(tmp_path / "out"))
+    assert refused.returncode == 2 and "--input must not carry credentials" in refused.stderr, refused.stderr
+    assert not [v for v in SECRETS.values() if v in refused.stdout + refused.stderr]
+    assert "s3://***@hostile/in" in refused.stderr

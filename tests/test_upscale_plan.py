@@ -381,3 +381,23 @@ def test_keys_and_prefixes_with_glob_characters_are_written_and_found_exactly(wh
         summary = writer.finish(UpscaleJob(input=str(tmp_path), output=location, run_id=run), listed=1, wall_s=1.0)
     assert read_report_rows(f"{location}/_reports/r1").column("input").to_pylist() == ["r1.png"]
     assert [r["run"] for r in earlier_runs(f"{location}/_reports/r1", summary)] == ["r0", "r1"]
+
+
+def test_a_store_errors_credentials_never_reach_the_report(tmp_path, monkeypatch):
+    """Store clients quote URLs in their errors: an endpoint's user:password, a presigned URL's signature and
+    token, or the secret itself. The report's rows, failure causes, summary and page keep the error without
+    them (redact masks userinfo, http(s) query strings, signing parameters and credential variables' values)."""
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wJalrPlanTestSecretK7MDENG")
+    errors = ['s3://b/in/a.png: Could not connect to the endpoint URL: "http://minio:hunter22@10.0.0.5:9000/b/in/a.png"',
+              "s3://b/in/c.png: 403 for https://b.s3.amazonaws.com/in/c.png?X-Amz-Credential=AKIAPLANTEST%2F2026"
+              "&X-Amz-Security-Token=FwoGPlanToken&X-Amz-Signature=5f1d2e3c",
+              "s3://b/in/d.png: signature mismatch (secret wJalrPlanTestSecretK7MDENG)"]
+    rows = [{"input": e.split(":", 2)[0] + ":" + e.split(":", 2)[1], "status": "failed", "error": e} for e in errors]
+    writer = ReportWriter(str(tmp_path / "_reports" / "r"), previews=0)
+    writer.add(pa.Table.from_pylist(rows, schema=OUTPUT_SCHEMA))
+    writer.finish(UpscaleJob(input="s3://b/in", output=str(tmp_path), run_id="r"), listed=3, wall_s=1.0)
+    written = "".join(p.read_text(errors="replace") for p in (tmp_path / "_reports" / "r").glob("*.*"))
+    written += str(read_report_rows(str(tmp_path / "_reports" / "r")).to_pylist())
+    for secret in ("hunter22", "AKIAPLANTEST", "FwoGPlanToken", "5f1d2e3c", "wJalrPlanTestSecretK7MDENG"):
+        assert secret not in written, secret
+    assert "http://***@10.0.0.5:9000/b/in/a.png" in written and "c.png?***" in written  # the rest kept

@@ -18,6 +18,7 @@ import sys
 import threading
 
 from srcore.archs.registry import DEFAULT_REALISM, DEFAULT_UPSCALE_MODEL
+from srcore.redact import redact
 from srcore.upscale import EngineOptions, OutputOptions, add_flags, add_realism_flag, from_flags
 from srcore.weights import WeightsError
 
@@ -127,10 +128,10 @@ def _run(args: argparse.Namespace) -> int:
         result = run_job(job, progress=not args.no_progress,
                          connect=lambda: connect_or_start(min_cpus=2, dashboard=False))
     except (ValueError, WeightsError, FileNotFoundError, ListingError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact(exc)}", file=sys.stderr)
         return 2
     except LeaseHeld as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact(exc)}", file=sys.stderr)
         return 3
     s = result.summary
     print(summary_table(s, report_files(result.report)))

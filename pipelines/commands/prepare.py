@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from srcore.redact import redact
+
 from . import parser_for
 
 SUMMARY = "cut a folder or bucket of HR images into training shards (Parquet), resumably, on Ray"
@@ -42,12 +44,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         manifest = prepare_dataset(args.input, args.output, CropSpec(args.crop, args.step, args.thresh), args.limit)
     except (FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact(exc)}", file=sys.stderr)
         return 2
     print(f"{manifest['image_count']} images -> {manifest['crop_count']} sub-images in {args.output} "
           f"({manifest['skipped_existing']} already done, {len(manifest['failed'])} failed, {manifest['seconds']} s)")
     for error in manifest["failed"].values():
-        print(f"failed: {error}", file=sys.stderr)
+        print(f"failed: {redact(error)}", file=sys.stderr)
     failed, total = len(manifest["failed"]), manifest["image_count"] + len(manifest["failed"])
     return 1 if failed and failed / max(total, 1) > args.max_failure_rate else 0
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from srcore.redact import redact
 from srcore.train.config import ConfigError, bundled_configs, load_config
 
 from . import parser_for
@@ -49,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         cfg, changes = prepare_run(load_config(args.config, args.overrides), args.mode or "auto")
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact(exc)}", file=sys.stderr)
         return 2
     if changes is None:
         print(f"[srcore] run {cfg.name} in {cfg.run_dir}", file=sys.stderr)
@@ -61,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     connect_or_start(min_cpus=cfg.run.num_workers * worker_cpus + 1)  # + 1: the Ray Data tasks
     result = run_training(cfg)
     if result.error:
-        print(f"training failed: {result.error}", file=sys.stderr)
+        print(f"training failed: {redact(result.error)}", file=sys.stderr)
         return 1
     metrics = result.metrics or {}
     scores = " ".join(f"{k.removeprefix('val/')} {v:.4f}" for k, v in metrics.items() if k.startswith("val/"))

@@ -7,12 +7,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from srcore.imageio import IMAGE_SUFFIXES
+from srcore.redact import credentials_in
 from srcore.upscale import EngineOptions, OutputOptions, check_flags, new_run_id
 
 from ..storage import is_uri, join
 
 REPORT_FOLDER = "_reports"
 STAGE_LAYOUTS = ("auto", "fused", "split")
+_NO_CREDENTIALS = ("must not carry credentials (user:secret@): the store takes them from its own variables "
+                   "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, a profile)")
 _RUN_ID = re.compile(r"[A-Za-z0-9._-]{1,100}")  # beside the outputs; never listed as output or input images
 
 
@@ -84,6 +87,8 @@ class UpscaleJob:
             (self.sample is None or self.sample >= 0, "sample", "must be >= 0"),
             (self.stage_layout in STAGE_LAYOUTS, "stage-layout", f"must be one of {', '.join(STAGE_LAYOUTS)}"),
             (self.previews >= 0, "previews", "must be >= 0"),
+            *((not credentials_in(getattr(self, name) or ""), name.replace("_", "-"), _NO_CREDENTIALS)
+              for name in ("input", "output", "input_manifest", "report")),
             (self.actor_concurrency is None or self.actor_concurrency >= 1, "actor-concurrency", "must be >= 1"),
             # it names the report's folder under <output>/_reports: a path in it could write elsewhere
             (bool(_RUN_ID.fullmatch(self.run_id)) and set(self.run_id) != {"."}, "run-id",
