@@ -10,6 +10,7 @@ import pytest
 import ray
 import torch
 import yaml
+from bucket_helpers import SECRETS
 from command_helpers import load_job, run_main
 from train_helpers import assert_same_weights, image_folder, rank_dumps, tiny_config, write_config
 
@@ -30,6 +31,8 @@ def ray_cluster(tmp_path_factory):
         ray.shutdown()  # the run's shared head
     with pytest.MonkeyPatch.context() as env:
         env.setenv("SRCORE_TRAIN_DUMP", str(dump))
+        for name, value in SECRETS.items():  # store credentials no training artefact may carry
+            env.setenv(name, value)
         env.delenv("RAY_ADDRESS", raising=False)
         ray.init(address="local", num_cpus=4, include_dashboard=False)
     yield dump
@@ -49,7 +52,7 @@ def test_job_command_trains_two_workers_and_a_second_run_resumes(ray_cluster, tm
     cfg["log_every"] = 2
     config = write_config(tmp_path / "tiny.yaml", cfg)
     cmd = [sys.executable, "jobs/train.py", "--config", str(config)]
-    env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
+    env = {**os.environ, **SECRETS, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
     first = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert "done: resume at iteration 4" in first.stdout
@@ -82,6 +85,11 @@ def test_job_command_trains_two_workers_and_a_second_run_resumes(ray_cluster, tm
     assert "resuming run resume" in second.stderr and "iterations: 4 -> 6" in second.stderr
     assert rank_dumps(dump, "resume", 2)[0]["segments"] == [0, 4]
     assert (tmp_path / "g.safetensors").is_file()
+    # the workers and the job process held store credentials: nothing printed or written carries them
+    printed = output + second.stdout + second.stderr
+    for name, value in SECRETS.items():
+        assert value not in printed, name
+        assert not [p for p in tmp_path.rglob("*") if p.is_file() and value.encode() in p.read_bytes()], name
 
 
 def test_gan_stage_keeps_generator_and_discriminator_in_sync(ray_cluster, tmp_path):
