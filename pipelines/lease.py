@@ -63,10 +63,12 @@ class Lease:
                 self.version = held_version
             elif holder.get("expires_unix", 0) > time.time() and not self.break_lease and not _holder_gone(holder):
                 until = datetime.fromtimestamp(holder["expires_unix"], timezone.utc).isoformat(timespec="seconds")
+                left = max(1, round(holder["expires_unix"] - time.time()))
                 raise LeaseHeld(
                     f"{self.store.uri(self.path)}: run {holder.get('run')} (host {holder.get('host')}, pid "
-                    f"{holder.get('pid')}) is writing to this output; its lease runs until {until} and is "
-                    f"renewed while it runs. Wait for it to finish, or write elsewhere.") from None
+                    f"{holder.get('pid')}) is writing to this output; its lease expires in {left} s ({until}) "
+                    f"unless that run renews it, as it does while it runs. Wait for it to finish, or write "
+                    f"elsewhere; if that run was killed, rerun now with --break-lease, or in {left} s.") from None
             else:
                 self._take_over(holder, held_version)
         self._thread = threading.Thread(target=self._renew_loop, name="srcore-lease", daemon=True)

@@ -142,6 +142,45 @@ def test_a_killed_run_resumes_and_processes_every_image_exactly_once(s3):
         assert provenance["run"] == (first_runs.copy().pop() if key in first else summary["run"])
 
 
+def test_a_killed_driver_on_a_cluster_costs_only_its_work_in_flight(s3):
+    """Only the driver is killed (SIGKILL), as when the machine that submitted a job dies; the cluster lives on
+    and ends the job's workers. The rerun takes over the dead driver's lease at once (same host, its process
+    gone), leaves the finished outputs alone, redoes what was in flight, and answers every input once."""
+    files = {key: data for key, (data, _, _) in good_images(24, seed=4).items() if data[:4] == b"\x89PNG"}
+    make_bucket("driverkill", "in", files)
+    args = ["--input", "s3://driverkill/in", "--output", "s3://driverkill/out", "--images-per-batch", "1"]
+    proc = subprocess.Popen(job_command(*args), cwd=ROOT, env=os.environ.copy(),  # joins the shared head
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while len(list_objects("driverkill", "out")) < 2:
+        assert proc.poll() is None and time.time() < deadline, "the job ended before it could be stopped"
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    first, settled = list_objects("driverkill", "out"), 0
+    while settled < 3:  # until the cluster has ended the dead driver's workers: nothing written for 3 s
+        time.sleep(1)
+        now = list_objects("driverkill", "out")
+        settled, first = (settled + 1, first) if now == first else (0, now)
+    assert 2 <= len(first) < len(files), len(first)
+
+    result = run_job(*args)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "took over the expired lease of run" in result.stdout
+    summary = summary_of(result)
+    rows = _report_rows(summary)
+    assert len(rows) == len(files) == summary["images"]
+    skipped = {r["input"].removeprefix("s3://driverkill/in/") for r in rows.values() if r["status"] == "skipped"}
+    done = {r["input"].removeprefix("s3://driverkill/in/") for r in rows.values() if r["status"] == "ok"}
+    assert skipped == set(first) and done == set(files) - set(first) and summary["failed"] == 0
+    final = list_objects("driverkill", "out")
+    assert set(final) == set(files) and {k: final[k] for k in first} == first  # none missing, none rewritten
+    fs = s3fs.S3FileSystem(endpoint_url=os.environ["AWS_ENDPOINT_URL"], skip_instance_cache=True)
+    assert not [k for k in fs.find("driverkill/out") if k.endswith(".tmp")]
+    for key in final:
+        assert decode(get_object("driverkill", f"out/{key}")).size[0] == 4 * decode(files[key]).size[0]
+
+
 def test_local_folders_work_the_same_and_overwrite_redoes_finished_outputs(tmp_path):
     source = tmp_path / "in"
     images = dict(list(good_images(3, seed=2).items()))

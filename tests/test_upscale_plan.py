@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import posixpath
+import re
 import socket
 import subprocess
 import sys
@@ -267,8 +268,10 @@ def test_planning_finds_temporaries_and_a_lease_makes_their_removal_safe(tmp_pat
     # elsewhere, a live-looking holder keeps it unless the operator breaks the lease
     Path(lease_path).write_text(json.dumps({"run": "remote", "host": "other-host", "pid": 7,
                                             "expires_unix": time.time() + 300}))
-    with pytest.raises(LeaseHeld, match="run remote"):
+    with pytest.raises(LeaseHeld, match="run remote") as held:
         Lease(store, lease_path, "run-e").acquire()
+    assert re.search(r"expires in (29\d|300) s \(", str(held.value)), held.value  # how long, and how to break it
+    assert "if that run was killed, rerun now with --break-lease" in str(held.value)
     with Lease(store, lease_path, "run-e", break_lease=True):
         assert json.loads(Path(lease_path).read_text())["run"] == "run-e"
 
