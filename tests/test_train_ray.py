@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 import ray
@@ -16,6 +17,7 @@ from train_helpers import assert_same_weights, image_folder, rank_dumps, tiny_co
 
 from pipelines.train import STATE_FILE, run_training
 from srcore.train.config import load_config
+from srcore.weights import load_upscaling_model
 
 # one worker runs this module (its own cluster, set up once); the wheel's and the shared head's tests go elsewhere
 pytestmark = pytest.mark.xdist_group("train")
@@ -105,10 +107,12 @@ def test_gan_stage_keeps_generator_and_discriminator_in_sync(ray_cluster, tmp_pa
     assert_same_weights(ranks, "discriminator")
 
 
-def test_a_failed_worker_resumes_from_the_last_checkpoint(ray_cluster, tmp_path):
+def test_a_killed_worker_resumes_from_the_last_checkpoint(ray_cluster, tmp_path, capfd):
+    """Rank 1's process is killed (SIGKILL) at iteration 3: the run restarts both workers from the checkpoint
+    at iteration 2, says so, finishes all 5 iterations and exports its model."""
     marker = tmp_path / "fault.marker"
     cfg = load_config(base=tiny_config("fault", tmp_path, iterations=5, checkpoint_every=2,
-                                       fault={"iteration": 3, "rank": 1, "marker": str(marker)},
+                                       fault={"iteration": 3, "rank": 1, "marker": str(marker), "kill": True},
                                        run={"max_failures": 1}))
     result = run_training(cfg)
     assert result.error is None
@@ -116,6 +120,12 @@ def test_a_failed_worker_resumes_from_the_last_checkpoint(ray_cluster, tmp_path)
     assert result.metrics["iteration"] == 5
     state = rank_dumps(ray_cluster, "fault", 2)[0]
     assert state["iteration"] == 5 and state["segments"] == [0, 2]  # restarted from the checkpoint at 2
+    printed, deadline = "", time.time() + 30
+    while "[srcore] resumed fault at iteration 2" not in printed and time.time() < deadline:
+        time.sleep(0.5)  # the workers' log lines reach this driver a moment later
+        printed += "".join(capfd.readouterr())
+    assert "[srcore] resumed fault at iteration 2" in printed, printed[-3000:]
+    assert load_upscaling_model(cfg.export, None) is not None  # the finished run's model
 
 
 def test_prepare_dataset_is_resumable_and_trains(ray_cluster, tmp_path):

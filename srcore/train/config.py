@@ -129,11 +129,13 @@ class RunSettings:
 
 @dataclass
 class FaultInjection:
-    """For fault-tolerance drills: raise once at ``iteration`` on ``rank`` (a marker file records it)."""
+    """For fault-tolerance drills: fail once at ``iteration`` on ``rank`` (a marker file records it): raise, or
+    with ``kill`` end the worker's process with SIGKILL, as an out-of-memory kill or a lost node would."""
 
     iteration: int | None = None
     rank: int = 0
     marker: str | None = None
+    kill: bool = False
 
 
 @dataclass
