@@ -148,3 +148,14 @@ def output_is_finished(target: Store, row: dict) -> bool:
         row["output_bytes"] = size
         return True
     return False
+
+
+def written_by_this_run(target: Store, row: dict) -> bool:
+    """Did an earlier attempt of this run already write this output? A task retried or re-executed after its
+    worker or node was lost may have finished the write before its result was lost with it."""
+    path = row["output_key"]
+    try:
+        found = probe_provenance(lambda start, end: target.read(path, start, end), target.size(path))
+    except OSError:
+        return False
+    return found.get("run") == row["run"] and made_from(found, row["input_version"], row["model"], row["scale"])

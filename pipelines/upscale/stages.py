@@ -42,7 +42,7 @@ from srcore.upscale import (
     streams,
 )
 
-from .finished import output_is_finished
+from .finished import output_is_finished, written_by_this_run
 from .options import UpscaleJob
 from .plan import _store
 from .rows import DECODED_SCHEMA, OUTPUT_SCHEMA, UPSCALED_SCHEMA, _table
@@ -382,12 +382,28 @@ def write_output(row: dict, source: Picture | None, pixels: np.ndarray | None, o
                        output_height=output.size[1], output_mode=output.mode)
         t1 = time.perf_counter()
         stage = "write"
-        target.write_atomic(row["output_key"], encoded)
+        write_once(target, row, encoded)
         row.update(status="ok", write_s=time.perf_counter() - t1, output_bytes=len(encoded))
     except Exception as exc:
         row.update(status="failed", error=f"{row['output']}: cannot {stage} output ({type(exc).__name__}: {exc})")
         if not isinstance(exc, (OSError, ValueError)):
             row["error"] += "\n" + traceback.format_exc(limit=3)
+
+
+def write_once(target, row: dict, encoded: bytes) -> None:
+    """Write the output where nothing is there yet (one conditional request on S3, a hard link locally). If
+    something is: left alone when an earlier attempt of this run wrote it (its task was retried or re-run after
+    its worker or node was lost), else replaced (an outdated output, or --overwrite)."""
+    try:
+        target.create_exclusive(row["output_key"], encoded)
+        return
+    except FileExistsError:
+        if written_by_this_run(target, row):
+            return
+    except OSError:
+        if not target.local:
+            raise  # (a local filesystem without hard links writes by renaming into place, below)
+    target.write_atomic(row["output_key"], encoded)
 
 
 def score(row: dict, lr: np.ndarray, sr, device=None) -> None:
