@@ -50,9 +50,9 @@ def maybe_inject_fault(cfg: TrainConfig, rank: int, iteration: int) -> None:
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.write_text(f"fault injected at iteration {iteration} on rank {rank}\n")
         if fault.kill:
-            # Ray Train registers a checkpoint once its controller has every rank's report (it polls them); a
-            # kill in the instant after the last report could lose that checkpoint, which is Ray's behaviour
-            # and not what the drill checks: give the controller a few polls first
+            # a kill in the instant after the last report lost that checkpoint once (Ray Train's controller
+            # seems to register it only after polling every rank's report): not what the drill checks, so
+            # give the controller a few polls first
             time.sleep(3 * float(os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "2")))
             os.kill(os.getpid(), signal.SIGKILL)
         raise RuntimeError(f"injected fault at iteration {iteration} (fault-tolerance drill)")

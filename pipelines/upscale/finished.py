@@ -133,8 +133,10 @@ def remove_temporaries(target: Store, paths: list[str]) -> int:
     return removed
 
 
-def output_is_finished(target: Store, row: dict) -> bool:
-    """Does the output carry this input's version, this model and scale (written by any earlier run)?
+def output_is_finished(target: Store, row: dict, run: str | None = None) -> bool:
+    """Does the output carry this input's version, this model and scale (written by any earlier run, or with
+    ``run`` only by that run: an earlier attempt of a task retried or re-run after its worker or node was
+    lost, which may have finished the write before its result was lost with it)?
 
     An output that cannot be read back counts as unfinished: it is made again.
     """
@@ -144,18 +146,7 @@ def output_is_finished(target: Store, row: dict) -> bool:
         found = probe_provenance(lambda start, end: target.read(path, start, end), size)
     except OSError:
         return False
-    if made_from(found, row["input_version"], row["model"], row["scale"]):
+    if made_from(found, row["input_version"], row["model"], row["scale"]) and run in (None, found.get("run")):
         row["output_bytes"] = size
         return True
     return False
-
-
-def written_by_this_run(target: Store, row: dict) -> bool:
-    """Did an earlier attempt of this run already write this output? A task retried or re-executed after its
-    worker or node was lost may have finished the write before its result was lost with it."""
-    path = row["output_key"]
-    try:
-        found = probe_provenance(lambda start, end: target.read(path, start, end), target.size(path))
-    except OSError:
-        return False
-    return found.get("run") == row["run"] and made_from(found, row["input_version"], row["model"], row["scale"])

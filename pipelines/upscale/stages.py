@@ -42,7 +42,7 @@ from srcore.upscale import (
     streams,
 )
 
-from .finished import output_is_finished, written_by_this_run
+from .finished import output_is_finished
 from .options import UpscaleJob
 from .plan import _store
 from .rows import DECODED_SCHEMA, OUTPUT_SCHEMA, UPSCALED_SCHEMA, _table
@@ -398,7 +398,7 @@ def write_once(target, row: dict, encoded: bytes) -> None:
         target.create_exclusive(row["output_key"], encoded)
         return
     except FileExistsError:
-        if written_by_this_run(target, row):
+        if output_is_finished(target, row, run=row["run"]):
             return
     except OSError:
         if not target.local:
