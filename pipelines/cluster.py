@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 
 import ray
 
@@ -37,3 +38,49 @@ def quiet_ray_data() -> None:
     context.enable_operator_progress_bars = False
     context.print_on_execution_start = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)
+
+
+class NoNodeForWork(RuntimeError):
+    """The cluster has had no node that can run one of a pipeline's stages for longer than the run waits."""
+
+
+def unplaceable(requests: dict[str, dict[str, float]], nodes: list[dict]) -> list[str]:
+    """The stages of ``requests`` (stage -> the resources one of its workers needs) that no alive node of
+    ``nodes`` (``ray.nodes()``) could run, even idle."""
+    alive = [node["Resources"] for node in nodes if node.get("Alive")]
+    return [stage for stage, need in requests.items()
+            if not any(all(have.get(name, 0) >= amount for name, amount in need.items()) for have in alive)]
+
+
+def node_watchdog(requests: dict[str, dict[str, float]], wait_s: float, every_s: float = 1.0) -> type:
+    """A Ray Data execution callback (``DataContext.custom_execution_callback_classes``) that ends the
+    execution with :class:`NoNodeForWork` once a stage of ``requests`` has had no node to run on for
+    ``wait_s`` seconds: when the last node that could run the actors is lost, Ray Data would otherwise wait
+    for one forever. The wait leaves an autoscaler time to add nodes."""
+    import ray
+    from ray.data._internal.execution.execution_callback import ExecutionCallback
+
+    class NodeWatchdog(ExecutionCallback):
+        def __init__(self):
+            self.checked, self.since = 0.0, None
+
+        def on_execution_step(self, executor) -> None:  # each scheduling step, on the executor's thread
+            now = time.monotonic()
+            if now - self.checked < every_s:
+                return
+            self.checked = now
+            nodes = ray.nodes()
+            missing = unplaceable(requests, nodes)
+            if not missing:
+                self.since = None
+                return
+            self.since = self.since or now
+            if now - self.since >= wait_s:
+                needs = "; ".join(f"{stage}: each needs " + ", ".join(f"{v:g} {k}" for k, v in requests[stage].items())
+                                  for stage in missing)
+                alive = [n["Resources"] for n in nodes if n.get("Alive")]
+                left = ", ".join(f"{n.get('CPU', 0):g} CPU/{n.get('GPU', 0):g} GPU" for n in alive) or "none"
+                raise NoNodeForWork(f"no node in the cluster can run {needs}, for {wait_s:g} s (--wait-for-nodes); "
+                                    f"nodes alive: {left}")
+
+    return NodeWatchdog

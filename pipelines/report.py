@@ -19,7 +19,7 @@ from srcore.imageio import decode
 from srcore.redact import redact
 
 from .report_html import HISTOGRAMS, TABLE_COLUMNS, render_html
-from .storage import Store, filesystem, join, read_bytes
+from .storage import Store, filesystem, join, read_bytes, retries_in_process
 from .upscale.quality import preview_pair
 from .upscale.rows import REPORT_SCHEMA, conform
 
@@ -42,8 +42,13 @@ class ReportWriter:
     with their inputs and a random sample; :meth:`finish` reads those few back to crop them.
     """
 
-    def __init__(self, location: str, previews: int = 6, seed: int = 0):
+    def __init__(self, location: str, previews: int = 6, seed: int = 0, driver_retries_at_start: int | None = None):
+        """``driver_retries_at_start``: this process's S3 retry count when the run began (its listing's
+        retries count too); default now."""
         self.location = location
+        self.store_retries = 0
+        self.driver_retries_at_start = retries_in_process() if driver_retries_at_start is None \
+            else driver_retries_at_start
         self.store = Store(location)
         self.pending: list[pa.Table] = []
         self.pending_rows = self.parts = 0
@@ -74,6 +79,7 @@ class ReportWriter:
                                    pa.array([None if e is None else redact(e) for e in errors.to_pylist()],
                                             errors.type))
         self._tally(rows)
+        self.store_retries += pc.sum(rows.column("store_retries")).as_py() or 0
         self.pending.append(rows)
         self.pending_rows += rows.num_rows
         while self.pending_rows >= ROWS_PER_PART:
@@ -210,6 +216,8 @@ class ReportWriter:
             "output_megapixels_per_s": round(self.out_mp / wall_s, 3) if wall_s else None,
             "lr_psnr_median": round(float(np.median(psnr)), 2) if len(psnr) else None,
             "stage_seconds": {s: round(v, 2) for s, v in self.stages.items()},
+            # S3 answers retried (5xx, throttling, dropped connections): the inputs' and the driver's own
+            "store_retries": self.store_retries + retries_in_process() - self.driver_retries_at_start,
             "devices": sorted(self.devices), "nodes": sorted(self.nodes),
         }
 

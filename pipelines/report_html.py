@@ -176,7 +176,8 @@ def render_html(summary: dict, failure_causes: list[dict], histograms: dict[str,
              (duration(s["wall_s"]), "wall time", ""),
              (number(s["images_per_s"]), "images per second", ""),
              (number(s["output_megapixels_per_s"]), "output megapixels per second", ""),
-             (number(s["lr_psnr_median"]), "median LR-consistency (dB)", "")]
+             (number(s["lr_psnr_median"]), "median LR-consistency (dB)", ""),
+             (number(s.get("store_retries", 0)), "store requests retried (5xx, throttling)", "")]
     parts.append("<div class='cards'>" + "".join(f"<div class='card {cls}'><b>{esc(v)}</b><span>{esc(label)}</span>"
                                                   "</div>" for v, label, cls in cards) + "</div>")
     if not s["ok"]:

@@ -10,6 +10,7 @@ and write through it. s3:// takes credentials from the standard AWS variables an
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
 import posixpath
 import time
@@ -26,6 +27,56 @@ import pyarrow.fs as pafs
 from srcore.imageio import IMAGE_SUFFIXES
 
 UPLOAD_PART_BYTES = 16 << 20  # a streamed output's multipart upload part (S3 takes 5 MiB to 5 GiB)
+# Retries of S3 requests, bounded: botocore's standard mode tries a request at most REQUEST_ATTEMPTS times
+# (500, 503 SlowDown and other throttling, dropped connections; exponential backoff with jitter, and a retry
+# quota per client that stops retrying through an outage), and s3fs repeats a failed call at most
+# CALL_ATTEMPTS times for what botocore does not retry (a body cut off mid-read, an unparseable throttling
+# reply) and for SlowDown: at most REQUEST_ATTEMPTS x CALL_ATTEMPTS requests per call. (aiohttp also re-sends,
+# once and uncounted, a request whose reused connection the server closed.) A call still failing fails its
+# input, which the report records; the run goes on.
+REQUEST_ATTEMPTS = 5
+CALL_ATTEMPTS = 2
+_THROTTLING = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequests",
+               "RequestThrottled", "ServiceUnavailable", "InternalError"}
+_retries_here: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("store_retries", default=None)
+_retries_in_process = [0]  # every retry this process made, counted or not to a row (the driver's: the summary's)
+
+
+def _counting_session():
+    """An aiobotocore session whose clients count each S3 answer that gets a retry (an error status of 5xx or
+    throttling, or a dropped connection) into :func:`retries_counted`'s counter and the process's."""
+    from aiobotocore.session import AioSession
+
+    def count(response=None, caught_exception=None, **_) -> None:
+        if caught_exception is None:
+            status = response[0].status_code if response else 0
+            code = (response[1].get("Error") or {}).get("Code", "") if response else ""
+            if status < 500 and status != 429 and code not in _THROTTLING:
+                return
+        _retries_in_process[0] += 1
+        counter = _retries_here.get()  # the caller's context: fsspec runs the request as a task copied from it
+        if counter is not None:
+            counter[0] += 1
+
+    session = AioSession()
+    session.register("needs-retry.s3", count)
+    return session
+
+
+@contextlib.contextmanager
+def retries_counted(row: dict) -> Iterator[None]:
+    """Add the S3 retries of the store calls made inside to ``row["store_retries"]`` (the report's column)."""
+    counter = [0]
+    token = _retries_here.set(counter)
+    try:
+        yield
+    finally:
+        _retries_here.reset(token)
+        row["store_retries"] = (row.get("store_retries") or 0) + counter[0]
+
+
+def retries_in_process() -> int:
+    return _retries_in_process[0]
 
 
 def is_uri(location: str) -> bool:
@@ -79,7 +130,11 @@ class Store:
         if location.startswith("s3://"):
             endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
             self.fs = fsspec.filesystem("s3", skip_instance_cache=True, use_listings_cache=False,
+                                        session=_counting_session(),
+                                        config_kwargs={"retries": {"mode": "standard",
+                                                                   "total_max_attempts": REQUEST_ATTEMPTS}},
                                         **({"endpoint_url": endpoint} if endpoint else {}))
+            self.fs.retries = CALL_ATTEMPTS  # (a class attribute: s3fs takes no argument for it)
             self.root = location[len("s3://"):].rstrip("/")
         elif is_uri(location):
             self.fs, root = fsspec.core.url_to_fs(location, skip_instance_cache=True)
@@ -175,7 +230,11 @@ class Store:
         if not exists:
             raise FileNotFoundError(f"{self.location}: no such folder or prefix")
 
-    def read(self, path: str, start: int | None = None, end: int | None = None) -> bytes:
+    def read(self, path: str, start: int | None = None, end: int | None = None, size: int | None = None) -> bytes:
+        """The file's bytes (``start``..``end``). ``size``: its size, where known from the listing: a file
+        smaller than one block is read in one request, without s3fs first asking for its size."""
+        if size is not None and not self.local and size <= getattr(self.fs, "default_block_size", 0):
+            return self.fs.cat_file(path, start=start, end=end, max_concurrency=1)
         return self.fs.cat_file(path, start=start, end=end)
 
     def delete(self, path: str) -> None:

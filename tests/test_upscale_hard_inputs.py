@@ -26,10 +26,11 @@ from bucket_helpers import (
     run_job,
     summary_of,
 )
-from fault_proxy import fault_proxy
+from fault_proxy import FAULTS, fault_proxy
 from PIL import Image, PngImagePlugin
 
 from pipelines.local_s3 import s3_client
+from pipelines.report import read_report_rows
 from pipelines.storage import OutsideOutputError, Store
 from srcore.imageio import decode, read_provenance
 
@@ -203,21 +204,39 @@ def test_one_run_at_a_time_per_output_and_temporaries_gone_after_a_rerun(s3):
     assert not fs.exists(leftover) and summary_of(rerun)["skipped"] == 24
 
 
-def test_under_20_percent_injected_s3_faults_every_image_is_written_exactly_once(s3, shared_ray, monkeypatch):
+def test_under_throttling_latency_and_25_percent_s3_faults_every_image_is_written_exactly_once(
+        s3, shared_ray, monkeypatch):
+    """S3 under load: a quarter of the requests fail (half of those 503 SlowDown, the rest 500s and dropped
+    connections), a fifth wait 0.2 s, and one hot key is throttled on every request. Every other image is
+    written once; the hot key's input fails alone after a bounded number of tries; the retries are reported."""
+    from pipelines.storage import CALL_ATTEMPTS, REQUEST_ATTEMPTS
+
     images = good_images(16, seed=7)
-    make_bucket("flaky", "in", {k: v[0] for k, v in images.items()})
-    with fault_proxy(os.environ["AWS_ENDPOINT_URL"], rate=0.2, seed=1) as (url, faults):
+    make_bucket("flaky", "in", {**{k: v[0] for k, v in images.items()}, "hot.png": next(iter(images.values()))[0]})
+    with fault_proxy(os.environ["AWS_ENDPOINT_URL"], rate=0.25, seed=1, kinds=(*FAULTS, "503", "503", "503"),
+                     delay_rate=0.2, delay_s=0.2, throttled="/flaky/in/hot.png") as (url, faults):
         shared_ray(AWS_ENDPOINT_URL=url)  # the workers reach S3 through the proxy, and so does the driver
         with monkeypatch.context() as driver:
             driver.setenv("AWS_ENDPOINT_URL", url)
-            result = run_job("--input", "s3://flaky/in", "--output", "s3://flaky/out")
+            result = run_job("--input", "s3://flaky/in", "--output", "s3://flaky/out", "--max-failure-rate", "0.1")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     summary = summary_of(result)
-    assert (summary["ok"], summary["failed"], summary["skipped"]) == (16, 0, 0)
-    injected = sum(n for kind, n in faults.items() if kind != "pass")
-    assert injected >= 20 and all(faults[kind] for kind in ("500", "503", "drop-before", "drop-after")), faults
+    assert (summary["ok"], summary["failed"], summary["skipped"]) == (16, 1, 0)
+    injected = sum(n for kind, n in faults.items() if kind not in ("pass", "delayed", "throttled"))
+    assert injected >= 20 and faults["503"] > injected / 2 and faults["delayed"] >= 10, faults
+    assert all(faults[kind] for kind in ("500", "drop-before", "drop-after")), faults
+    # bounded: botocore sends a request at most REQUEST_ATTEMPTS times, s3fs repeats a call at most CALL_ATTEMPTS
+    assert REQUEST_ATTEMPTS <= faults["throttled"] <= REQUEST_ATTEMPTS * CALL_ATTEMPTS, faults
+    rows = {r["input"]: r for r in read_report_rows(summary["report"]).to_pylist()}
+    hot = rows.pop("s3://flaky/in/hot.png")
+    assert hot["status"] == "failed" and "Reduce rate" in hot["error"], hot["error"]  # (SlowDown's message)
+    # reported: each input's retries in its row, their sum and the driver's in the summary and on the console
+    retried = sum(r["store_retries"] for r in rows.values()) + hot["store_retries"]
+    assert hot["store_retries"] >= REQUEST_ATTEMPTS - 1 and retried <= summary["store_retries"] <= faults["500"] + \
+        faults["503"] + faults["throttled"] + faults["drop-before"] + faults["drop-after"], (summary, faults)
+    assert f"store retries  {summary['store_retries']} " in result.stdout
     outputs = list_objects("flaky", "out")  # straight from the server, past the proxy
-    assert len(outputs) == 16
+    assert len(outputs) == 16 and "hot.png" not in outputs
     for key in outputs:
         assert read_provenance(get_object("flaky", f"out/{key}"))["run"] == summary["run"]
     keys = [o["Key"] for o in s3fs_listing("flaky", "out")]

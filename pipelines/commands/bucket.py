@@ -72,11 +72,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--break-lease", action="store_true",
                    help="write even though another run's lease on the output looks live (when you know that run "
                         "is dead; a killed run's lease otherwise expires within 5 minutes)")
+    p.add_argument("--wait-for-nodes", type=float, default=600,
+                   help="seconds to wait for a node that can run the actors (or the decode tasks) when the "
+                        "cluster has none left, before ending the run with the inputs not done reported as "
+                        "failed (default %(default)s: time for an autoscaler to start one)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (logs)")
 
 
 def summary_table(s: dict, files: dict[str, str]) -> str:
     """The run's summary as a few aligned lines (summary.json in the report has every figure)."""
+    from ..storage import CALL_ATTEMPTS, REQUEST_ATTEMPTS
+
     share = lambda n: f" ({100 * n / s['images']:.1f}%)" if s["images"] else ""  # noqa: E731
     median = f"{s['lr_psnr_median']} dB" if s["lr_psnr_median"] is not None else "-"
     rows = [("images", f"{s['images']} of {s['images_listed']} listed"),
@@ -86,6 +92,8 @@ def summary_table(s: dict, files: dict[str, str]) -> str:
             ("wall time", f"{dt.timedelta(seconds=round(s['wall_s']))} ({s['images_per_s'] or 0:.2f} images/s, "
                           f"{s['output_megapixels_per_s'] or 0:.2f} output MP/s)"),
             ("LR-consistency", f"{median} (median)"),
+            ("store retries", f"{s['store_retries']} (S3 errors and throttling answered with backoff; each request "
+                              f"tried at most {REQUEST_ATTEMPTS} x {CALL_ATTEMPTS} times)"),
             ("model", f"{s['model']} x{s['scale']:g}" if s["scale"] else str(s["model"])),
             ("outputs", s["output"]), ("report", files["html"])]
     return "\n".join(f"[srcore] {name:<15}{value}" for name, value in rows)
@@ -123,7 +131,7 @@ def _run(args: argparse.Namespace) -> int:
             max_actors=args.max_actors, overwrite=args.overwrite,
             extensions=tuple("." + e.strip().lstrip(".").lower() for e in args.extensions.split(",") if e.strip()),
             limit=args.limit, sample=args.sample, seed=args.seed, report=args.report, previews=args.previews,
-            break_lease=args.break_lease,
+            break_lease=args.break_lease, wait_for_nodes=args.wait_for_nodes,
             **({"run_id": args.run_id} if args.run_id else {}))
         result = run_job(job, progress=not args.no_progress,
                          connect=lambda: connect_or_start(min_cpus=2, dashboard=False))

@@ -50,6 +50,8 @@ class UpscaleJob:
         input_manifest: a file that names the inputs instead of a listing of ``input``: an S3 Inventory
             ``manifest.json``, or a Parquet or CSV file with a ``key`` column (and ``size``, ``etag``).
         break_lease: take the output prefix's lease even from a run that looks alive (one you know is dead).
+        wait_for_nodes: seconds the run waits, once no node in the cluster can run the actors (or the decode
+            tasks), for one to join (an autoscaler's start) before it ends with the inputs not done failed.
     """
 
     input: str
@@ -74,6 +76,7 @@ class UpscaleJob:
     stage_layout: str = "auto"
     actor_concurrency: int | None = None
     break_lease: bool = False
+    wait_for_nodes: float = 600
     run_id: str = field(default_factory=new_run_id)
 
     def __post_init__(self):
@@ -89,6 +92,7 @@ class UpscaleJob:
             (self.previews >= 0, "previews", "must be >= 0"),
             *((not credentials_in(getattr(self, name) or ""), name.replace("_", "-"), _NO_CREDENTIALS)
               for name in ("input", "output", "input_manifest", "report")),
+            (self.wait_for_nodes > 0, "wait-for-nodes", "must be > 0"),
             (self.actor_concurrency is None or self.actor_concurrency >= 1, "actor-concurrency", "must be >= 1"),
             # it names the report's folder under <output>/_reports: a path in it could write elsewhere
             (bool(_RUN_ID.fullmatch(self.run_id)) and set(self.run_id) != {"."}, "run-id",

@@ -12,7 +12,7 @@ REPORT_SCHEMA = pa.schema([
     ("output_mode", pa.string()), ("output_format", pa.string()), ("model", pa.string()), ("scale", pa.float32()),
     ("lr_psnr", pa.float32()), ("read_s", pa.float32()), ("decode_s", pa.float32()), ("upscale_s", pa.float32()),
     ("encode_s", pa.float32()), ("write_s", pa.float32()),
-    ("check_s", pa.float32()), ("node", pa.string()), ("device", pa.string()),
+    ("check_s", pa.float32()), ("store_retries", pa.int32()), ("node", pa.string()), ("device", pa.string()),
     ("run", pa.string()),
     # rasters (srcore.geo) fill all four; images bands and dtype
     ("crs", pa.string()), ("bands", pa.int16()), ("dtype", pa.string()), ("nodata_fraction", pa.float32()),

@@ -15,6 +15,7 @@ from ..keys import digests
 from ..lease import Lease, held_elsewhere
 from ..pages import PageFile, read_pages
 from ..progress import ProgressLog
+from ..storage import retries_in_process
 from .finished import remove_temporaries, scan_outputs
 from .options import REPORT_FOLDER, UpscaleJob
 from .plan import Manifest, _store, plan
@@ -50,7 +51,7 @@ def run(job: UpscaleJob, progress: bool = True, connect=None) -> RunResult:
 
     from ..report import ReportWriter
 
-    start = time.time()
+    start, retries_at_start = time.time(), retries_in_process()
     model, name = load_upscaling_model(job.model, job.realism)  # fails fast, before any listing, on a bad name
     _store(job.input).check_exists()  # before the lease: a wrong input leaves nothing behind in the output
     target = _store(job.output)
@@ -63,7 +64,8 @@ def run(job: UpscaleJob, progress: bool = True, connect=None) -> RunResult:
             print(f"[srcore] removed {removed} temporary uploads left by killed writers", flush=True)
         print(f"[srcore] {manifest.listed} images under {job.input}; {manifest.rows} in this run, "
               f"{manifest.finished.rows} finished by earlier runs; model {name}", flush=True)
-        report = ReportWriter(job.report_location, previews=job.previews, seed=job.seed)
+        report = ReportWriter(job.report_location, previews=job.previews, seed=job.seed,
+                              driver_retries_at_start=retries_at_start)
         for page in manifest.finished.pages():
             report.add(page)
         if manifest.todo.rows:
@@ -100,6 +102,11 @@ class Layout:
     images_per_call: int  # per actor call, and per decode or encode block
     calls_per_actor: int  # actor calls at once: a GPU actor hands one batch on while it upscales the next
     jpeg_bytes: bool  # JPEG inputs travel undecoded, for the GPU to decode
+
+    def requests(self) -> dict[str, dict[str, float]]:
+        """The resources one worker of each stage needs (what a node must have for it to run there)."""
+        actor = {"CPU": self.cpus_per_actor, **({"GPU": self.gpus_per_actor} if self.gpus_per_actor else {})}
+        return {"the upscaling actors": actor, **({} if self.fused else {"the decode and encode tasks": {"CPU": 1}})}
 
     def describe(self, todo: int) -> str:
         device = f"{self.gpus_per_actor:g}-GPU" if self.gpus_per_actor else f"{self.cpus_per_actor:g}-CPU"
@@ -142,7 +149,7 @@ def _process(job: UpscaleJob, model, manifest: Manifest, progress: bool, report)
     """The Ray Data pipeline of the job's :class:`Layout`; a report row for every input to do."""
     import ray
 
-    from ..cluster import quiet_ray_data
+    from ..cluster import NoNodeForWork, node_watchdog, quiet_ray_data
 
     layout = plan_layout(job, ray.cluster_resources(), manifest.todo.rows)
     print(f"[srcore] {layout.describe(manifest.todo.rows)}", flush=True)
@@ -168,14 +175,25 @@ def _process(job: UpscaleJob, model, manifest: Manifest, progress: bool, report)
             answered.append(digests(batch.column("input").to_pylist()))
             log.add(batch.num_rows, pc.sum(pc.equal(batch.column("status"), "failed")).as_py() or 0)
 
-    execute(manifest.todo, layout.images_per_call)
-    lost = _unanswered(manifest.todo, answered, f"{manifest.folder}/lost.arrow")
-    if lost.rows:
-        print(f"[srcore] {lost.rows} inputs were in batches whose workers died; retrying each alone", flush=True)
-        execute(lost, 1)
-        for page in _unanswered(lost, answered, f"{manifest.folder}/failed.arrow").pages():
-            report.add(_table([dict(r, status="failed", error=f"{r['input']}: {WORKER_DIED}")
-                               for r in page.to_pylist()], OUTPUT_SCHEMA))
+    def fail_unanswered(pages: PageFile, name: str, why: str) -> None:
+        for page in _unanswered(pages, answered, f"{manifest.folder}/{name}.arrow").pages():
+            report.add(_table([dict(r, status="failed", error=f"{r['input']}: {why}") for r in page.to_pylist()],
+                              OUTPUT_SCHEMA))
+
+    callbacks = ctx.custom_execution_callback_classes
+    ctx.custom_execution_callback_classes = [*callbacks, node_watchdog(layout.requests(), job.wait_for_nodes)]
+    try:
+        execute(manifest.todo, layout.images_per_call)
+        lost = _unanswered(manifest.todo, answered, f"{manifest.folder}/lost.arrow")
+        if lost.rows:
+            print(f"[srcore] {lost.rows} inputs were in batches whose workers died; retrying each alone", flush=True)
+            execute(lost, 1)
+            fail_unanswered(lost, "failed", WORKER_DIED)
+    except NoNodeForWork as exc:  # the work in flight is lost with the nodes; every input still gets its row
+        print(f"[srcore] error: {exc}: ending the run; the inputs not done are failed rows", flush=True)
+        fail_unanswered(manifest.todo, "not_done", f"not processed: {exc}")
+    finally:
+        ctx.custom_execution_callback_classes = callbacks
 
 
 def pipeline(job: UpscaleJob, layout: Layout, model_ref: list, rows, per_block: int):

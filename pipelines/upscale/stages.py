@@ -42,6 +42,7 @@ from srcore.upscale import (
     streams,
 )
 
+from ..storage import retries_counted
 from .finished import output_is_finished
 from .options import UpscaleJob
 from .plan import _store
@@ -88,24 +89,30 @@ def decode_row(row: dict, job: UpscaleJob, source, target, jpeg_bytes: bool = Fa
     ``jpeg_pixels``: the engine's JPEG decoder (:attr:`srcore.inference.Upscaler.jpeg_pixels`), as the CLI uses."""
     _inject_worker_death("decode", row["input"])
     row.update(node=_node(), status=row["status"] or "todo")
+    with retries_counted(row):
+        _decode_row(row, job, source, target, jpeg_bytes, keep, jpeg_pixels)
+    return row
+
+
+def _decode_row(row: dict, job: UpscaleJob, source, target, jpeg_bytes: bool, keep: bool, jpeg_pixels) -> None:
     try:
         if row["status"] == "exists":
             if not job.overwrite and output_is_finished(target, row):
                 row["status"] = "skipped"
-                return row
+                return
             row["status"] = "todo"
         t0 = time.perf_counter()
         if _read_raster_header(row, source):
             row["read_s"] = time.perf_counter() - t0
-            return row
+            return
         if row["output_format"] == "COG":  # --format cog on a TIFF without georeferencing: a plain TIFF
             row["output_format"] = "TIFF"
-        data = source.read(row["input_key"])
+        data = source.read(row["input_key"], size=row["input_bytes"])
         t1 = time.perf_counter()
         row.update(read_s=t1 - t0, input_bytes=len(data))
         if jpeg_bytes and data[:3] == b"\xff\xd8\xff":
             row["data"] = data
-            return row
+            return
         picture = decode(data, row["input"], job.output_options.max_input_pixels, jpeg_pixels)
         _decoded_into(row, picture, keep)
         if keep:
@@ -115,7 +122,6 @@ def decode_row(row: dict, job: UpscaleJob, source, target, jpeg_bytes: bool = Fa
         row.update(status="failed", error=str(exc))
     except Exception as exc:  # the store refused the read, or an unforeseen error: recorded, the job goes on
         row.update(status="failed", error=f"{row['input']}: cannot read ({type(exc).__name__}: {exc})")
-    return row
 
 
 def _decoded_into(row: dict, picture: Picture, keep: bool = False) -> None:
@@ -373,6 +379,12 @@ def write_output(row: dict, source: Picture | None, pixels: np.ndarray | None, o
     """Encode (unless ``encoded`` already holds the file, its output fields filled) and write one output
     atomically, with the source's metadata and the row's provenance; fills the row's output fields, or its
     error. ``device``: where JPEGs encode (:func:`srcore.upscale.encode_output`)."""
+    with retries_counted(row):
+        _write_output(row, source, pixels, options, target, encoded, device)
+
+
+def _write_output(row: dict, source: Picture | None, pixels: np.ndarray | None, options, target,
+                  encoded: bytes | None, device) -> None:
     stage = "encode"
     try:
         if encoded is None:
