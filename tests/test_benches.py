@@ -23,6 +23,7 @@ SMOKE = {  # bench -> what its smoke run needs from ../shared
     "steady_state.py": [],
     "train.py": [],
     "scale.py": [],
+    "reliability.py": [],
 }
 
 pytestmark = pytest.mark.slow
