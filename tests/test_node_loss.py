@@ -1,7 +1,8 @@
 """A node lost mid-run costs only its work in flight: three Ray nodes on loopback (ray.cluster_utils.Cluster),
 one removed while the bucket job runs, first the node that holds the upscaling actor, then one that only
 decodes and encodes. Every input is answered exactly once, no output is partial or rewritten, the counts are
-right. Then the last node that can run the actors is lost: the run says so, ends and writes its report. (Training's lost worker: test_train_ray.)"""
+right. Then the last node that can run the actors is lost: the run says so, ends and writes its report.
+(Training's lost worker: test_train_ray.)"""
 
 from __future__ import annotations
 
