@@ -47,13 +47,18 @@ def maybe_inject_fault(cfg: TrainConfig, rank: int, iteration: int) -> None:
         return
     marker = Path(fault.marker)
     if not marker.exists():
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.write_text(f"fault injected at iteration {iteration} on rank {rank}\n")
-        if fault.kill:
+        if fault.kill or fault.hold_s:
             # a kill in the instant after the last report lost that checkpoint once (Ray Train's controller
             # seems to register it only after polling every rank's report): not what the drill checks, so
             # give the controller a few polls first
             time.sleep(3 * float(os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "2")))
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(f"fault injected at iteration {iteration} on rank {rank}\n"
+                          f"node {ray.get_runtime_context().get_node_id()}\n")
+        if fault.hold_s:
+            time.sleep(fault.hold_s)  # the drill removes this worker's node meanwhile
+            return
+        if fault.kill:
             os.kill(os.getpid(), signal.SIGKILL)
         raise RuntimeError(f"injected fault at iteration {iteration} (fault-tolerance drill)")
 

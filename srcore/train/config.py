@@ -129,13 +129,15 @@ class RunSettings:
 
 @dataclass
 class FaultInjection:
-    """For fault-tolerance drills: fail once at ``iteration`` on ``rank`` (a marker file records it): raise, or
-    with ``kill`` end the worker's process with SIGKILL, as an out-of-memory kill or a lost node would."""
+    """For fault-tolerance drills: fail once at ``iteration`` on ``rank`` (a marker file records it, and the
+    worker's node id): raise, or with ``kill`` end the worker's process with SIGKILL, as an out-of-memory kill
+    would, or with ``hold_s`` wait that long and go on (the drill removes the worker's node meanwhile)."""
 
     iteration: int | None = None
     rank: int = 0
     marker: str | None = None
     kill: bool = False
+    hold_s: float = 0
 
 
 @dataclass
