@@ -57,7 +57,6 @@ def node_watchdog(requests: dict[str, dict[str, float]], wait_s: float, every_s:
     execution with :class:`NoNodeForWork` once a stage of ``requests`` has had no node to run on for
     ``wait_s`` seconds: when the last node that could run the actors is lost, Ray Data would otherwise wait
     for one forever. The wait leaves an autoscaler time to add nodes."""
-    import ray
     from ray.data._internal.execution.execution_callback import ExecutionCallback
 
     class NodeWatchdog(ExecutionCallback):

@@ -36,8 +36,9 @@ UPLOAD_PART_BYTES = 16 << 20  # a streamed output's multipart upload part (S3 ta
 # input, which the report records; the run goes on.
 REQUEST_ATTEMPTS = 5
 CALL_ATTEMPTS = 2
-_THROTTLING = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequests",
-               "RequestThrottled", "ServiceUnavailable", "InternalError"}
+# error codes botocore retries whatever the status they come with: throttling, and transient server errors
+_RETRIED_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequests",
+                  "RequestThrottled", "ServiceUnavailable", "InternalError"}
 _retries_here: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("store_retries", default=None)
 _retries_in_process = [0]  # every retry this process made, counted or not to a row (the driver's: the summary's)
 
@@ -51,7 +52,7 @@ def _counting_session():
         if caught_exception is None:
             status = response[0].status_code if response else 0
             code = (response[1].get("Error") or {}).get("Code", "") if response else ""
-            if status < 500 and status != 429 and code not in _THROTTLING:
+            if status < 500 and status != 429 and code not in _RETRIED_CODES:
                 return
         _retries_in_process[0] += 1
         counter = _retries_here.get()  # the caller's context: fsspec runs the request as a task copied from it
