@@ -37,11 +37,10 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
+from bucket_helpers import upscaler_nodes  # noqa: E402  (the tests' helpers: one way to find the actor)
 from fault_proxy import FAULTS, fault_proxy  # noqa: E402  (the tests' proxy: one fault injector)
 
 from pipelines.local_s3 import local_s3_server, s3_client  # noqa: E402
-
-UPSCALER = "ray::MapWorker(MapBatches(UpscaleWriter))"
 
 
 def inputs(count: int, side: int) -> dict[str, bytes]:
@@ -102,20 +101,6 @@ def tally(bucket: str, files: dict[str, bytes], rows: list[dict], before: dict[s
     return {"inputs": len(files), "lost": lost, "duplicated": len(names) - len(set(names)), "rewritten": rewritten}
 
 
-def upscaler_node(cluster) -> str | None:
-    """The node id whose raylet is the parent of the upscaling actor's process (from /proc)."""
-    raylets = {n.all_processes["raylet"][0].process.pid: n.node_id for n in cluster.worker_nodes}
-    for proc in Path("/proc").iterdir():
-        try:
-            title = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            parent = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        if title.startswith(UPSCALER) and parent in raylets:
-            return raylets[parent]
-    return None
-
-
 def when_outputs(bucket: str, count: int, act) -> threading.Thread:
     """Run ``act()`` in a thread once ``count`` outputs exist."""
     def wait_then_act():
@@ -133,8 +118,8 @@ def lose_node(cluster, bucket: str, files: dict[str, bytes], which: str) -> dict
     seen = {}
 
     def remove():
-        actor = upscaler_node(cluster)
-        node = next(n for n in cluster.worker_nodes if (n.node_id == actor) == (which == "actor"))
+        actors = upscaler_nodes(cluster)
+        node = next(n for n in cluster.worker_nodes if (n.node_id in actors) == (which == "actor"))
         seen["before"] = outputs(bucket)
         cluster.remove_node(node)
 

@@ -201,3 +201,22 @@ def hostile_bucket_run(head: str) -> subprocess.CompletedProcess:
                            "--max-failure-rate", "0.5")
         finally:
             connect_to_shared_head(head)
+
+
+def upscaler_nodes(cluster) -> set[str]:
+    """The ids of this cluster's nodes that run a live upscaling actor: a Ray worker's parent is its node's
+    raylet, and an actor's process title names its class. ``cluster``: a ``ray.cluster_utils.Cluster``. Read
+    from /proc, so another test's Ray on this machine (or a GCS client left connected to one) cannot answer
+    for this cluster."""
+    raylets = {node.all_processes["raylet"][0].process.pid: node.node_id
+               for node in [cluster.head_node, *cluster.worker_nodes]}
+    found = set()
+    for proc in Path("/proc").iterdir():
+        try:
+            title = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            parent = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):  # not a process, or it ended meanwhile
+            continue
+        if title.startswith("ray::MapWorker(MapBatches(UpscaleWriter))") and parent in raylets:
+            found.add(raylets[parent])
+    return found

@@ -8,17 +8,15 @@ from __future__ import annotations
 
 import threading
 import time
-from pathlib import Path
 
 import pytest
 import ray
-from bucket_helpers import get_object, good_images, list_objects, make_bucket, run_job, summary_of
+from bucket_helpers import get_object, good_images, list_objects, make_bucket, run_job, summary_of, upscaler_nodes
 from ray.cluster_utils import Cluster
 
 from srcore.imageio import decode, read_provenance
 
 pytestmark = pytest.mark.slow
-UPSCALER = "MapWorker(MapBatches(UpscaleWriter))"
 
 
 @pytest.fixture()
@@ -38,24 +36,6 @@ def cluster(s3, private_ray):
     cluster.shutdown()
 
 
-def _upscaler_nodes(cluster: Cluster) -> set[str]:
-    """The ids of this cluster's nodes that run a live upscaling actor: a Ray worker's parent is its node's
-    raylet, and an actor's process title names its class. Read from /proc, so another test's Ray on this
-    machine (or a GCS client left connected to one) cannot answer for this cluster."""
-    raylets = {node.all_processes["raylet"][0].process.pid: node.node_id
-               for node in [cluster.head_node, *cluster.worker_nodes]}
-    found = set()
-    for proc in Path("/proc").iterdir():
-        try:
-            title = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            parent = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):  # not a process, or it ended meanwhile
-            continue
-        if title.startswith(f"ray::{UPSCALER}") and parent in raylets:
-            found.add(raylets[parent])
-    return found
-
-
 def _run_losing_a_node(cluster: Cluster, bucket: str, files: dict[str, bytes], which: str, *flags: str) -> dict:
     """The job over ``files`` (split layout, one actor, one image per call), and the ``which`` node ("actor":
     the one running the upscaler; "decoder": a worker node without it) removed once 3 outputs exist. Returns
@@ -68,7 +48,7 @@ def _run_losing_a_node(cluster: Cluster, bucket: str, files: dict[str, bytes], w
             deadline = time.time() + 300
             while len(list_objects(bucket, "out")) < 3 and time.time() < deadline:
                 time.sleep(0.05)
-            actors = _upscaler_nodes(cluster)
+            actors = upscaler_nodes(cluster)
             assert actors, "no upscaling actor runs on this cluster's nodes"
             workers = [n for n in cluster.worker_nodes if n.node_id != cluster.head_node.node_id]
             node = next(n for n in workers if (n.node_id in actors) == (which == "actor"))
