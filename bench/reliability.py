@@ -23,6 +23,8 @@ And for training (a local 4-CPU Ray, two workers, tiny model, 8 iterations, a ch
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
 import signal
 import subprocess
@@ -46,7 +48,7 @@ from pipelines.local_s3 import local_s3_server, s3_client  # noqa: E402
 def inputs(count: int, side: int) -> dict[str, bytes]:
     rng, files = np.random.default_rng(0), {}
     for i in range(count):
-        buf = __import__("io").BytesIO()
+        buf = io.BytesIO()
         Image.fromarray(rng.integers(0, 256, (side * 3 // 4, side, 3), np.uint8)).save(buf, "PNG")
         files[f"scan_{i:03d}.png"] = buf.getvalue()
     return files
@@ -70,9 +72,6 @@ def job_args(bucket: str) -> list[str]:
 
 def run_in_process(bucket: str) -> tuple[float, dict]:
     """The job's main on this process's Ray connection: (wall seconds, the report's rows by input)."""
-    import contextlib
-    import io
-
     from pipelines.commands.bucket import main
     from pipelines.report import read_report_rows
 
