@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from .storage import Store
+from .storage import OutputNotWritable, Store
 
 LEASE_TTL_S = 300.0
 
@@ -56,6 +56,8 @@ class Lease:
         """Take the lease, or take over an expired one; LeaseHeld when a live run holds it."""
         try:
             self.version = self.store.create_exclusive(self.path, self._body())
+        except PermissionError as exc:  # the run's first write: an output the credentials cannot write to
+            raise OutputNotWritable(f"--output {self.store.location}: cannot write there ({exc})") from None
         except FileExistsError:
             held_version = self.store.version(self.path)
             holder = _read(self.store, self.path)

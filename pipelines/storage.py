@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
+from srcore.atomic import check_writable_folder
 from srcore.imageio import IMAGE_SUFFIXES
 
 UPLOAD_PART_BYTES = 16 << 20  # a streamed output's multipart upload part (S3 takes 5 MiB to 5 GiB)
@@ -115,6 +116,10 @@ class ListingError(OSError):
 
 class OutsideOutputError(OSError):
     """A write that would land outside the store's folder (a symlinked sub-folder)."""
+
+
+class OutputNotWritable(ValueError):
+    """An output folder or prefix this run cannot write to (a bad argument: exit 2)."""
 
 
 class Store:
@@ -230,6 +235,17 @@ class Store:
             raise ListingError(f"{self.location}: cannot list ({type(exc).__name__}: {exc})") from exc
         if not exists:
             raise FileNotFoundError(f"{self.location}: no such folder or prefix")
+
+    def check_writable(self) -> None:
+        """OutputNotWritable, naming the folder and the reason, when a local output folder cannot be created or
+        written. (A bucket is probed by the run's first write, its lease: see :class:`pipelines.lease.Lease`.)"""
+        if not self.local:
+            return
+        try:
+            check_writable_folder(self.root)
+        except OSError as exc:
+            raise OutputNotWritable(f"--output {self.location}: cannot write there "
+                                    f"({exc.strerror or type(exc).__name__})") from None
 
     def read(self, path: str, start: int | None = None, end: int | None = None, size: int | None = None) -> bytes:
         """The file's bytes (``start``..``end``). ``size``: its size, where known from the listing: a file

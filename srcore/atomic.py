@@ -26,3 +26,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+def check_writable_folder(folder: str | os.PathLike) -> None:
+    """Create ``folder`` (and its parents) and write, then remove, a file in it; OSError says why not."""
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=folder, prefix=".srcore-check-"):
+        pass

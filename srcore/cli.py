@@ -9,18 +9,22 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import posixpath
 import sys
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 from tqdm import tqdm
 
 from . import __version__, evaluate_command
 from .archs.registry import DEFAULT_REALISM, DEFAULT_UPSCALE_MODEL, VARIANTS, describe, list_models
+from .atomic import check_writable_folder
 from .extras import missing_extra_message
-from .imageio import IMAGE_SUFFIXES
+from .imageio import FORMATS, IMAGE_SUFFIXES
 from .inference import tile_progress
+from .naming import plan_outputs
 from .redact import redact
 from .upscale import (
     EngineOptions,
@@ -30,7 +34,6 @@ from .upscale import (
     from_flags,
     is_finished,
     new_run_id,
-    output_path,
     upscale_file,
 )
 from .weights import WeightsError, load_upscaling_model
@@ -50,27 +53,49 @@ def is_glob(text: str) -> bool:
     return any(ch in text for ch in "*?[")
 
 
+class InputError(ValueError):
+    """An input, or the output location, that stops the run before any model loads (exit 2)."""
+
+
 def expand_inputs(items: list[str], skip_under: Path | None = None, skip_suffix: str = "") -> list[tuple[Path, str]]:
-    """(file, output stem) for files, folders (recursively; stems keep sub-folders) and globs (relative or
-    absolute), in order. Files under ``skip_under`` whose stem ends with ``skip_suffix`` are earlier outputs
-    written beside their inputs (``--suffix``): they are not inputs."""
+    """(file, name relative to its input) for files, folders (recursively; names keep sub-folders) and globs
+    (relative or absolute), in order. Files under ``skip_under`` whose stem ends with ``skip_suffix`` are earlier
+    outputs written beside their inputs (``--suffix``): they are not inputs. A path that does not exist, or a
+    folder or glob that holds no image, raises :class:`InputError` naming it."""
     found: list[tuple[Path, str]] = []
     for item in items:
         p = Path(item)
         if p.is_dir():
-            for q in sorted(p.rglob("*")):
-                if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES:
-                    found.append((q, str(q.relative_to(p).with_suffix(""))))
-        elif is_glob(item):
+            matched = [(q, q.relative_to(p).as_posix()) for q in sorted(p.rglob("*"))
+                       if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES]
+            what = f"the folder {item} holds no image ({', '.join(IMAGE_SUFFIXES)})"
+        elif is_glob(item) and not p.exists():
             # Path().glob refuses absolute patterns: glob from the pattern's anchor
             root, pattern = (Path(p.anchor), str(p.relative_to(p.anchor))) if p.is_absolute() else (Path(), item)
-            found += [(q, q.stem) for q in sorted(root.glob(pattern)) if q.is_file()]
+            matched = [(q, q.name) for q in sorted(root.glob(pattern)) if q.is_file()]
+            what = f"{item} matches no file"
+        elif p.is_file():
+            matched, what = [(p, p.name)], ""
         else:
-            found.append((p, p.stem))
+            raise InputError(f"{item}: no such file or folder")
+        if not matched:
+            raise InputError(what)
+        found += matched
     if skip_under is not None and skip_suffix:
-        found = [(q, stem) for q, stem in found
+        found = [(q, name) for q, name in found
                  if not (q.stem.endswith(skip_suffix) and skip_under in q.resolve().parents)]
     return found
+
+
+def plan_targets(inputs: list[tuple[Path, str]], output: Path, suffix: str, fmt: str | None) -> list[Path]:
+    """Each input's output path: the bucket job's naming rule (:func:`srcore.naming.plan_outputs`) over the
+    inputs' relative names, ``suffix`` added to each stem. Inputs that would share a name (``x.jpg`` and
+    ``x.jpeg``; ``scan.tif`` and ``scan.jpg`` with ``--format jpg``) each get a short hash of their own name."""
+    relatives = []
+    for _, name in inputs:
+        stem, ext = posixpath.splitext(name)
+        relatives.append(stem + suffix + ext)
+    return [output / key for key in plan_outputs(relatives, fmt)]
 
 
 def output_conflict(items: list[str], output: Path) -> str | None:
@@ -87,6 +112,19 @@ def output_conflict(items: list[str], output: Path) -> str | None:
     return None
 
 
+def names_a_file(output: Path) -> bool:
+    """Does ``--output`` name an image file (``lincoln_x4.png``) rather than a folder?"""
+    return output.suffix.lower() in IMAGE_SUFFIXES and not output.is_dir()
+
+
+def check_writable(folder: Path) -> None:
+    """Create ``folder`` and write (then remove) a file in it, or raise :class:`InputError` saying why."""
+    try:
+        check_writable_folder(folder)
+    except OSError as exc:
+        raise InputError(f"--output {folder}: cannot write there ({exc.strerror or type(exc).__name__})") from None
+
+
 def device_error(device: str | None) -> str | None:
     """A one-line error for a --device this machine does not have, or None."""
     import torch
@@ -97,37 +135,56 @@ def device_error(device: str | None) -> str | None:
     return None
 
 
-def cmd_upscale(args: argparse.Namespace) -> int:
+def plan_upscale(args: argparse.Namespace) -> tuple[OutputOptions, list[tuple[Path, Path]]]:
+    """Everything ``srcore upscale`` can check before a model loads: the options, the inputs, and each one's
+    output path in a folder it can write. Raises ValueError (:class:`InputError`) naming the flag or path."""
+    options = from_flags(OutputOptions, args)
     output = Path(args.output)
     conflict = output_conflict(args.inputs, output)
     if conflict and not args.suffix:
-        print(f"error: --output {args.output} is inside the input folder {conflict}: outputs would overwrite or mix "
-              "with the originals, and a rerun would upscale them again. Choose another folder, or pass --suffix "
-              "_out to write name_out.png beside each input", file=sys.stderr)
-        return 2
+        raise InputError(f"--output {args.output} is inside the input folder {conflict}: outputs would overwrite or "
+                         "mix with the originals, and a rerun would upscale them again. Choose another folder, or "
+                         "pass --suffix _out to write name_out.png beside each input")
     problem = device_error(args.device)
     if problem:
-        print(f"error: {redact(problem)}", file=sys.stderr)
+        raise InputError(problem)
+    inputs = expand_inputs(args.inputs, output.resolve() if args.suffix else None, args.suffix)
+    if names_a_file(output):
+        if len(inputs) > 1:
+            raise InputError(f"--output {args.output} names a file, but {len(inputs)} inputs need a folder: pass a "
+                             "folder (outputs keep their inputs' names)")
+        fmt = FORMATS.get(output.suffix.lower()[1:])
+        if fmt is None or (options.format and FORMATS.get(options.format.lower()) != fmt):
+            raise InputError(f"--output {args.output}: srcore writes {', '.join(sorted(FORMATS))} files"
+                             + (f", and --format {options.format} disagrees with the name" if fmt else ""))
+        check_writable(output.parent)
+        return replace(options, format=output.suffix[1:].lower()), [(inputs[0][0], output)]
+    check_writable(output)
+    return options, list(zip([p for p, _ in inputs], plan_targets(inputs, output, args.suffix, options.format),
+                             strict=True))
+
+
+def cmd_upscale(args: argparse.Namespace) -> int:
+    try:
+        options, work = plan_upscale(args)
+    except ValueError as exc:
+        print(f"error: {redact(exc)}", file=sys.stderr)
         return 2
     try:
-        options = from_flags(OutputOptions, args)
         model, name = load_upscaling_model(args.model, args.realism)
         upscaler = from_flags(EngineOptions, args).build(model, args.device)
     except (WeightsError, KeyError, ValueError) as exc:
         print(f"error: {redact(exc)}", file=sys.stderr)
         return 2
     run = new_run_id()
-    inputs = expand_inputs(args.inputs, output.resolve() if args.suffix else None, args.suffix)
     scale = options.outscale or upscaler.scale
     tile = "whole images" if upscaler.tile is None else f"tile {upscaler.tile} (overlap {upscaler.overlap})"
-    print(f"srcore {__version__}: {len(inputs)} input(s) -> {args.output} | model {name} x{scale:g} | "
+    print(f"srcore {__version__}: {len(work)} input(s) -> {args.output} | model {name} x{scale:g} | "
           f"{upscaler.device.type} {upscaler.precision} | {tile}", file=sys.stderr)
-    failures, skipped, megapixels, start = 0, 0, 0.0, time.perf_counter()
-    with tqdm(inputs, desc="upscaling", unit="img") as bar:
-        for path, stem in bar:
-            stem = stem + args.suffix
+    written, failures, skipped, megapixels, start = 0, 0, 0, 0.0, time.perf_counter()
+    with tqdm(work, desc="upscaling", unit="img") as bar:
+        for path, target in bar:
             try:
-                target = output_path(path, output, stem, options)
                 if path.resolve() == target.resolve():
                     raise ValueError(f"{path}: the output would replace the input; use --suffix or another --output")
                 if not args.overwrite and is_finished(target, path, name, scale):
@@ -135,8 +192,9 @@ def cmd_upscale(args: argparse.Namespace) -> int:
                     continue
                 # a large image goes tile row by tile row, a raster window by window: the bar's postfix counts
                 with tile_progress(lambda d, n: bar.set_postfix(tiles=f"{d}/{n}")):
-                    _, (w, h) = upscale_file(upscaler, path, output, name, options, stem, run,
+                    _, (w, h) = upscale_file(upscaler, path, target.parent, name, options, run=run, target=target,
                                              progress=lambda d, n: bar.set_postfix(windows=f"{d}/{n}"))
+                written += 1
                 megapixels += w * h / 1e6
                 bar.set_postfix(MP=f"{megapixels:.1f}")
             except Exception as exc:  # one bad file must not stop the batch
@@ -144,11 +202,18 @@ def cmd_upscale(args: argparse.Namespace) -> int:
                 message = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
                 tqdm.write(f"failed: {redact(message)}", file=sys.stderr)
     elapsed = time.perf_counter() - start
-    done = len(inputs) - failures - skipped
-    print(f"{done} of {len(inputs)} images upscaled, {skipped} already done (skipped; --overwrite redoes them), "
+    renamed = 0 if names_a_file(Path(args.output)) else \
+        sum(target.stem != posixpath.splitext(path.name)[0] + args.suffix for path, target in work)
+    print(f"{written} of {len(work)} images upscaled, {skipped} already done (skipped; --overwrite redoes them), "
           f"{failures} failed; {megapixels:.1f} output MP in {elapsed:.1f} s "
-          f"({megapixels / max(elapsed, 1e-9):.2f} MP/s) -> {args.output} (run {run})")
+          f"({megapixels / max(elapsed, 1e-9):.2f} MP/s) -> {args.output} (run {run})"
+          + (f"; {renamed} output(s) carry a short hash, as their names would have clashed" if renamed else ""))
     return 1 if failures else 0
+
+
+UPSCALE_EXIT_CODES = ("exit status: 0 every input upscaled or already done; 1 some inputs failed (each named on "
+                      "stderr, the others written); 2 bad arguments, inputs, model or output location, found before "
+                      "any image is upscaled; 130 interrupted (Ctrl-C): finished outputs are kept, a rerun resumes")
 
 
 def cmd_weights_fetch(args: argparse.Namespace) -> int:
@@ -236,9 +301,14 @@ def build_parser(commands: dict | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"srcore {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("models", help="list registered models").set_defaults(func=cmd_models)
-    up = sub.add_parser("upscale", help="upscale image files, folders or globs in this process")
+    up = sub.add_parser("upscale", help="upscale image files, folders or globs in this process",
+                        description="Upscale image files, folders or globs in this process. Outputs keep their "
+                        "inputs' names (sub-folders too), with the output format's extension; two inputs that would "
+                        "share a name (x.jpg and x.jpeg) each get a short hash of their own name.",
+                        epilog=UPSCALE_EXIT_CODES)
     up.add_argument("inputs", nargs="+", help="image files, folders or globs")
-    up.add_argument("-o", "--output", required=True, help="output folder")
+    up.add_argument("-o", "--output", required=True,
+                    help="output folder (created); or, for one input, the output file (its suffix sets the format)")
     up.add_argument("--model", default=None, help="weights file (.pth/.safetensors) or registered name (default: "
                     f"{DEFAULT_UPSCALE_MODEL} at --realism {DEFAULT_REALISM:g}, the bundled GAN / PSNR pair)")
     up.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda if available)")
@@ -274,17 +344,24 @@ def show_warning(message, category, filename, lineno, file=None, line=None) -> N
     tqdm.write(f"warning: {message}", file=sys.stderr)
 
 
+INTERRUPTED = 130  # the shell's code for a process ended by Ctrl-C (128 + SIGINT)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     commands = installed_commands()
-    if argv and argv[0] in commands:
+    try:
         with warnings.catch_warnings():
             warnings.showwarning = show_warning
-            return run_installed_command(argv[0], commands[argv[0]], argv[1:])
-    args = build_parser(commands).parse_args(argv)
-    with warnings.catch_warnings():
-        warnings.showwarning = show_warning
-        return args.func(args)
+            if argv and argv[0] in commands:
+                return run_installed_command(argv[0], commands[argv[0]], argv[1:])
+            args = build_parser(commands).parse_args(argv)
+            return args.func(args)
+    except KeyboardInterrupt:
+        # outputs are written under a temporary name and renamed when whole: none is half-written
+        print("\ninterrupted: the outputs finished so far are kept; the same command resumes (it skips them)",
+              file=sys.stderr)
+        return INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -95,11 +95,13 @@ def segments(data: bytes) -> list[tuple[int, bytes]]:
 
 
 def splice_segments(body: bytes, metadata_from: bytes) -> bytes:
-    """``body`` (a JPEG) with the APP1..APP15 segments of ``metadata_from`` (and none of its own), placed right
-    after its JFIF APP0, where libjpeg places them: SOI, APP0, APP1 EXIF, APP1 XMP, APP2 ICC, tables, scan."""
-    wanted = [seg for marker, seg in segments(metadata_from) if 0xE1 <= marker <= 0xEF]
+    """``body`` (a JPEG) with the APP segments of ``metadata_from`` (and none of its own; its JFIF APP0 where
+    ``metadata_from`` has none), where libjpeg places them: SOI, APP0 (JFIF, with the resolution), APP1 EXIF,
+    APP1 XMP, APP2 ICC, APP13 Photoshop / IPTC, tables, scan."""
+    theirs = segments(metadata_from)
+    wanted = [seg for marker, seg in theirs if 0xE1 <= marker <= 0xEF]
     own = segments(body)
     scan = 2 + sum(len(seg) for _, seg in own)
-    app0 = [seg for marker, seg in own if marker == 0xE0]
+    app0 = [seg for marker, seg in theirs if marker == 0xE0] or [seg for marker, seg in own if marker == 0xE0]
     tables = [seg for marker, seg in own if not 0xE0 <= marker <= 0xEF]
     return SOI + b"".join(app0 + wanted + tables) + body[scan:]

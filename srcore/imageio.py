@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import re
+import warnings
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -48,6 +49,11 @@ class Picture:
         icc_profile: embedded colour profile, carried to the output unchanged.
         exif: EXIF block with the orientation reset (pixels are already upright), or None.
         format: the source format (``"PNG"``, ``"JPEG"``...).
+        text: a PNG's text chunks (titles, credits, raw IPTC profiles), its XMP aside.
+        xmp: the source's XMP packet, kept whole; the output's provenance is added beside its properties.
+        photoshop: Photoshop image resources (JPEG APP13, TIFF tag 34377), which hold the IPTC-IIM record.
+        dpi: (x, y) pixels per inch, as the file states it; an output's is the source's scaled or kept
+            (:func:`with_resolution`).
     """
 
     pixels: np.ndarray
@@ -56,6 +62,9 @@ class Picture:
     exif: bytes | None = None
     format: str | None = None
     text: dict[str, str] = field(default_factory=dict)
+    xmp: bytes | None = None
+    photoshop: bytes | None = None
+    dpi: tuple[float, float] | None = None
 
     @property
     def bit_depth(self) -> int:
@@ -126,7 +135,73 @@ def decode(data: bytes, name: str = "<bytes>", max_pixels: int | None = DEFAULT_
         raise _too_many_channels(name, pixels.shape[2])
     if ORIENTATION_TAG in exif:
         exif[ORIENTATION_TAG] = 1
-    return Picture(pixels, source_mode, icc, exif.tobytes() if len(exif) else None, fmt, text)
+    if fmt == "TIFF":  # a TIFF's first IFD is its EXIF: what describes its pixels, or is kept apart, is not
+        for tag in _TIFF_OWN_TAGS.intersection(exif):
+            del exif[tag]
+    return Picture(pixels, source_mode, icc, exif.tobytes() if len(exif) else None, fmt, text,
+                   _bytes_or_none(im.info.get("xmp")), _photoshop_resources(im), _dpi(im.info.get("dpi")))
+
+
+# strips, tiles, sample layout, compression, predictor, colour (these describe the file's own pixels);
+# ICC (34675), XMP (700), IPTC (33723) and Photoshop (34377), which Picture keeps in fields of their own
+_TIFF_OWN_TAGS = {254, 255, 256, 257, 258, 259, 262, 266, 273, 277, 278, 279, 284, 317, 320, 322, 323, 324, 325,
+                  338, 339, 340, 341, 529, 530, 531, 532, 700, 33723, 34377, 34675}
+
+
+def _bytes_or_none(value) -> bytes | None:
+    if isinstance(value, str):
+        return value.encode()
+    return bytes(value) if value else None
+
+
+PHOTOSHOP_APP13 = b"Photoshop 3.0\x00"
+IPTC_RESOURCE = 0x0404  # the Photoshop image resource that holds an IPTC-IIM record
+
+
+def _photoshop_resources(im: Image.Image) -> bytes | None:
+    """A JPEG's APP13 or a TIFF's Photoshop tag (34377); a TIFF's bare IPTC-IIM tag (33723) as resource 0x0404."""
+    if im.format == "JPEG":
+        parts = [data[len(PHOTOSHOP_APP13):] for marker, data in getattr(im, "applist", [])
+                 if marker == "APP13" and data.startswith(PHOTOSHOP_APP13)]
+        return b"".join(parts) or None
+    if im.format == "TIFF":
+        found = _bytes_or_none(im.tag_v2.get(34377))
+        if found:
+            return found
+        iim = im.tag_v2.get(33723)
+        if iim:
+            iim = bytes(iim) if not isinstance(iim, (tuple, list)) else b"".join(
+                int(v).to_bytes(4, "big") if isinstance(v, int) else bytes(v) for v in iim)
+            return _resource_block(IPTC_RESOURCE, iim)
+    return None
+
+
+def _resource_block(resource_id: int, data: bytes) -> bytes:
+    """One Photoshop image resource: 8BIM, id, empty name, size, data (padded to even)."""
+    return (b"8BIM" + resource_id.to_bytes(2, "big") + b"\x00\x00" + len(data).to_bytes(4, "big") + data
+            + b"\x00" * (len(data) % 2))
+
+
+def iptc_record(photoshop: bytes | None) -> bytes | None:
+    """The IPTC-IIM record inside Photoshop image resources (resource 0x0404), or None."""
+    i = 0
+    while photoshop and i + 12 <= len(photoshop) and photoshop[i:i + 4] == b"8BIM":
+        resource = int.from_bytes(photoshop[i + 4:i + 6], "big")
+        name_len = photoshop[i + 6]
+        j = i + 6 + 1 + name_len + ((1 + name_len) % 2)  # Pascal string padded to even
+        size = int.from_bytes(photoshop[j:j + 4], "big")
+        if resource == IPTC_RESOURCE:
+            return photoshop[j + 4:j + 4 + size]
+        i = j + 4 + size + size % 2
+    return None
+
+
+def _dpi(value) -> tuple[float, float] | None:
+    try:
+        x, y = (round(float(v), 2) for v in value)
+    except (TypeError, ValueError):
+        return None
+    return (x, y) if x > 0 and y > 0 else None
 
 
 def _other_jpeg_pixels(data: bytes, im: Image.Image, jpeg_pixels: Callable[[bytes], np.ndarray] | None):
@@ -269,25 +344,77 @@ class Provenance:
                   "sourceVersion": self.source_version, "run": self.run}
         return {k: v for k, v in values.items() if v is not None}
 
-    def xmp(self) -> bytes:
+    def xmp(self, existing: bytes | None = None) -> bytes:
+        """The output's XMP packet: ``existing`` (the source's) with every property kept and srcore's added as an
+        ``rdf:Description`` of its own, or srcore's alone. IPTC's DigitalSourceType, ``xmp:CreatorTool`` and
+        ``dc:description`` (the AI notice) are added where the source has none; ``srcore:notice`` always."""
+        if existing:
+            merged = _merge_xmp(existing, self)
+            if merged is not None:
+                return merged
+            warnings.warn(f"{self.source or 'input'}: its XMP packet is not well-formed XMP; the output carries "
+                          "srcore's XMP without it", stacklevel=3)
+        return ('<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>'
+                '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+                f'{self._description("rdf", set())}</rdf:RDF></x:xmpmeta><?xpacket end="w"?>').encode()
+
+    def _description(self, rdf: str, present: set[str]) -> str:
+        """srcore's ``rdf:Description`` (``rdf``: the packet's prefix for the RDF namespace), leaving out the
+        shared properties the packet already has (``present``: ``{namespace}name``)."""
         ours = "".join(f"<srcore:{k}>{_xml_escape(v)}</srcore:{k}>" for k, v in self.fields().items())
-        return (
-            '<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>'
-            '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
-            '<rdf:Description rdf:about="" xmlns:dc="http://purl.org/dc/elements/1.1/" '
-            'xmlns:xmp="http://ns.adobe.com/xap/1.0/" '
-            'xmlns:Iptc4xmpExt="http://iptc.org/std/Iptc4xmpExt/2008-02-29/" '
-            f'xmlns:srcore="{SRCORE_XMP_NS}">'
-            f"<Iptc4xmpExt:DigitalSourceType>{DIGITAL_SOURCE_TYPE}</Iptc4xmpExt:DigitalSourceType>"
-            f"<xmp:CreatorTool>{self.software}</xmp:CreatorTool>"
-            f'<dc:description><rdf:Alt><rdf:li xml:lang="x-default">{_xml_escape(self.description)}</rdf:li>'
-            f"</rdf:Alt></dc:description>{ours}"
-            '</rdf:Description></rdf:RDF></x:xmpmeta><?xpacket end="w"?>'
-        ).encode()
+        shared = ""
+        if f"{{{IPTC_EXT_NS}}}DigitalSourceType" not in present:
+            shared += f"<Iptc4xmpExt:DigitalSourceType>{DIGITAL_SOURCE_TYPE}</Iptc4xmpExt:DigitalSourceType>"
+        if f"{{{XMP_NS}}}CreatorTool" not in present:
+            shared += f"<xmp:CreatorTool>{self.software}</xmp:CreatorTool>"
+        if f"{{{DC_NS}}}description" not in present:
+            shared += (f'<dc:description><{rdf}:Alt><{rdf}:li xml:lang="x-default">{_xml_escape(self.description)}'
+                       f"</{rdf}:li></{rdf}:Alt></dc:description>")
+        return (f'<{rdf}:Description {rdf}:about="" xmlns:dc="{DC_NS}" xmlns:xmp="{XMP_NS}" '
+                f'xmlns:Iptc4xmpExt="{IPTC_EXT_NS}" xmlns:srcore="{SRCORE_XMP_NS}">{shared}'
+                f"<srcore:notice>{_xml_escape(self.description)}</srcore:notice>{ours}</{rdf}:Description>")
 
     def png_text(self) -> dict[str, str]:
+        """srcore's PNG text chunks; ``Description`` only where the source has none (:func:`png_chunks`)."""
         return {"Software": self.software, "Description": self.description, "AI-Upscaled": "true",
-                "srcore:model": self.model, "srcore:scale": f"{self.scale:g}"}
+                "srcore:notice": self.description, "srcore:model": self.model, "srcore:scale": f"{self.scale:g}"}
+
+
+DC_NS = "http://purl.org/dc/elements/1.1/"
+XMP_NS = "http://ns.adobe.com/xap/1.0/"
+IPTC_EXT_NS = "http://iptc.org/std/Iptc4xmpExt/2008-02-29/"
+RDF_NS = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
+_RDF_CLOSE = re.compile(rb"</([A-Za-z_][\w.-]*):RDF\s*>")
+_OLD_SRCORE = re.compile(rb"<srcore:(\w+)>[^<]*</srcore:\1>|\s+srcore:\w+=\"[^\"]*\"")
+
+
+def _merge_xmp(existing: bytes, provenance: Provenance) -> bytes | None:
+    """``existing`` with srcore's Description added inside its ``rdf:RDF`` (the packet's own bytes otherwise
+    untouched; an earlier srcore provenance in it is replaced), or None when it is not XMP that can be read."""
+    import xml.etree.ElementTree as ET
+
+    if b"<x:xmpmeta" not in existing or b"<!DOCTYPE" in existing or b"<!ENTITY" in existing:
+        return None
+    existing = _OLD_SRCORE.sub(b"", existing)
+    closes = list(_RDF_CLOSE.finditer(existing))
+    if not closes:
+        return None
+    try:
+        root = ET.fromstring(existing)
+    except ET.ParseError:
+        return None
+    present = set()
+    for description in root.iter(f"{{{RDF_NS}}}Description"):
+        present.update(child.tag for child in description)
+        present.update(description.attrib)
+    close = closes[-1]
+    ours = provenance._description(close.group(1).decode(), present).encode()
+    merged = existing[:close.start()] + ours + existing[close.start():]
+    try:
+        ET.fromstring(merged)
+    except ET.ParseError:  # e.g. the RDF prefix is bound to another namespace
+        return None
+    return merged
 
 
 SRCORE_XMP_NS = "https://srcore.dev/ns/provenance/1.0/"
@@ -342,23 +469,30 @@ def _xml_unescape(text: str) -> str:
 
 
 def encode(picture: Picture, fmt: str = "png", quality: int = 95, provenance: Provenance | None = None,
-           png_compression: int = 6, background: tuple[int, int, int] = (255, 255, 255)) -> bytes:
-    """Encode to png, jpg, webp or tiff, keeping 16 bits where the format can (PNG, TIFF), the ICC profile,
-    EXIF (orientation reset) and writing the provenance into text chunks, EXIF and XMP.
+           png_compression: int = 6, background: tuple[int, int, int] = (255, 255, 255),
+           size: tuple[int, int] | None = None) -> bytes:
+    """Encode to png, jpg, webp or tiff, keeping 16 bits where the format can (PNG, TIFF) and the source's
+    catalogue (EXIF with the orientation reset, XMP, IPTC / Photoshop resources, ICC, text chunks, resolution),
+    with the provenance added beside it (text chunks, EXIF where the source has no caption, its own XMP
+    Description). WebP has no place for IPTC or resolution outside EXIF.
 
     ``png_compression``: zlib level 0-9; 1 encodes about 4.5x as fast as 6 for files about 7% larger.
     ``background``: JPEG has no alpha: images with alpha are composited on this RGB colour (dropping alpha
     would show whatever colour hides under transparent pixels).
+    ``size``: the (width, height) the metadata states (EXIF pixel dimensions), when not the picture's own
+    (a header encoded on a 1x1 image for pixels encoded elsewhere).
     """
     fmt_name = FORMATS.get(fmt.lower())
     if fmt_name is None:
         raise ValueError(f"output format must be one of {sorted(FORMATS)}, got {fmt!r}")
     if not 1 <= quality <= 100:
         raise ValueError(f"quality must be in 1..100, got {quality}")
+    size = size or picture.size
     if fmt_name == "PNG":
-        return _encode_png(picture, provenance, png_compression)
+        return _encode_png(picture, provenance, png_compression, size)
+    xmp = provenance.xmp(picture.xmp) if provenance is not None else picture.xmp
     if picture.bit_depth == 16 and fmt_name == "TIFF" and picture.pixels.shape[2] > 1:
-        return _encode_16bit_colour_tiff(picture, provenance)
+        return _encode_16bit_colour_tiff(picture, provenance, xmp)
     if fmt_name in ("JPEG", "WEBP") and picture.bit_depth == 16:
         picture = replace(picture, pixels=to_8bit(picture.pixels))
     im = _pixels_to_pil(picture.pixels)
@@ -377,20 +511,62 @@ def encode(picture: Picture, fmt: str = "png", quality: int = 95, provenance: Pr
     params: dict = {}
     if picture.icc_profile and im.mode != "CMYK":
         params["icc_profile"] = picture.icc_profile
-    exif = _output_exif(picture, provenance)
+    exif = _output_exif(picture, provenance, size)
+    if fmt_name == "TIFF":  # a TIFF's EXIF is its first IFD: the catalogue tags go beside it there
+        exif.update(_tiff_catalogue_tags(picture, xmp))
+    if len(exif):
+        params["exif"] = exif.tobytes()
+    if picture.dpi and fmt_name in ("JPEG", "TIFF"):
+        params["dpi"] = picture.dpi
     if fmt_name in ("JPEG", "WEBP"):
         params["quality"] = quality
-        if len(exif):
-            params["exif"] = exif.tobytes()
-        if provenance is not None:
-            params["xmp"] = provenance.xmp()
+        xmp = _jpeg_sized_xmp(xmp, provenance) if xmp and fmt_name == "JPEG" else xmp
+        if xmp:
+            params["xmp"] = xmp
+        if fmt_name == "JPEG" and picture.photoshop:
+            params["extra"] = _app13_segments(picture.photoshop)
     else:  # TIFF
-        params["compression"] = "tiff_deflate"
-        if provenance is not None:
-            params["tiffinfo"] = {270: provenance.description, 305: provenance.software, 700: provenance.xmp()}
+        # libtiff (which compresses) cannot write EXIF's camera and GPS sub-IFDs, Pillow's own writer can
+        # but does not compress: the catalogue comes first
+        if not any(tag in exif for tag in (0x8769, 0x8825)):
+            params["compression"] = "tiff_deflate"
     buf = io.BytesIO()
     im.save(buf, format=fmt_name, **params)
     return buf.getvalue()
+
+
+_JPEG_XMP_LIMIT = 65504  # one APP1 segment; longer packets need ExtendedXMP, which Pillow does not write
+
+
+def _jpeg_sized_xmp(xmp: bytes, provenance: Provenance | None) -> bytes | None:
+    if len(xmp) <= _JPEG_XMP_LIMIT:
+        return xmp
+    source = provenance.source if provenance is not None else None
+    warnings.warn(f"{source or 'input'}: its XMP is {len(xmp)} bytes, over a JPEG's 64 KB segment; the output "
+                  "carries " + ("srcore's XMP alone" if provenance else "no XMP") + " (write PNG or TIFF to keep it)",
+                  stacklevel=3)
+    return provenance.xmp() if provenance is not None else None
+
+
+def _app13_segments(photoshop: bytes) -> bytes:
+    """Photoshop resources as JPEG APP13 segments (split at the 64 KB segment limit, as Photoshop does)."""
+    room = 65533 - len(PHOTOSHOP_APP13)
+    chunks = [photoshop[i:i + room] for i in range(0, len(photoshop), room)]
+    return b"".join(b"\xff\xed" + (2 + len(PHOTOSHOP_APP13) + len(c)).to_bytes(2, "big") + PHOTOSHOP_APP13 + c
+                    for c in chunks)
+
+
+def _tiff_catalogue_tags(picture: Picture, xmp: bytes | None) -> dict:
+    """A TIFF output's XMP (700), Photoshop resources (34377) and IPTC-IIM (33723) tags."""
+    tags: dict = {}
+    if xmp:
+        tags[700] = xmp
+    if picture.photoshop:
+        tags[34377] = picture.photoshop
+        iim = iptc_record(picture.photoshop)
+        if iim:
+            tags[33723] = iim
+    return tags
 
 
 def to_8bit(pixels: np.ndarray) -> np.ndarray:
@@ -404,7 +580,7 @@ def _pixels_to_pil(pixels: np.ndarray) -> Image.Image:
     return Image.fromarray(pixels[..., 0] if c == 1 else pixels, {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[c])
 
 
-def _encode_png(picture: Picture, provenance: Provenance | None, level: int) -> bytes:
+def _encode_png(picture: Picture, provenance: Provenance | None, level: int, size: tuple[int, int]) -> bytes:
     """PNG by :class:`~srcore.png_writer.PngWriter` (twice Pillow's speed; files 1-11% larger, as its single Up
     filter is one vectorised pass), the writer large outputs stream through: every PNG is written one way."""
     from .png_writer import PngWriter
@@ -412,7 +588,7 @@ def _encode_png(picture: Picture, provenance: Provenance | None, level: int) -> 
     pixels = _la16_as_rgba(picture.pixels)
     buf = io.BytesIO()
     h, w, c = pixels.shape
-    writer = PngWriter(buf, w, h, c, pixels.dtype, level, png_chunks(picture, provenance))
+    writer = PngWriter(buf, w, h, c, pixels.dtype, level, png_chunks(picture, provenance, size))
     writer.write(pixels)
     writer.close()
     return buf.getvalue()
@@ -425,51 +601,97 @@ def _la16_as_rgba(pixels: np.ndarray) -> np.ndarray:
     return np.concatenate([np.repeat(pixels[..., :1], 3, axis=2), pixels[..., 1:]], axis=2)
 
 
-def _encode_16bit_colour_tiff(picture: Picture, provenance: Provenance | None) -> bytes:
+def _encode_16bit_colour_tiff(picture: Picture, provenance: Provenance | None, xmp: bytes | None) -> bytes:
+    """tifffile writes 16-bit colour (Pillow cannot): ICC, XMP, Photoshop / IPTC, resolution and the EXIF
+    text tags of the first IFD (caption, artist, copyright, date); EXIF's sub-IFDs (camera, GPS) are not written
+    by tifffile and are said to be lost."""
     import tifffile
 
     pixels = _la16_as_rgba(picture.pixels)
-    extratags = []
-    if picture.icc_profile:
-        extratags.append((34675, "B", len(picture.icc_profile), picture.icc_profile, True))
-    if provenance is not None:
-        xmp = provenance.xmp()
-        extratags.append((700, "B", len(xmp), xmp, True))
+    exif = _output_exif(picture, provenance, picture.size)
+    extratags = [(tag, "B", len(data), data, True) for tag, data in
+                 [(34675, picture.icc_profile), *_tiff_catalogue_tags(picture, xmp).items()] if data]
+    extratags += [(tag, "s", 0, str(exif[tag]), True) for tag in (0x013B, 0x8298, 0x0132) if exif.get(tag)]
+    if exif.get_ifd(0x8769) or exif.get_ifd(0x8825):
+        warnings.warn(f"{(provenance.source if provenance else None) or 'input'}: a 16-bit colour TIFF output keeps "
+                      "the EXIF caption, artist, copyright and date, not its camera and GPS fields", stacklevel=3)
     buf = io.BytesIO()
     tifffile.imwrite(buf, pixels, photometric="rgb", compression="zlib",
                      extrasamples=("unassalpha",) if pixels.shape[2] == 4 else None,
-                     description=provenance.description if provenance else None,
-                     software=provenance.software if provenance else None, extratags=extratags)
+                     description=exif.get(0x010E), software=exif.get(0x0131), extratags=extratags,
+                     metadata=None, **({"resolution": picture.dpi, "resolutionunit": "INCH"} if picture.dpi else {}))
     return buf.getvalue()
 
 
-def _output_exif(picture: Picture, provenance: Provenance | None) -> Image.Exif:
-    """The source's EXIF (orientation already reset) with the provenance's description and software."""
+def _output_exif(picture: Picture, provenance: Provenance | None, size: tuple[int, int]) -> Image.Exif:
+    """The source's EXIF (orientation already reset; caption, artist, dates, GPS, camera kept), its pixel
+    dimensions those of the output; srcore as its Software, and the AI notice as its caption where it has none."""
     exif = Image.Exif()
     if picture.exif:
         exif.load(picture.exif)
     if provenance is not None:
-        exif[0x010E] = provenance.description  # ImageDescription
+        if not str(exif.get(0x010E) or "").strip():
+            exif[0x010E] = provenance.description  # ImageDescription
         exif[0x0131] = provenance.software  # Software
+    sub = exif.get_ifd(0x8769) if 0x8769 in exif else {}
+    if 0xA002 in sub or 0xA003 in sub:  # PixelXDimension, PixelYDimension
+        sub[0xA002], sub[0xA003] = size
     return exif
 
 
-def png_chunks(picture: Picture, provenance: Provenance | None) -> list[tuple[bytes, bytes]]:
-    """A PNG output's metadata chunks, for writers other than Pillow's: the ICC profile, the source's text
-    and srcore's, the provenance XMP, EXIF. (Pillow's path writes the same through ``PngInfo``.)"""
+def with_resolution(picture: Picture, factor: float) -> Picture:
+    """``picture`` with its stated resolution (dpi, EXIF X/YResolution) multiplied by ``factor``: an output
+    ``factor`` times the source's pixels at the source's physical size (``--dpi scale``); 1 keeps it."""
+    if factor == 1 or not (picture.dpi or picture.exif):
+        return picture
+    exif = picture.exif
+    if exif:
+        parsed = Image.Exif()
+        parsed.load(exif)
+        if 0x011A in parsed or 0x011B in parsed:
+            for tag in (0x011A, 0x011B):
+                if tag in parsed:
+                    parsed[tag] = float(parsed[tag]) * factor
+            exif = parsed.tobytes()
+    dpi = tuple(round(v * factor, 2) for v in picture.dpi) if picture.dpi else None
+    return replace(picture, dpi=dpi, exif=exif)
+
+
+def png_chunks(picture: Picture, provenance: Provenance | None,
+               size: tuple[int, int] | None = None) -> list[tuple[bytes, bytes]]:
+    """A PNG output's metadata chunks (for :class:`~srcore.png_writer.PngWriter`): the ICC profile,
+    resolution (pHYs), the source's text with srcore's added (the source's own keys win but for Software),
+    Photoshop resources as ImageMagick's raw 8BIM profile, the XMP (the source's with the provenance beside
+    it), EXIF. ``size``: the output's (width, height), when ``picture`` holds the source's pixels."""
     chunks = []
     if picture.icc_profile:
         chunks.append((b"iCCP", b"icc\x00\x00" + zlib.compress(picture.icc_profile)))
-    for key, value in {**picture.text, **(provenance.png_text() if provenance else {})}.items():
+    if picture.dpi:
+        ppm = [max(1, round(v / 0.0254)) for v in picture.dpi]
+        chunks.append((b"pHYs", ppm[0].to_bytes(4, "big") + ppm[1].to_bytes(4, "big") + b"\x01"))
+    text = dict(picture.text)
+    for key, value in (provenance.png_text() if provenance else {}).items():
+        if key not in text or key == "Software":
+            text[key] = value
+    if picture.photoshop and not any(k.lower().startswith("raw profile type") for k in text):
+        text["Raw profile type 8bim"] = _raw_profile("8bim", picture.photoshop)
+    for key, value in text.items():
         name = key.encode("latin-1", "replace")[:79]
         try:
             chunks.append((b"tEXt", name + b"\x00" + value.encode("latin-1")))
         except UnicodeEncodeError:  # beyond Latin-1: international text, UTF-8, as Pillow writes it
             chunks.append((b"iTXt", name + b"\x00\x00\x00\x00\x00" + value.encode("utf-8")))
-    if provenance is not None:
-        chunks.append((b"iTXt", b"XML:com.adobe.xmp\x00\x00\x00\x00\x00" + provenance.xmp()))
-    exif = _output_exif(picture, provenance)
+    xmp = provenance.xmp(picture.xmp) if provenance is not None else picture.xmp
+    if xmp:
+        chunks.append((b"iTXt", b"XML:com.adobe.xmp\x00\x00\x00\x00\x00" + xmp))
+    exif = _output_exif(picture, provenance, size or picture.size)
     if len(exif):
         data = exif.tobytes()
         chunks.append((b"eXIf", data[6:] if data.startswith(b"Exif\x00\x00") else data))
     return chunks
+
+
+def _raw_profile(kind: str, data: bytes) -> str:
+    """ImageMagick's PNG text form of a binary profile (which exiftool reads): kind, length, hex lines."""
+    hexed = data.hex()
+    return f"\n{kind}\n{len(data):8d}\n" + "\n".join(hexed[i:i + 72] for i in range(0, len(hexed), 72)) + "\n"

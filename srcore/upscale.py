@@ -45,6 +45,7 @@ from .imageio import (
     made_from,
     png_chunks,
     probe_provenance,
+    with_resolution,
 )
 from .inference import Upscaler
 from .metrics import LR_CHECK_PIXELS, LrCheck
@@ -79,6 +80,9 @@ def parse_color(value: str) -> tuple[int, int, int]:
         return ImageColor.getrgb(value)[:3]
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be a colour name or #rrggbb, got {value!r}") from None
+
+
+DPI_MODES = ("scale", "keep")
 
 
 def _flag(default, help: str, parse=None, choices=None):
@@ -158,6 +162,9 @@ class OutputOptions:
                              "network as gray, or bicubic", choices=OTHER_BANDS)
     background: str = _flag("white", "JPEG outputs of images with alpha are composited on this colour (name or "
                             "#rrggbb)")
+    dpi: str = _flag("scale", "the output's stated resolution (dpi): 'scale' multiplies the input's by the scale, "
+                     "so a print of the output has the original's size (600 dpi in, x4: 2400 dpi); 'keep' states "
+                     "the input's (a print 4x as large)", choices=DPI_MODES)
     stream_output_pixels: int = _flag(1 << 26, "PNG outputs above this many pixels are written a tile row at a "
                                       "time, in memory that follows their width", parse=int)
 
@@ -172,6 +179,7 @@ class OutputOptions:
             (self.stream_output_pixels > 0, "stream-output-pixels", "must be > 0"),
             (self.max_input_pixels is None or self.max_input_pixels > 0, "max-input-pixels", "must be > 0"),
             (self.other_bands in OTHER_BANDS, "other-bands", "must be 'network' or 'bicubic'"),
+            (self.dpi in DPI_MODES, "dpi", "must be 'scale' or 'keep'"),
         ], self)
         parse_bands(self.bands)  # names --bands in its error
         try:
@@ -247,13 +255,18 @@ def encode_output(source: Picture, pixels, fmt: str, options: OutputOptions, pro
     """
     if device is not None and fmt == "JPEG" and gpu_codecs.can_encode(pixels.shape, pixels.dtype, source.source_mode):
         return encode_jpegs_on_device([(source, pixels, pixels, provenance)], options, device)[0]
-    output = replace(source, pixels=pixels)
+    output = output_picture(source, pixels, options, provenance)
     if fmt == "JPEG" and pixels.shape[2] in (2, 4):
         warnings.warn(f"{provenance.source or 'output'}: JPEG has no alpha; composited on --background "
                       f"{options.background}", stacklevel=2)
     data = encode(output, fmt, options.quality, provenance, png_compression=options.png_compression,
                   background=parse_color(options.background))
     return data, output
+
+
+def output_picture(source: Picture, pixels, options: OutputOptions, provenance: Provenance) -> Picture:
+    """The output: its pixels, with the source's catalogue metadata, its resolution scaled or kept (``--dpi``)."""
+    return with_resolution(replace(source, pixels=pixels), provenance.scale if options.dpi == "scale" else 1)
 
 
 def encode_jpegs_on_device(items: list[tuple[Picture, object, object, Provenance]], options: OutputOptions,
@@ -264,10 +277,11 @@ def encode_jpegs_on_device(items: list[tuple[Picture, object, object, Provenance
     carry the same catalogue."""
     headers, on_device, outputs = [], [], []
     for source, pixels, device_pixels, provenance in items:
-        blank = replace(source, pixels=np.zeros((1, 1, 3), np.uint8))
-        headers.append(encode(blank, "JPEG", options.quality, provenance))
+        output = output_picture(source, pixels, options, provenance)
+        blank = replace(output, pixels=np.zeros((1, 1, 3), np.uint8))
+        headers.append(encode(blank, "JPEG", options.quality, provenance, size=output.size))
         on_device.append(device_pixels if device_pixels is not None else pixels)
-        outputs.append(replace(source, pixels=pixels))
+        outputs.append(output)
     try:
         files = gpu_codecs.encode_jpegs(on_device, options.quality, headers, device)
     except Exception as exc:  # nvJPEG refused them (or the GPU is full): Pillow encodes them, as it would anyway
@@ -314,8 +328,9 @@ def stream_png(upscaler: Upscaler, source: Picture, options: OutputOptions, prov
                          "cannot be streamed")
     h, w, c = pixels.shape
     s = upscaler.scale
+    metadata = with_resolution(source, s if options.dpi == "scale" else 1)
     writer = PngWriter(file, w * s, h * s, c, pixels.dtype, options.png_compression,
-                       png_chunks(source, provenance))
+                       png_chunks(metadata, provenance, (w * s, h * s)))
     # an LR check of the whole output would hold it: beyond 16 MP out it is scored on crops, band by band
     check = LrCheck(pixels, s, min(LR_CHECK_PIXELS, options.stream_output_pixels // (4 * s * s))) if lr_check else None
     for row0, band in bands:
@@ -348,7 +363,7 @@ def upscale_bytes(upscaler: Upscaler, data: bytes, name: str, model_id: str,
     """Decode, upscale and encode one image; errors name ``name``."""
     source = decode(data, name, options.max_input_pixels, upscaler.jpeg_pixels)
     fmt = output_format(name, options.format)
-    provenance = provenance or Provenance(model_id, options.outscale or upscaler.scale)
+    provenance = provenance or Provenance(model_id, options.outscale or upscaler.scale, name)
     out, output = render(upscaler, source, fmt, options, provenance)
     return UpscaleResult(out, fmt, source, output)
 
@@ -437,9 +452,11 @@ def is_finished(target: Path, src: str | os.PathLike, model_id: str, scale: floa
 
 def upscale_file(upscaler: Upscaler, src: str | os.PathLike, out_dir: str | os.PathLike, model_id: str,
                  options: OutputOptions = OutputOptions(), stem: str | None = None, run: str | None = None,
-                 progress: Callable[[int, int], None] | None = None) -> tuple[Path, tuple[int, int]]:
-    """Upscale ``src`` into ``out_dir/<stem><ext>``, written atomically (temporary name, then rename); returns
-    the output's path and (width, height). Large PNG outputs are streamed (:func:`streams`).
+                 progress: Callable[[int, int], None] | None = None,
+                 target: Path | None = None) -> tuple[Path, tuple[int, int]]:
+    """Upscale ``src`` into ``out_dir/<stem><ext>`` (or ``target``: the path :func:`srcore.naming.plan_outputs`
+    gave it), written atomically (temporary name, then rename); returns the output's path and (width, height).
+    Large PNG outputs are streamed (:func:`streams`).
 
     The output's provenance names the source file and its version, as the bucket job's do. Georeferenced
     rasters become GeoTIFFs (:func:`render_raster`), calling ``progress(windows done, windows)`` as they go.
@@ -448,7 +465,7 @@ def upscale_file(upscaler: Upscaler, src: str | os.PathLike, out_dir: str | os.P
     provenance = Provenance(model_id, options.outscale or upscaler.scale, src.resolve().as_posix(),
                             local_version(src), run)
     fmt = output_format(str(src), options.format)
-    target = output_path(src, out_dir, stem or src.stem, options)
+    target = target or output_path(src, out_dir, stem or src.stem, options)
     if may_be_raster(src.name):
         with gdal_env():
             raster = opens_as_raster(src.name, lambda: open_raster(str(src)))

@@ -8,6 +8,9 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+from PIL import Image
+
 
 def run_main(main: Callable[[list[str]], int], argv: list[str], command: list[str]) -> subprocess.CompletedProcess:
     """``main(argv)`` with stdout and stderr captured; argparse's exits become the return code. ``command``:
@@ -36,3 +39,31 @@ def load_job(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def clash_folder(folder):
+    """x.jpg, x.jpeg, x.png, x.bmp and x.tif: five different images that want three output names."""
+    folder.mkdir(parents=True)
+    for i, suffix in enumerate(("jpg", "jpeg", "png", "bmp", "tif")):
+        Image.fromarray(np.full((8, 10, 3), 40 * i, np.uint8)).save(folder / f"x.{suffix}")
+    return folder
+
+
+def expected_clash_outputs(folder: str = "coll") -> list[str]:
+    """The output names of :func:`clash_folder`'s inputs when ``folder`` is where they lie under the input
+    folder or prefix: each clashing one carries a short hash of its relative key (``coll/x.jpg``)."""
+    import hashlib
+
+    short = {s: hashlib.sha1(f"{folder}/x.{s}".encode()).hexdigest()[:8] for s in ("jpg", "jpeg", "png", "bmp")}
+    return sorted([f"x-{short['jpg']}.jpg", f"x-{short['jpeg']}.jpg", f"x-{short['png']}.png",
+                   f"x-{short['bmp']}.png", "x.tif"])
+
+
+def clash_source(output_name: str, folder: str = "coll") -> str:
+    """The input an output of :func:`expected_clash_outputs` was made from."""
+    import hashlib
+
+    if output_name == "x.tif":
+        return "x.tif"
+    return next(f"x.{s}" for s in ("jpg", "jpeg", "png", "bmp")
+                if hashlib.sha1(f"{folder}/x.{s}".encode()).hexdigest()[:8] in output_name)

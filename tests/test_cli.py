@@ -3,15 +3,17 @@ imports per call and asserts nothing more), and ``python -m srcore.cli`` as user
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
 import numpy as np
 import torch
-from command_helpers import srcore_cli
+from command_helpers import clash_folder, clash_source, expected_clash_outputs, srcore_cli
 from PIL import Image
 
 import srcore
+from srcore.imageio import read_provenance
 
 
 def test_models_lists_the_registry():
@@ -45,6 +47,7 @@ def test_upscale_folders_formats_failures_and_summary(tmp_path):
 
 def test_upscale_errors_before_any_work(tmp_path):
     (tmp_path / "in").mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "in" / "a.png")
     inputs, out = str(tmp_path / "in"), str(tmp_path / "o")
     result = srcore_cli("upscale", inputs, "-o", out, "--model", str(tmp_path / "no.pth"))
     assert result.returncode == 2
@@ -155,3 +158,103 @@ def test_readme_table_matches_upscale_help():
     for flag, action in options.items():
         if isinstance(action.default, (int, float, str)) and not isinstance(action.default, bool) and action.default:
             assert rows[flag] == str(action.default), (flag, rows[flag], action.default)
+
+
+def test_inputs_that_would_share_a_name_get_one_output_each_as_in_the_bucket_job(tmp_path):
+    """x.jpg and x.jpeg both want x.jpg, x.png and x.bmp both want x.png: each gets a short hash of its own name
+    (srcore.naming, the bucket job's rule; test_upscale_bucket runs the job over the same folder)."""
+    weights = tiny_weights(tmp_path)
+    clash_folder(tmp_path / "in" / "coll")  # as the job's test lays it out: in/coll/x.jpg ...
+    out = tmp_path / "out"
+    result = srcore_cli("upscale", str(tmp_path / "in"), "-o", str(out), "--model", str(weights))
+    assert result.returncode == 0, result.stderr
+    written = sorted(p.name for p in (out / "coll").iterdir())
+    assert written == expected_clash_outputs(), written
+    assert "5 of 5 images upscaled" in result.stdout and "4 output(s) carry a short hash" in result.stdout
+    for name in written:  # each output is its own input's
+        assert read_provenance((out / "coll" / name).read_bytes())["source"].endswith(f"/coll/{clash_source(name)}")
+    again = srcore_cli("upscale", str(tmp_path / "in"), "-o", str(out), "--model", str(weights))
+    assert "0 of 5 images upscaled, 5 already done" in again.stdout
+    # scan.tif and scan.jpg as --format jpg: two outputs, not one
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    for suffix in ("tif", "jpg"):
+        Image.fromarray(np.full((8, 8, 3), 90, np.uint8)).save(scans / f"scan.{suffix}")
+    result = srcore_cli("upscale", str(scans), "-o", str(tmp_path / "jpg"), "--format", "jpg", "--model", str(weights))
+    assert result.returncode == 0 and len(list((tmp_path / "jpg").iterdir())) == 2
+
+
+def test_bad_inputs_and_outputs_exit_2_before_the_model_loads(tmp_path):
+    """Each case names what is wrong; the missing weights file is never reached (it would be the error)."""
+    folder = clash_folder(tmp_path / "coll")
+    no_model = ("--model", str(tmp_path / "absent.pth"))
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    cases = {
+        "missing input": ([str(tmp_path / "nope.png"), "-o", str(tmp_path / "o")], "nope.png: no such file or folder"),
+        "empty glob": ([str(folder / "*.webp"), "-o", str(tmp_path / "o")], "*.webp matches no file"),
+        "empty folder": ([str(blocker.parent / "empty"), "-o", str(tmp_path / "o")], None),
+        "unwritable output": ([str(folder), "-o", str(blocker / "out")], "cannot write there"),
+        "file for a folder": ([str(folder), "-o", str(tmp_path / "lincoln_x4.png")], "names a file, but 5 inputs"),
+    }
+    (tmp_path / "empty").mkdir()
+    cases["empty folder"] = ([str(tmp_path / "empty"), "-o", str(tmp_path / "o")], "empty holds no image")
+    for case, (argv, says) in cases.items():
+        result = srcore_cli("upscale", *argv, *no_model)
+        assert result.returncode == 2, (case, result.stderr)
+        assert says in result.stderr and "absent.pth" not in result.stderr, (case, result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1, (case, result.stderr)  # one line, no traceback
+    assert not (tmp_path / "lincoln_x4.png").exists() and not (tmp_path / "o").exists()
+    if os.geteuid() != 0:  # root writes anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        result = srcore_cli("upscale", str(folder), "-o", str(locked), *no_model)
+        assert result.returncode == 2 and "cannot write there" in result.stderr
+    # one input and a file name: that file, in the format its name says
+    weights = tiny_weights(tmp_path)
+    result = srcore_cli("upscale", str(folder / "x.png"), "-o", str(tmp_path / "lincoln_x4.jpg"), "--model",
+                        str(weights))
+    assert result.returncode == 0, result.stderr
+    assert Image.open(tmp_path / "lincoln_x4.jpg").format == "JPEG"
+    help_text = srcore_cli("upscale", "--help").stdout
+    assert "130 interrupted" in " ".join(help_text.split()) and "2 bad arguments" in " ".join(help_text.split())
+
+
+def test_ctrl_c_prints_one_line_exits_130_and_leaves_nothing_half_written(tmp_path):
+    import signal
+    import time
+
+    folder = tmp_path / "big"
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    for i in range(40):
+        Image.fromarray(rng.integers(0, 256, (96, 96, 3), np.uint8)).save(folder / f"{i:02d}.png")
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "srcore.cli", "upscale", str(folder), "-o", str(out),
+                             "--runtime", "torch"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not any(out.glob("*.png")) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
+    last = [line for line in stderr.replace("\r", "\n").splitlines() if line.strip()][-1]
+    assert last.startswith("interrupted:") and "resumes" in last
+    finished = list(out.iterdir())
+    assert 0 < len(finished) < 40 and all(not p.name.startswith(".") for p in finished)  # no temporaries
+    assert all(Image.open(p).size == (384, 384) for p in finished)  # each whole
+
+
+def test_upscale_keeps_each_scans_catalogue(tmp_path):
+    """test_imageio checks every field per format; here the command's outputs, as files (the bucket job's are
+    checked in test_upscale_bucket)."""
+    from catalogue_helpers import assert_catalogue_kept, catalogued_scans
+
+    weights = tiny_weights(tmp_path)
+    scans = catalogued_scans(tmp_path / "scans")
+    out = tmp_path / "out"
+    result = srcore_cli("upscale", str(tmp_path / "scans"), "-o", str(out), "--model", str(weights), "--dpi", "keep")
+    assert result.returncode == 0, result.stderr
+    for fmt in scans:
+        assert_catalogue_kept(out / f"scan.{'tif' if fmt == 'tif' else fmt}", 4, 1)

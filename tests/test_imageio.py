@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tifffile
 import torch
-from PIL import Image, ImageCms
+from PIL import Image, ImageCms, PngImagePlugin
 
 import srcore
 from srcore.imageio import DIGITAL_SOURCE_TYPE, ImageDecodeError, decode
@@ -196,3 +196,39 @@ def test_frames_and_channels_that_would_be_lost_are_refused_but_thumbnails_are_n
     photo.save(buf, format="MPO", save_all=True, append_images=[preview])
     assert Image.open(io.BytesIO(buf.getvalue())).n_frames == 2
     assert decode(buf.getvalue(), "camera.jpg").pixels.mean() == pytest.approx(200, abs=2)
+
+
+@pytest.mark.parametrize("dpi", ["scale", "keep"])
+def test_the_catalogue_survives_with_the_provenance_beside_it(upscaler, tmp_path, dpi):
+    """Caption, artist, copyright, dates, GPS and camera (EXIF), identifier, rights and credit (XMP), the IPTC
+    record and 600 dpi, in a JPEG, a PNG and a TIFF, each written back as its own format; and as WebP, EXIF
+    and XMP (WebP has no IPTC or resolution of its own)."""
+    from catalogue_helpers import CAPTION, IDENTIFIER, assert_catalogue_kept, catalogued_scans
+
+    for fmt, path in catalogued_scans(tmp_path / "in").items():
+        result = upscale_bytes(upscaler, path.read_bytes(), path.name, "tiny-x2", OutputOptions(dpi=dpi))
+        out = tmp_path / f"out.{fmt}"
+        out.write_bytes(result.data)
+        assert_catalogue_kept(out, 2, 2 if dpi == "scale" else 1, "tiny-x2")
+        if fmt == "jpg":
+            webp = upscale_bytes(upscaler, path.read_bytes(), path.name, "tiny-x2", OutputOptions(format="webp"))
+            im = Image.open(io.BytesIO(webp.data))
+            assert im.getexif()[0x010E] == CAPTION and IDENTIFIER.encode() in im.info["xmp"]
+            assert b"AI-upscaled x2" in im.info["xmp"]
+
+
+def test_an_outputs_own_provenance_is_replaced_not_doubled_and_bad_xmp_is_said(upscaler):
+    """Upscaling an srcore output again: one srcore record, the new one. An XMP packet that is not XML is not
+    carried (it cannot be merged), with a warning naming the file."""
+    from srcore.imageio import read_provenance
+
+    first = run(upscaler, png_bytes(Image.fromarray(RNG.integers(0, 256, (6, 6, 3), np.uint8))), "a.png")
+    again = upscale_bytes(upscaler, first.data, "a_x2.png", "tiny-x2", OutputOptions(outscale=4))
+    xmp = Image.open(io.BytesIO(again.data)).info["xmp"]
+    assert xmp.count(b"<srcore:scale>") == 1 and read_provenance(again.data)["scale"] == "4"
+    info = PngImagePlugin.PngInfo()
+    info.add_itxt("XML:com.adobe.xmp", "<x:xmpmeta><rdf:RDF>not closed")
+    broken = png_bytes(Image.fromarray(RNG.integers(0, 256, (6, 6, 3), np.uint8)), pnginfo=info)
+    with pytest.warns(UserWarning, match="broken-xmp.png: its XMP packet is not well-formed XMP"):
+        result = run(upscaler, broken, "broken-xmp.png")
+    assert read_provenance(result.data)["model"] == "tiny-x2"

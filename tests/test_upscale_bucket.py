@@ -31,6 +31,8 @@ from bucket_helpers import (
     run_job_process,
     summary_of,
 )
+from catalogue_helpers import assert_catalogue_kept, catalogued_scans
+from command_helpers import clash_folder, clash_source, expected_clash_outputs
 
 from srcore.imageio import decode, read_provenance
 
@@ -99,6 +101,11 @@ def test_bad_arguments_exit_2_with_the_reason(s3, tmp_path):
     assert result.returncode == 2 and "no-such-model" in result.stderr
     result = run_job("--input", str(tmp_path), "--output", str(tmp_path / "o"), "--batch-size", "0")
     assert result.returncode == 2 and "--batch-size" in result.stderr
+    (tmp_path / "a-file").write_text("")  # an output under a file: no folder can be made there (root or not)
+    result = run_job("--input", str(tmp_path), "--output", str(tmp_path / "a-file" / "out"), "--model", "no-such")
+    assert result.returncode == 2 and "cannot write there" in result.stderr and "no-such" not in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "130 interrupted" in " ".join(run_job("--help").stdout.split())
 
 
 def test_a_killed_run_resumes_and_processes_every_image_exactly_once(s3):
@@ -188,10 +195,17 @@ def test_local_folders_work_the_same_and_overwrite_redoes_finished_outputs(tmp_p
     for key, name in names.items():
         (source / name).parent.mkdir(parents=True, exist_ok=True)
         (source / name).write_bytes(images[key][0])
+    clash_folder(source / "coll")  # x.jpg x.jpeg x.png x.bmp x.tif: the names `srcore upscale` gives them
+    catalogued_scans(source / "catalogue")  # caption, XMP identifier and rights, IPTC, GPS, 600 dpi
     out = tmp_path / "out"
     first = run_job_process("--input", str(source), "--output", str(out),
                             command=[str(Path(sys.executable).parent / "srcore"), "bucket"])
     assert first.returncode == 0, first.stderr[-3000:]
+    assert sorted(p.name for p in (out / "coll").iterdir()) == expected_clash_outputs()
+    for p in (out / "coll").iterdir():
+        assert read_provenance(p.read_bytes())["source"].endswith(f"/coll/{clash_source(p.name)}")
+    for name in ("scan.jpg", "scan.png", "scan.tif"):  # through the job's rows: decode, actor, encode
+        assert_catalogue_kept(out / "catalogue" / name, 4, 4, "srcore-compact-x4-gan@realism=0.5")
     for key, name in names.items():
         written = next((out / "sub dir").glob(name.split("/")[1].rsplit(".", 1)[0] + ".*"))
         assert decode(written.read_bytes()).size == tuple(4 * v for v in images[key][1])
@@ -202,7 +216,7 @@ def test_local_folders_work_the_same_and_overwrite_redoes_finished_outputs(tmp_p
     second = run_job("--input", str(source), "--output", str(out), "--overwrite", "--realism", "1")
     assert second.returncode == 0, second.stderr[-3000:]
     summary = summary_of(second)
-    assert (summary["ok"], summary["skipped"]) == (3, 0)
+    assert (summary["ok"], summary["skipped"]) == (11, 0)
     provenance = [read_provenance(p.read_bytes()) for p in (out / "sub dir").iterdir()]
     runs = {p["run"] for p in provenance}
     assert runs == {summary["run"]} and first_run not in runs

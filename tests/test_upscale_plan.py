@@ -19,7 +19,6 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
-from pipelines.keys import plan_outputs, safe_relative
 from pipelines.lease import Lease, LeaseHeld
 from pipelines.report import ReportWriter, read_report_rows
 from pipelines.report_html import histogram_svg
@@ -29,6 +28,7 @@ from pipelines.upscale.plan import _formats
 from pipelines.upscale.run import _remove_dead_writers_temporaries
 from srcore.imageio import Picture, Provenance, encode, read_provenance
 from srcore.metrics import lr_consistency
+from srcore.naming import plan_outputs, safe_relative
 from srcore.upscale import EngineOptions, OutputOptions, output_format
 
 
@@ -64,7 +64,7 @@ def test_output_keys_keep_paths_change_extensions_and_never_collide():
     assert dict(zip(keys, plan_outputs(keys, None), strict=True)) == plan  # deterministic
     assert output_format("x.jpeg", None) == "JPEG" and output_format("x.gif", None) == "PNG"
     # clashes are found by digest and confirmed on the keys: with every digest equal, the same keys clash
-    from pipelines import keys as keys_module
+    from srcore import naming as keys_module
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(keys_module, "digests", lambda texts: np.full(len(texts), 7, np.uint64))

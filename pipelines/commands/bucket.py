@@ -6,8 +6,9 @@
 
 Joins the Ray cluster it was submitted to (RAY_ADDRESS), else starts a local Ray. Reruns skip finished outputs.
 The report (rows/*.parquet, summary.json, report.html) goes to <output>/_reports/<run id>/.
-Exit status: 0 done, 1 the failure rate exceeded --max-failure-rate, 2 bad arguments, model or input prefix,
-3 another run is writing to the output prefix (its lease in <output>/_reports/lease.json).
+Exit status: 0 done, 1 the failure rate exceeded --max-failure-rate, 2 bad arguments, model, input prefix or an
+output it cannot write to, 3 another run is writing to the output prefix (its lease in
+<output>/_reports/lease.json), 130 interrupted (Ctrl-C): finished outputs are kept, the same command resumes.
 """
 from __future__ import annotations
 
@@ -105,6 +106,11 @@ def run(args: argparse.Namespace) -> int:
     previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143)) if in_main_thread else None
     try:
         return _run(args)
+    except KeyboardInterrupt:
+        # outputs are whole or absent (temporary names; a rerun removes those a killed writer left)
+        print("\n[srcore] interrupted: the outputs finished so far are kept; the same command resumes (it skips "
+              "them)", file=sys.stderr)
+        return 130
     finally:
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)

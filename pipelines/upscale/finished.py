@@ -11,8 +11,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from srcore.imageio import made_from, probe_provenance
+from srcore.naming import digests
 
-from ..keys import digests
 from ..pages import PAGE_ROWS
 from ..storage import Store
 from .options import REPORT_FOLDER

@@ -15,10 +15,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from srcore.naming import clashing, digests, renamed_keys, wanted_keys
 from srcore.upscale import output_format
 
 from ..inventory import manifest_pages
-from ..keys import clashing, digests, renamed_keys, wanted_keys
 from ..pages import PageFile
 from ..storage import LISTING_SCHEMA, Store
 from .finished import OutputIndex, ReportWord, scan_outputs, what_reports_say

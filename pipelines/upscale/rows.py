@@ -23,7 +23,9 @@ MANIFEST_SCHEMA = pa.schema([
     ("input_version", pa.string()), ("input_bytes", pa.int64()), ("model", pa.string()), ("scale", pa.float32()),
     ("run", pa.string()), ("output_format", pa.string()), ("status", pa.string()),
 ])
-_METADATA = [("source_mode", pa.string()), ("icc_profile", pa.binary()), ("exif", pa.binary()), ("text", pa.string())]
+# the source's catalogue (srcore.imageio.Picture's metadata), carried to the stage that encodes the output
+_METADATA = [("source_mode", pa.string()), ("icc_profile", pa.binary()), ("exif", pa.binary()), ("text", pa.string()),
+             ("xmp", pa.binary()), ("photoshop", pa.binary()), ("dpi", pa.list_(pa.float64()))]
 # what flows from the decode tasks to the actors (split layout): the report columns so far, and the decoded
 # picture (or a JPEG's bytes, ``data``, for the GPU to decode; or, for a georeferenced raster, which the actor
 # reads window by window itself, raster=True and no pixels)

@@ -11,7 +11,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..keys import digests
+from srcore.naming import digests
+
 from ..lease import Lease, held_elsewhere
 from ..pages import PageFile, read_pages
 from ..progress import ProgressLog
@@ -52,9 +53,10 @@ def run(job: UpscaleJob, progress: bool = True, connect=None) -> RunResult:
     from ..report import ReportWriter
 
     start, retries_at_start = time.time(), retries_in_process()
-    model, name = load_upscaling_model(job.model, job.realism)  # fails fast, before any listing, on a bad name
     _store(job.input).check_exists()  # before the lease: a wrong input leaves nothing behind in the output
     target = _store(job.output)
+    target.check_writable()  # a local folder; a bucket: the lease, the first write, says
+    model, name = load_upscaling_model(job.model, job.realism)  # fails fast, before any listing, on a bad name
     # one run at a time per output prefix; held from planning to the report (LeaseHeld: another run writes)
     lease_path = f"{target.root}/{REPORT_FOLDER}/lease.json"
     with Lease(target, lease_path, job.run_id, break_lease=job.break_lease), \

@@ -132,8 +132,21 @@ def _decoded_into(row: dict, picture: Picture, keep: bool = False) -> None:
                input_format=picture.format, bands=pixels.shape[-1], dtype=pixels.dtype.name)
     if not keep:
         row.update(pixels=pixels.tobytes(), pixel_dtype=pixels.dtype.str, shape=list(pixels.shape),
-                   source_mode=picture.source_mode, icc_profile=picture.icc_profile, exif=picture.exif,
-                   text=json.dumps(picture.text))
+                   **_metadata(picture))
+
+
+def _metadata(picture: Picture) -> dict:
+    """A picture's metadata as row columns (rows._METADATA), for the next stage to write into the output."""
+    return dict(source_mode=picture.source_mode, icc_profile=picture.icc_profile, exif=picture.exif,
+                text=json.dumps(picture.text), xmp=picture.xmp, photoshop=picture.photoshop,
+                dpi=list(picture.dpi) if picture.dpi else None)
+
+
+def _picture_from(row: dict, pixels: np.ndarray) -> Picture:
+    """The picture a row's metadata columns (:func:`_metadata`) describe, with ``pixels``."""
+    return Picture(pixels, row["source_mode"], row["icc_profile"], row["exif"], row["input_format"],
+                   json.loads(row["text"] or "{}"), row["xmp"], row["photoshop"],
+                   tuple(row["dpi"]) if row["dpi"] else None)
 
 
 def _read_raster_header(row: dict, source) -> bool:
@@ -299,8 +312,7 @@ class UpscaleWriter:
             if r.get("encoded") is None:
                 r.update(output_pixels=pixels.tobytes(), output_dtype=pixels.dtype.str,
                          output_shape=list(pixels.shape))
-            r.update(status="upscaled", source_mode=source.source_mode, icc_profile=source.icc_profile,
-                     exif=source.exif, text=json.dumps(source.text))
+            r.update(status="upscaled", **_metadata(source))
 
     def _stream(self, row: dict, source: Picture) -> None:
         """Upscale, encode and write one large output band by band (:func:`srcore.upscale.stream_png`), and
@@ -368,8 +380,7 @@ def encode_and_write(batch: pa.Table, job: UpscaleJob) -> pa.Table:
             write_output(r, None, None, options, target, encoded)
             continue
         pixels = np.frombuffer(raw, dtype=np.dtype(r["output_dtype"])).reshape(r["output_shape"])
-        source = Picture(pixels, r["source_mode"], r["icc_profile"], r["exif"], r["input_format"],
-                         json.loads(r["text"] or "{}"))
+        source = _picture_from(r, pixels)
         write_output(r, source, pixels, options, target)
     return _table(rows, OUTPUT_SCHEMA)
 
@@ -505,5 +516,4 @@ def _window_progress(name: str, start: float, every_s: float = 30.0):
 
 def _picture(row: dict) -> Picture:
     pixels = np.frombuffer(row["pixels"], dtype=np.dtype(row["pixel_dtype"])).reshape(row["shape"])
-    return Picture(pixels, row["source_mode"], row["icc_profile"], row["exif"], row["input_format"],
-                   json.loads(row["text"] or "{}"))
+    return _picture_from(row, pixels)

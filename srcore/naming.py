@@ -1,4 +1,5 @@
-"""Output keys for input keys: the same relative path under the output prefix, never outside it.
+"""Output names for input names, one rule for ``srcore upscale`` and the bucket job: the same relative path
+under the output folder or prefix, never outside it, and never one output for two inputs.
 
 Object keys are arbitrary strings: ``a/../../b.png``, ``/abs.png``, ``a//b.png``, control characters,
 right-to-left overrides, and two spellings of one accented name are all valid S3 keys. Written as local paths
@@ -14,8 +15,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from srcore.imageio import EXTENSIONS, IMAGE_SUFFIXES
-from srcore.upscale import output_format
+from .imageio import EXTENSIONS, IMAGE_SUFFIXES
+from .upscale import output_format
 
 _MAX_SEGMENT_BYTES = 255  # the usual file-name limit of local filesystems
 
