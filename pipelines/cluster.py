@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import re
+import sys
+import threading
 import time
+from collections.abc import Iterator
 
 import ray
 
@@ -26,6 +31,48 @@ def connect_or_start(min_cpus: float = 1, dashboard: bool = True) -> str:
     # address="local": a new local Ray even where a stopped `ray start` left its address file behind
     ray.init(address="local", num_cpus=max(os.cpu_count() or 1, int(min_cpus + 0.999)), include_dashboard=dashboard)
     return "local"
+
+
+# Ray's own lines that read like failures to a newcomer but say nothing about the run: start-up notices, the
+# token-auth notice, Ray Data's "progress bars disabled" (the job prints its own), deprecations of arguments
+# Ray Train passes itself, and the driver's note on actor constructor arguments in the object store
+RAY_NOISE = re.compile(
+    r"Token authentication is enabled for this Ray cluster|Started a local Ray instance|"
+    r"Connecting to existing Ray cluster|Connected to Ray cluster|View the dashboard at|"
+    r"Progress bars disabled|exclude_resources|core_worker\.cc.*max_restarts > 0|"
+    r"RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO|Tip: In future versions of Ray")
+
+
+@contextlib.contextmanager
+def ray_noise_off_console(verbose: bool = False) -> Iterator[None]:
+    """This process's stderr without Ray's start-up noise (:data:`RAY_NOISE`) unless ``verbose``; every other
+    line passes as it comes. Filtered at the file descriptor: the noisiest line is from Ray's C++ core, which
+    no Python logger sees. Ray's log files keep everything."""
+    if verbose:
+        yield
+        return
+    sys.stderr.flush()
+    read_end, write_end = os.pipe()
+    console = os.dup(2)
+    os.dup2(write_end, 2)
+    os.close(write_end)
+
+    def forward() -> None:
+        with os.fdopen(read_end, "rb") as lines:
+            for line in lines:
+                if not RAY_NOISE.search(line.decode("utf-8", "replace")):
+                    os.write(console, line)
+
+    thread = threading.Thread(target=forward, name="srcore-stderr", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(console, 2)  # closes the pipe's write end: the thread forwards what is left, then stops
+        thread.join(timeout=1)
+        if not thread.is_alive():
+            os.close(console)
 
 
 def quiet_ray_data() -> None:

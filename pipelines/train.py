@@ -248,6 +248,12 @@ def prepare_run(cfg: TrainConfig, mode: str = "auto") -> tuple[TrainConfig, list
     if exists and mode != "fresh":
         before = yaml.safe_load(read_bytes(fs, config_path)) or {}
         changes = config_changes(before, yaml.safe_load(as_run))  # both through YAML: tuples read as lists
+        if mode == "auto" and before.get("iterations") != cfg.iterations:
+            raise ConfigError(
+                f"the run in {cfg.run_dir} was started for iterations={before.get('iterations')}, and this "
+                f"config says iterations={cfg.iterations}: pass --resume to continue that run to "
+                f"{cfg.iterations}, or --fresh to move it aside and start over (or name this run otherwise: "
+                "name=...)")
     fs.create_dir(root, recursive=True)
     write_bytes_atomic(fs, config_path, as_run.encode())
     return cfg, changes

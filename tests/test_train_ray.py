@@ -80,8 +80,11 @@ def test_job_command_trains_two_workers_and_a_second_run_resumes(ray_cluster, tm
     assert ranks[0]["segments"] == [0]
     checkpoints = sorted(p for p in (tmp_path / "runs" / "resume").glob("checkpoint_*") if p.is_dir())
     assert checkpoints and torch.load(checkpoints[-1] / STATE_FILE, weights_only=True)["iteration"] == 4
-    # the same command with more iterations goes on from iteration 4, and says what changed
-    second = run_main(train_main, ["--config", str(config), "iterations=6"], ["srcore", "train"])
+    # more iterations: the command asks whether to go on or start over, and does neither by itself
+    asked = run_main(train_main, ["--config", str(config), "iterations=6"], ["srcore", "train"])
+    assert asked.returncode == 2 and "pass --resume" in asked.stderr and "--fresh" in asked.stderr
+    # with --resume it goes on from iteration 4, and says what changed
+    second = run_main(train_main, ["--config", str(config), "iterations=6", "--resume"], ["srcore", "train"])
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     assert "done: resume at iteration 6" in second.stdout
     assert "resuming run resume" in second.stderr and "iterations: 4 -> 6" in second.stderr

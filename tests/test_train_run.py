@@ -48,10 +48,14 @@ def test_paths_expand_srcore_shared_and_are_checked_before_ray(tmp_path, monkeyp
 
 def test_resume_lists_changed_settings_and_fresh_moves_the_old_run_aside(tmp_path):
     base = tiny_config("again", tmp_path)
+    with pytest.raises(ConfigError, match="'srcore-compact-x4' is a registered model's name"):
+        load_config(base={**base, "name": "srcore-compact-x4"})
     with pytest.raises(ConfigError, match="no run to resume"):
         prepare_run(load_config(base=base), "resume")
     cfg, _ = prepare_run(load_config(base=base))
     (Path(cfg.run_dir) / "net_g_2.safetensors").write_bytes(b"earlier")
+    with pytest.raises(ConfigError, match="iterations=4, and this config says iterations=8: pass --resume"):
+        prepare_run(load_config(base={**base, "iterations": 8}))  # neither flag: asked, not guessed
     _, changes = prepare_run(load_config(base={**base, "iterations": 8, "optim": {"lr_g": 5e-4}}), "resume")
     assert changes == ["iterations: 4 -> 8", "optim.lr_g: 0.001 -> 0.0005"]
     cfg, changes = prepare_run(load_config(base=base), "fresh")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -201,6 +202,9 @@ def test_local_folders_work_the_same_and_overwrite_redoes_finished_outputs(tmp_p
     first = run_job_process("--input", str(source), "--output", str(out),
                             command=[str(Path(sys.executable).parent / "srcore"), "bucket"])
     assert first.returncode == 0, first.stderr[-3000:]
+    # Ray's start-up lines stay in its logs (--verbose shows them): nothing on stderr reads like a failure
+    assert not any(noise in first.stderr for noise in ("Ray cluster", "core_worker", "Progress bars", "WARNING")), \
+        first.stderr
     assert sorted(p.name for p in (out / "coll").iterdir()) == expected_clash_outputs()
     for p in (out / "coll").iterdir():
         assert read_provenance(p.read_bytes())["source"].endswith(f"/coll/{clash_source(p.name)}")
@@ -213,8 +217,15 @@ def test_local_folders_work_the_same_and_overwrite_redoes_finished_outputs(tmp_p
     first_models = {read_provenance(p.read_bytes())["model"] for p in (out / "sub dir").iterdir()}
     assert first_models == {"srcore-compact-x4-gan@realism=0.5"}  # the default: the bundled pair, half way
     # the rerun turns the realism knob to the GAN model, named in provenance
-    second = run_job("--input", str(source), "--output", str(out), "--overwrite", "--realism", "1")
+    second = run_job("--input", str(source), "--output", str(out), "--overwrite", "--realism", "1",
+                     "--progress-interval", "1")
     assert second.returncode == 0, second.stderr[-3000:]
+    # a line every second, on time between batches too (results come 8 images at a time, seconds apart)
+    elapsed = [int(m.group(1)) * 60 + int(m.group(2))
+               for m in re.finditer(r"\| 0:(\d\d):(\d\d) elapsed", second.stdout)]
+    assert len(elapsed) >= 4 and elapsed[-1] >= 4, second.stdout
+    assert max(b - a for a, b in zip(elapsed, elapsed[1:])) <= 2, second.stdout  # 1 s, and rounding
+    assert "last result" in second.stdout  # a heartbeat line, between results
     summary = summary_of(second)
     assert (summary["ok"], summary["skipped"]) == (11, 0)
     provenance = [read_provenance(p.read_bytes()) for p in (out / "sub dir").iterdir()]

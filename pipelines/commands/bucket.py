@@ -78,6 +78,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "cluster has none left, before ending the run with the inputs not done reported as "
                         "failed (default %(default)s: time for an autoscaler to start one)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (logs)")
+    p.add_argument("--progress-interval", type=float, metavar="S",
+                   help="seconds between progress lines (images, rate, ETA, failures), kept while a batch takes "
+                        "longer (default: 10, or 60 with --no-progress)")
+    p.add_argument("--verbose", action="store_true",
+                   help="show Ray's own start-up and log lines on the console (default: in Ray's log files only)")
 
 
 def summary_table(s: dict, files: dict[str, str]) -> str:
@@ -104,8 +109,11 @@ def run(args: argparse.Namespace) -> int:
     # `ray job stop` and kill send SIGTERM: unwind (releasing the output's lease) instead of vanishing
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143)) if in_main_thread else None
+    from ..cluster import ray_noise_off_console  # Ray: the ray extra
+
     try:
-        return _run(args)
+        with ray_noise_off_console(args.verbose):
+            return _run(args)
     except KeyboardInterrupt:
         # outputs are whole or absent (temporary names; a rerun removes those a killed writer left)
         print("\n[srcore] interrupted: the outputs finished so far are kept; the same command resumes (it skips "
@@ -138,6 +146,7 @@ def _run(args: argparse.Namespace) -> int:
             extensions=tuple("." + e.strip().lstrip(".").lower() for e in args.extensions.split(",") if e.strip()),
             limit=args.limit, sample=args.sample, seed=args.seed, report=args.report, previews=args.previews,
             break_lease=args.break_lease, wait_for_nodes=args.wait_for_nodes,
+            progress_interval=args.progress_interval,
             **({"run_id": args.run_id} if args.run_id else {}))
         result = run_job(job, progress=not args.no_progress,
                          connect=lambda: connect_or_start(min_cpus=2, dashboard=False))

@@ -28,6 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-failure-rate", type=float, default=0.0,
                    help="exit with status 1 only when more than this fraction (0..1) of the images failed "
                         "(default: %(default)s: any failure)")
+    p.add_argument("--verbose", action="store_true",
+                   help="show Ray's own start-up and log lines on the console (default: in Ray's log files only)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,12 +39,14 @@ def run(args: argparse.Namespace) -> int:
     if not 0 <= args.max_failure_rate <= 1:
         print(f"error: --max-failure-rate must be in 0..1, got {args.max_failure_rate}", file=sys.stderr)
         return 2
-    from ..cluster import connect_or_start  # Ray: the ray extra
+    from ..cluster import connect_or_start, ray_noise_off_console  # Ray: the ray extra
     from ..prepare import CropSpec, prepare_dataset
 
-    connect_or_start()
     try:
-        manifest = prepare_dataset(args.input, args.output, CropSpec(args.crop, args.step, args.thresh), args.limit)
+        with ray_noise_off_console(args.verbose):
+            connect_or_start()
+            manifest = prepare_dataset(args.input, args.output, CropSpec(args.crop, args.step, args.thresh),
+                                       args.limit)
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {redact(exc)}", file=sys.stderr)
         return 2

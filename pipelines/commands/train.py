@@ -33,6 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                        help="continue the run in <storage_path>/<name>; an error if there is none")
     start.add_argument("--fresh", action="store_const", const="fresh", dest="mode",
                        help="move an existing run folder aside (<name>-archived-<time>) and start over")
+    p.add_argument("--verbose", action="store_true",
+                   help="show Ray's own start-up and log lines on the console (default: in Ray's log files only)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         print("error: --config is required (a bundled config's name, see --list-configs, or a YAML file)",
               file=sys.stderr)
         return 2
-    from ..cluster import connect_or_start  # Ray Train: the ray extra
+    from ..cluster import connect_or_start, ray_noise_off_console  # Ray Train: the ray extra
     from ..train import prepare_run, run_training
 
     try:
@@ -59,10 +61,16 @@ def run(args: argparse.Namespace) -> int:
         for change in changes:
             print(f"[srcore] warning: changed since the run's last start: {change}", file=sys.stderr)
     worker_cpus = cfg.run.resources_per_worker.get("CPU", 1)
-    connect_or_start(min_cpus=cfg.run.num_workers * worker_cpus + 1)  # + 1: the Ray Data tasks
-    result = run_training(cfg)
+    with ray_noise_off_console(args.verbose):
+        connect_or_start(min_cpus=cfg.run.num_workers * worker_cpus + 1)  # + 1: the Ray Data tasks
+        result = run_training(cfg)
     if result.error:
-        print(f"training failed: {redact(result.error)}", file=sys.stderr)
+        message = redact(result.error)
+        if "corrupted run directory" in message:  # Ray Train's advice (delete the folder) would destroy the run
+            message = (f"the run folder {cfg.run_dir} records a checkpoint that is no longer there (deleted, or "
+                       "not finished writing): --fresh moves the run aside and starts over; the checkpoints that "
+                       "remain load with generator.pretrained")
+        print(f"training failed: {message}", file=sys.stderr)
         return 1
     metrics = result.metrics or {}
     scores = " ".join(f"{k.removeprefix('val/')} {v:.4f}" for k, v in metrics.items() if k.startswith("val/"))

@@ -52,6 +52,8 @@ class UpscaleJob:
         break_lease: take the output prefix's lease even from a run that looks alive (one you know is dead).
         wait_for_nodes: seconds the run waits, once no node in the cluster can run the actors (or the decode
             tasks), for one to join (an autoscaler's start) before it ends with the inputs not done failed.
+        progress_interval: seconds between progress lines, kept while one batch takes longer (default: 10, or
+            60 without progress bars).
     """
 
     input: str
@@ -77,6 +79,7 @@ class UpscaleJob:
     actor_concurrency: int | None = None
     break_lease: bool = False
     wait_for_nodes: float = 600
+    progress_interval: float | None = None
     run_id: str = field(default_factory=new_run_id)
 
     def __post_init__(self):
@@ -93,6 +96,7 @@ class UpscaleJob:
             *((not credentials_in(getattr(self, name) or ""), name.replace("_", "-"), _NO_CREDENTIALS)
               for name in ("input", "output", "input_manifest", "report")),
             (self.wait_for_nodes > 0, "wait-for-nodes", "must be > 0"),
+            (self.progress_interval is None or self.progress_interval > 0, "progress-interval", "must be > 0"),
             (self.actor_concurrency is None or self.actor_concurrency >= 1, "actor-concurrency", "must be >= 1"),
             # it names the report's folder under <output>/_reports: a path in it could write elsewhere
             (bool(_RUN_ID.fullmatch(self.run_id)) and set(self.run_id) != {"."}, "run-id",

@@ -61,6 +61,9 @@ def run(job: UpscaleJob, progress: bool = True, connect=None) -> RunResult:
     lease_path = f"{target.root}/{REPORT_FOLDER}/lease.json"
     with Lease(target, lease_path, job.run_id, break_lease=job.break_lease), \
             plan(job, name, job.output_options.outscale or model.descriptor.scale) as manifest:
+        if not manifest.listed:
+            raise ValueError(f"{job.input}: no images ({', '.join(job.extensions)}) there" +
+                             (f" or in --input-manifest {job.input_manifest}" if job.input_manifest else ""))
         removed = _remove_dead_writers_temporaries(target, lease_path, manifest.temporaries, manifest.leases)
         if removed:
             print(f"[srcore] removed {removed} temporary uploads left by killed writers", flush=True)
@@ -157,7 +160,7 @@ def _process(job: UpscaleJob, model, manifest: Manifest, progress: bool, report)
     print(f"[srcore] {layout.describe(manifest.todo.rows)}", flush=True)
     quiet_ray_data()  # the job prints images, rate, ETA and failures instead
     ctx = ray.data.DataContext.get_current()
-    log = ProgressLog(manifest.todo.rows, interval=10.0 if progress else 60.0,
+    log = ProgressLog(manifest.todo.rows, interval=job.progress_interval or (10.0 if progress else 60.0),
                       print_fn=lambda line: print(line, flush=True))
     # A block whose workers keep dying (out of memory, a native crash) is dropped instead of ending the run;
     # its inputs are retried one at a time below, so one poison input costs only its own row.
@@ -185,12 +188,16 @@ def _process(job: UpscaleJob, model, manifest: Manifest, progress: bool, report)
     callbacks = ctx.custom_execution_callback_classes
     ctx.custom_execution_callback_classes = [*callbacks, node_watchdog(layout.requests(), job.wait_for_nodes)]
     try:
-        execute(manifest.todo, layout.images_per_call)
-        lost = _unanswered(manifest.todo, answered, f"{manifest.folder}/lost.arrow")
-        if lost.rows:
-            print(f"[srcore] {lost.rows} inputs were in batches whose workers died; retrying each alone", flush=True)
-            execute(lost, 1)
-            fail_unanswered(lost, "failed", WORKER_DIED)
+        with log, warnings.catch_warnings():  # the log's heartbeat prints on time while a batch takes longer
+            # Ray Data's advice for a run of fewer blocks than its task limit: a small run, not a problem
+            warnings.filterwarnings("ignore", message="The maximum number of concurrent tasks for")
+            execute(manifest.todo, layout.images_per_call)
+            lost = _unanswered(manifest.todo, answered, f"{manifest.folder}/lost.arrow")
+            if lost.rows:
+                print(f"[srcore] {lost.rows} inputs were in batches whose workers died; retrying each alone",
+                      flush=True)
+                execute(lost, 1)
+                fail_unanswered(lost, "failed", WORKER_DIED)
     except NoNodeForWork as exc:  # the work in flight is lost with the nodes; every input still gets its row
         print(f"[srcore] error: {exc}: ending the run; the inputs not done are failed rows", flush=True)
         fail_unanswered(manifest.todo, "not_done", f"not processed: {exc}")

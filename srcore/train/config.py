@@ -175,6 +175,11 @@ class TrainConfig:
             raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.stage == "gan" and self.loss.gan_type not in GAN_TYPES:
             raise ConfigError(f"loss.gan_type must be one of {GAN_TYPES}")
+        from ..archs.registry import VARIANTS
+
+        if self.name in VARIANTS:  # its export, <name>.safetensors, would pass for that model
+            raise ConfigError(f"name: {self.name!r} is a registered model's name (srcore models); a run's export "
+                              f"named so would be mistaken for it. Name the run otherwise, e.g. name=my-{self.name}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
