@@ -7,6 +7,7 @@ joins its cluster; the killed run is a process too. Other runs call the same ``m
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -224,7 +225,7 @@ def test_local_folders_work_the_same_and_overwrite_redoes_finished_outputs(tmp_p
     elapsed = [int(m.group(1)) * 60 + int(m.group(2))
                for m in re.finditer(r"\| 0:(\d\d):(\d\d) elapsed", second.stdout)]
     assert len(elapsed) >= 4 and elapsed[-1] >= 4, second.stdout
-    assert max(b - a for a, b in zip(elapsed, elapsed[1:])) <= 2, second.stdout  # 1 s, and rounding
+    assert max(b - a for a, b in itertools.pairwise(elapsed)) <= 2, second.stdout  # 1 s, and rounding
     assert "last result" in second.stdout  # a heartbeat line, between results
     summary = summary_of(second)
     assert (summary["ok"], summary["skipped"]) == (11, 0)
