@@ -138,26 +138,50 @@ def test_jpeg_of_rgba_is_composited_on_the_background_with_a_warning(tmp_path):
     assert result.returncode == 2 and "--background must be a colour" in result.stderr
 
 
-def test_readme_table_matches_upscale_help():
-    """Every `srcore upscale` option is in the README's table with its default, and the table has no others."""
+def readme_table(start: str, end: str) -> dict[str, str]:
+    """The README's option table between two headings or lines: option -> its default column."""
     import re
     from pathlib import Path
 
-    from srcore.cli import build_parser
-
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    section = readme[readme.index("### Command line"):readme.index("## Upscaling a bucket")]
+    section = readme[readme.index(start):readme.index(end, readme.index(start))]
     rows = {}
     for line in section.splitlines():
         match = re.match(r"\| `([^`]+)` \| ([^|]+) \|", line)
         if match:
             rows[match.group(1).split(" ")[0].split(",")[0]] = match.group(2).strip()
-    upscale = build_parser()._subparsers._group_actions[0].choices["upscale"]
-    options = {a.option_strings[0]: a for a in upscale._actions if a.option_strings and a.dest != "help"}
+    return rows
+
+
+def assert_table_is_the_help(rows: dict[str, str], parser, leave_out: set[str] = frozenset()) -> None:
+    """Every option of ``parser`` (but ``leave_out``) is a row, with its default where it has one; no others."""
+    options = {a.option_strings[0]: a for a in parser._actions
+               if a.option_strings and a.dest != "help" and a.option_strings[0] not in leave_out}
     assert set(rows) == set(options), (set(rows) ^ set(options))
     for flag, action in options.items():
         if isinstance(action.default, (int, float, str)) and not isinstance(action.default, bool) and action.default:
             assert rows[flag] == str(action.default), (flag, rows[flag], action.default)
+        if action.default is None and action.required:
+            assert rows[flag] == "required", flag
+
+
+def test_readme_tables_match_the_help_of_upscale_and_the_bucket_job():
+    """The README says each option's default from the code: `srcore upscale`'s table, and the bucket job's
+    table of its own options (it shares upscale's output and engine flags, which that table gives)."""
+    import argparse
+    from dataclasses import fields
+
+    from pipelines.commands.bucket import add_arguments
+    from srcore.cli import build_parser
+    from srcore.upscale import EngineOptions, OutputOptions
+
+    upscale = build_parser()._subparsers._group_actions[0].choices["upscale"]
+    assert_table_is_the_help(readme_table("## Upscaling files and folders", "### Which bundled model"), upscale)
+    bucket = argparse.ArgumentParser()
+    add_arguments(bucket)
+    shared = {"--" + f.name.replace("_", "-") for f in fields(OutputOptions) + fields(EngineOptions)}
+    assert_table_is_the_help(readme_table("Its options: `--model`", "Steady state"), bucket,
+                             shared | {"--model", "--realism"})
 
 
 def test_inputs_that_would_share_a_name_get_one_output_each_as_in_the_bucket_job(tmp_path):
