@@ -23,6 +23,8 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
+from srcore.atomic import unwritable
+
 from .storage import OutputNotWritable, Store
 
 LEASE_TTL_S = 300.0
@@ -57,7 +59,7 @@ class Lease:
         try:
             self.version = self.store.create_exclusive(self.path, self._body())
         except PermissionError as exc:  # the run's first write: an output the credentials cannot write to
-            raise OutputNotWritable(f"--output {self.store.location}: cannot write there ({exc})") from None
+            raise OutputNotWritable(unwritable(self.store.location, exc)) from None
         except FileExistsError:
             held_version = self.store.version(self.path)
             holder = _read(self.store, self.path)

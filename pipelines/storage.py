@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
-from srcore.atomic import check_writable_folder
+from srcore.atomic import check_writable_folder, unwritable
 from srcore.imageio import IMAGE_SUFFIXES
 
 UPLOAD_PART_BYTES = 16 << 20  # a streamed output's multipart upload part (S3 takes 5 MiB to 5 GiB)
@@ -244,8 +244,7 @@ class Store:
         try:
             check_writable_folder(self.root)
         except OSError as exc:
-            raise OutputNotWritable(f"--output {self.location}: cannot write there "
-                                    f"({exc.strerror or type(exc).__name__})") from None
+            raise OutputNotWritable(unwritable(self.location, exc)) from None
 
     def read(self, path: str, start: int | None = None, end: int | None = None, size: int | None = None) -> bytes:
         """The file's bytes (``start``..``end``). ``size``: its size, where known from the listing: a file

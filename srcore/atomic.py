@@ -29,7 +29,20 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def check_writable_folder(folder: str | os.PathLike) -> None:
-    """Create ``folder`` (and its parents) and write, then remove, a file in it; OSError says why not."""
-    Path(folder).mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=folder, prefix=".srcore-check-"):
-        pass
+    """Could files be written in ``folder``? Creates it (and its parents) and writes a file there, then
+    removes both again: a check leaves nothing behind, whatever fails after it. OSError says why not."""
+    folder = Path(folder).absolute()
+    missing = [p for p in [folder, *folder.parents] if not p.exists()]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".srcore-check-"):
+            pass
+    finally:
+        for made in missing:  # deepest first
+            with contextlib.suppress(OSError):
+                made.rmdir()
+
+
+def unwritable(location: str, exc: OSError) -> str:
+    """The one-line error for an output folder or prefix that cannot be written."""
+    return f"--output {location}: cannot write there ({exc.strerror or type(exc).__name__})"

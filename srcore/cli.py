@@ -13,6 +13,7 @@ import posixpath
 import sys
 import time
 import warnings
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from tqdm import tqdm
 
 from . import __version__, evaluate_command
 from .archs.registry import DEFAULT_REALISM, DEFAULT_UPSCALE_MODEL, VARIANTS, describe, list_models
-from .atomic import check_writable_folder
+from .atomic import check_writable_folder, unwritable
 from .extras import missing_extra_message
 from .imageio import FORMATS, IMAGE_SUFFIXES
 from .inference import tile_progress
@@ -95,7 +96,11 @@ def plan_targets(inputs: list[tuple[Path, str]], output: Path, suffix: str, fmt:
     for _, name in inputs:
         stem, ext = posixpath.splitext(name)
         relatives.append(stem + suffix + ext)
-    return [output / key for key in plan_outputs(relatives, fmt)]
+    # files from two folders or globs can share a relative name (a/x.jpg, b/x.jpg): theirs hash their paths
+    repeated = {r for r, n in Counter(relatives).items() if n > 1}
+    identities = [path.resolve().as_posix() if r in repeated else r for (path, _), r in zip(inputs, relatives,
+                                                                                         strict=True)]
+    return [output / key for key in plan_outputs(relatives, fmt, identities)]
 
 
 def output_conflict(items: list[str], output: Path) -> str | None:
@@ -122,7 +127,7 @@ def check_writable(folder: Path) -> None:
     try:
         check_writable_folder(folder)
     except OSError as exc:
-        raise InputError(f"--output {folder}: cannot write there ({exc.strerror or type(exc).__name__})") from None
+        raise InputError(unwritable(str(folder), exc)) from None
 
 
 def device_error(device: str | None) -> str | None:
@@ -148,7 +153,11 @@ def plan_upscale(args: argparse.Namespace) -> tuple[OutputOptions, list[tuple[Pa
     problem = device_error(args.device)
     if problem:
         raise InputError(problem)
+    if args.realism is not None and not 0 <= args.realism <= 1:
+        raise InputError(f"--realism must be in 0..1, got {args.realism:g}")
     inputs = expand_inputs(args.inputs, output.resolve() if args.suffix else None, args.suffix)
+    seen: set[Path] = set()  # a file named twice (a folder and a glob in it) is one input
+    inputs = [(p, name) for p, name in inputs if not (p.resolve() in seen or seen.add(p.resolve()))]
     if names_a_file(output):
         if len(inputs) > 1:
             raise InputError(f"--output {args.output} names a file, but {len(inputs)} inputs need a folder: pass a "
@@ -345,6 +354,7 @@ def show_warning(message, category, filename, lineno, file=None, line=None) -> N
 
 
 INTERRUPTED = 130  # the shell's code for a process ended by Ctrl-C (128 + SIGINT)
+INTERRUPTED_MESSAGE = "interrupted: the outputs finished so far are kept; the same command resumes (it skips them)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -359,8 +369,7 @@ def main(argv: list[str] | None = None) -> int:
             return args.func(args)
     except KeyboardInterrupt:
         # outputs are written under a temporary name and renamed when whole: none is half-written
-        print("\ninterrupted: the outputs finished so far are kept; the same command resumes (it skips them)",
-              file=sys.stderr)
+        print(f"\n{INTERRUPTED_MESSAGE}", file=sys.stderr)
         return INTERRUPTED
 
 

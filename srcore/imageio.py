@@ -23,6 +23,8 @@ from . import __version__
 # srcore enforces its own, configurable pixel limit (max_pixels) instead of Pillow's global one, so huge
 # satellite scenes can be allowed while decompression bombs are still refused before any pixel is decoded.
 Image.MAX_IMAGE_PIXELS = None
+# Pillow expects one IPTC-NAA word where Photoshop writes many, and keeps one: srcore reads them all itself
+warnings.filterwarnings("ignore", message="Metadata Warning, tag 33723 had too many entries")
 # 200 MP lets a Sentinel-2 tile (10980^2 = 121 MP) through and refuses a 20000^2 bomb by default
 DEFAULT_MAX_PIXELS = 200_000_000
 FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP", "tiff": "TIFF", "tif": "TIFF"}
@@ -138,14 +140,18 @@ def decode(data: bytes, name: str = "<bytes>", max_pixels: int | None = DEFAULT_
     if fmt == "TIFF":  # a TIFF's first IFD is its EXIF: what describes its pixels, or is kept apart, is not
         for tag in _TIFF_OWN_TAGS.intersection(exif):
             del exif[tag]
+        if _ARRAY_DESCRIPTION.match(str(exif.get(0x010E, ""))):
+            del exif[0x010E]
     return Picture(pixels, source_mode, icc, exif.tobytes() if len(exif) else None, fmt, text,
-                   _bytes_or_none(im.info.get("xmp")), _photoshop_resources(im), _dpi(im.info.get("dpi")))
+                   _bytes_or_none(im.info.get("xmp")), _photoshop_resources(im, data), _dpi(im.info.get("dpi")))
 
 
 # strips, tiles, sample layout, compression, predictor, colour (these describe the file's own pixels);
 # ICC (34675), XMP (700), IPTC (33723) and Photoshop (34377), which Picture keeps in fields of their own
 _TIFF_OWN_TAGS = {254, 255, 256, 257, 258, 259, 262, 266, 273, 277, 278, 279, 284, 317, 320, 322, 323, 324, 325,
-                  338, 339, 340, 341, 529, 530, 531, 532, 700, 33723, 34377, 34675}
+                  330, 338, 339, 340, 341, 347, 513, 514, 529, 530, 531, 532, 700, 33723, 34377, 34675}
+# what tifffile and ImageJ write into ImageDescription about the array they saved: not a caption
+_ARRAY_DESCRIPTION = re.compile(r'\s*(\{\s*"shape"|ImageJ=|<\?xml[^>]*>\s*<OME)')
 
 
 def _bytes_or_none(value) -> bytes | None:
@@ -158,7 +164,20 @@ PHOTOSHOP_APP13 = b"Photoshop 3.0\x00"
 IPTC_RESOURCE = 0x0404  # the Photoshop image resource that holds an IPTC-IIM record
 
 
-def _photoshop_resources(im: Image.Image) -> bytes | None:
+def _tiff_words_as_bytes(data: bytes, tag: int) -> bytes | None:
+    """A TIFF tag stored as SHORT or LONG words whose content is bytes (IPTC-NAA): the words' bytes in the
+    file's own order, as written."""
+    import tifffile
+
+    with tifffile.TiffFile(io.BytesIO(data)) as tif:
+        found = tif.pages[0].tags.get(tag)
+        if found is None:
+            return None
+        words = np.atleast_1d(np.asarray(found.value))
+        return words.astype(words.dtype.newbyteorder(tif.byteorder)).tobytes()
+
+
+def _photoshop_resources(im: Image.Image, data: bytes) -> bytes | None:
     """A JPEG's APP13 or a TIFF's Photoshop tag (34377); a TIFF's bare IPTC-IIM tag (33723) as resource 0x0404."""
     if im.format == "JPEG":
         parts = [data[len(PHOTOSHOP_APP13):] for marker, data in getattr(im, "applist", [])
@@ -168,10 +187,11 @@ def _photoshop_resources(im: Image.Image) -> bytes | None:
         found = _bytes_or_none(im.tag_v2.get(34377))
         if found:
             return found
-        iim = im.tag_v2.get(33723)
+        if im.tag_v2.tagtype.get(33723) in (3, 4, 9):  # SHORT or LONG words (as Photoshop writes it): Pillow
+            iim = _tiff_words_as_bytes(data, 33723)  # keeps one word of them; tifffile reads them all
+        else:
+            iim = _bytes_or_none(im.tag_v2.get(33723))
         if iim:
-            iim = bytes(iim) if not isinstance(iim, (tuple, list)) else b"".join(
-                int(v).to_bytes(4, "big") if isinstance(v, int) else bytes(v) for v in iim)
             return _resource_block(IPTC_RESOURCE, iim)
     return None
 
@@ -355,12 +375,13 @@ class Provenance:
             warnings.warn(f"{self.source or 'input'}: its XMP packet is not well-formed XMP; the output carries "
                           "srcore's XMP without it", stacklevel=3)
         return ('<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>'
-                '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
-                f'{self._description("rdf", set())}</rdf:RDF></x:xmpmeta><?xpacket end="w"?>').encode()
+                f'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="{RDF_NS}">'
+                f'{self._description("", set())}</rdf:RDF></x:xmpmeta><?xpacket end="w"?>').encode()
 
-    def _description(self, rdf: str, present: set[str]) -> str:
-        """srcore's ``rdf:Description`` (``rdf``: the packet's prefix for the RDF namespace), leaving out the
-        shared properties the packet already has (``present``: ``{namespace}name``)."""
+    def _description(self, about: str, present: set[str]) -> str:
+        """srcore's ``rdf:Description`` (about ``about``, the packet's own subject), leaving out the shared
+        properties the packet already has (``present``: ``{namespace}name``). It binds the prefixes it uses
+        itself, so it reads the same inside any packet."""
         ours = "".join(f"<srcore:{k}>{_xml_escape(v)}</srcore:{k}>" for k, v in self.fields().items())
         shared = ""
         if f"{{{IPTC_EXT_NS}}}DigitalSourceType" not in present:
@@ -368,14 +389,16 @@ class Provenance:
         if f"{{{XMP_NS}}}CreatorTool" not in present:
             shared += f"<xmp:CreatorTool>{self.software}</xmp:CreatorTool>"
         if f"{{{DC_NS}}}description" not in present:
-            shared += (f'<dc:description><{rdf}:Alt><{rdf}:li xml:lang="x-default">{_xml_escape(self.description)}'
-                       f"</{rdf}:li></{rdf}:Alt></dc:description>")
-        return (f'<{rdf}:Description {rdf}:about="" xmlns:dc="{DC_NS}" xmlns:xmp="{XMP_NS}" '
-                f'xmlns:Iptc4xmpExt="{IPTC_EXT_NS}" xmlns:srcore="{SRCORE_XMP_NS}">{shared}'
-                f"<srcore:notice>{_xml_escape(self.description)}</srcore:notice>{ours}</{rdf}:Description>")
+            shared += (f'<dc:description><rdf:Alt><rdf:li xml:lang="x-default">{_xml_escape(self.description)}'
+                       "</rdf:li></rdf:Alt></dc:description>")
+        return (f'<rdf:Description xmlns:rdf="{RDF_NS}" rdf:about="{_xml_escape(about, quote=True)}" '
+                f'xmlns:dc="{DC_NS}" xmlns:xmp="{XMP_NS}" xmlns:Iptc4xmpExt="{IPTC_EXT_NS}" '
+                f'xmlns:srcore="{SRCORE_XMP_NS}">{shared}'
+                f"<srcore:notice>{_xml_escape(self.description)}</srcore:notice>{ours}</rdf:Description>")
 
     def png_text(self) -> dict[str, str]:
-        """srcore's PNG text chunks; ``Description`` only where the source has none (:func:`png_chunks`)."""
+        """srcore's PNG text chunks; ``Description`` only where the source has none of its own
+        (:func:`png_chunks`)."""
         return {"Software": self.software, "Description": self.description, "AI-Upscaled": "true",
                 "srcore:notice": self.description, "srcore:model": self.model, "srcore:scale": f"{self.scale:g}"}
 
@@ -384,59 +407,115 @@ DC_NS = "http://purl.org/dc/elements/1.1/"
 XMP_NS = "http://ns.adobe.com/xap/1.0/"
 IPTC_EXT_NS = "http://iptc.org/std/Iptc4xmpExt/2008-02-29/"
 RDF_NS = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
-_RDF_CLOSE = re.compile(rb"</([A-Za-z_][\w.-]*):RDF\s*>")
-_OLD_SRCORE = re.compile(rb"<srcore:(\w+)>[^<]*</srcore:\1>|\s+srcore:\w+=\"[^\"]*\"")
+_NOTICE = re.compile(r"AI-upscaled x[\d.]+ by srcore ")
+
+
+def is_srcore_notice(text) -> bool:
+    """Is a caption srcore's own AI notice (an earlier srcore output upscaled again), not the archive's?"""
+    return bool(_NOTICE.match(str(text or "").strip()))
+
+
+def _earlier_srcore_properties(packet: bytes) -> re.Pattern | None:
+    """What an earlier srcore output's XMP holds of srcore's (its provenance fields, and the notice, creator
+    tool and source type it added): removed, as the new provenance replaces them. Only where the packet binds
+    the ``srcore`` prefix to srcore's namespace."""
+    if f'xmlns:srcore="{SRCORE_XMP_NS}"'.encode() not in packet:
+        return None
+    return re.compile(
+        rb"<srcore:(\w+)>[^<]*</srcore:\1>|\s+srcore:\w+=\"[^\"]*\""
+        rb"|<dc:description>\s*<rdf:Alt>\s*<rdf:li[^>]*>AI-upscaled x[^<]*</rdf:li>\s*</rdf:Alt>\s*</dc:description>"
+        rb"|<xmp:CreatorTool>srcore [^<]*</xmp:CreatorTool>"
+        rb"|<Iptc4xmpExt:DigitalSourceType>" + re.escape(DIGITAL_SOURCE_TYPE.encode()) +
+        rb"</Iptc4xmpExt:DigitalSourceType>")
+
+
+def _rdf_layout(packet: bytes) -> tuple[int, str, set[str]] | None:
+    """Where srcore's Description goes (the byte just after the ``rdf:RDF`` start tag: first, so a reader
+    of the file's head finds the provenance), the packet's subject (``rdf:about``) and the properties its
+    Descriptions have (``{namespace}name``); None when it is not XML with an ``rdf:RDF`` element. Expat, by
+    namespace: prefixes, comments and CDATA cannot mislead it."""
+    from xml.parsers import expat
+
+    parser = expat.ParserCreate(namespace_separator="}")
+    rdf, description, about = f"{RDF_NS}}}RDF", f"{RDF_NS}}}Description", f"{RDF_NS}}}about"
+    found = {"after": None, "pending": False, "about": None}
+    stack: list[str] = []
+    present: set[str] = set()
+
+    def mark(*_) -> None:
+        if found["pending"]:
+            found["after"], found["pending"] = parser.CurrentByteIndex, False
+
+    def start(name: str, attrs: dict) -> None:
+        mark()
+        parent = stack[-1] if stack else None
+        stack.append(name)
+        if name == rdf and found["after"] is None:
+            found["pending"] = True
+        elif name == description and parent == rdf:
+            if found["about"] is None:
+                found["about"] = attrs.get(about, "")
+            present.update("{" + key if "}" in key else key for key in attrs)
+        elif parent == description:
+            present.add("{" + name if "}" in name else name)
+
+    def end(name: str) -> None:
+        mark()
+        stack.pop()
+
+    parser.StartElementHandler, parser.EndElementHandler = start, end
+    parser.CharacterDataHandler = parser.CommentHandler = parser.ProcessingInstructionHandler = mark
+    try:
+        parser.Parse(packet, True)
+    except expat.ExpatError:
+        return None
+    if found["after"] is None:
+        return None
+    return found["after"], found["about"] or "", present
 
 
 def _merge_xmp(existing: bytes, provenance: Provenance) -> bytes | None:
-    """``existing`` with srcore's Description added inside its ``rdf:RDF`` (the packet's own bytes otherwise
-    untouched; an earlier srcore provenance in it is replaced), or None when it is not XMP that can be read."""
-    import xml.etree.ElementTree as ET
-
-    if b"<x:xmpmeta" not in existing or b"<!DOCTYPE" in existing or b"<!ENTITY" in existing:
+    """``existing`` with srcore's Description inserted first in its ``rdf:RDF`` (the packet's own bytes
+    otherwise untouched; an earlier srcore provenance in it is replaced), or None when it is not XMP that
+    can be read. No DTDs: entity expansion has no place in XMP."""
+    if b"<!DOCTYPE" in existing or b"<!ENTITY" in existing:
         return None
-    existing = _OLD_SRCORE.sub(b"", existing)
-    closes = list(_RDF_CLOSE.finditer(existing))
-    if not closes:
+    earlier = _earlier_srcore_properties(existing)
+    if earlier is not None:
+        existing = earlier.sub(b"", existing)
+    layout = _rdf_layout(existing)
+    if layout is None:
         return None
-    try:
-        root = ET.fromstring(existing)
-    except ET.ParseError:
-        return None
-    present = set()
-    for description in root.iter(f"{{{RDF_NS}}}Description"):
-        present.update(child.tag for child in description)
-        present.update(description.attrib)
-    close = closes[-1]
-    ours = provenance._description(close.group(1).decode(), present).encode()
-    merged = existing[:close.start()] + ours + existing[close.start():]
-    try:
-        ET.fromstring(merged)
-    except ET.ParseError:  # e.g. the RDF prefix is bound to another namespace
-        return None
-    return merged
+    at, about, present = layout
+    merged = existing[:at] + provenance._description(about, present).encode() + existing[at:]
+    return merged if _rdf_layout(merged) is not None else None
 
 
 SRCORE_XMP_NS = "https://srcore.dev/ns/provenance/1.0/"
 _SRCORE_FIELD = re.compile(rb"<srcore:(\w+)>([^<]*)</srcore:\1>")
+_SRCORE_BINDING = f'xmlns:srcore="{SRCORE_XMP_NS}"'.encode()
 
 
-def _xml_escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+def _xml_escape(text: str, quote: bool = False) -> str:
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return text.replace('"', "&quot;") if quote else text
 
 
 def read_provenance(data: bytes) -> dict[str, str]:
     """The srcore fields of the XMP packet in (part of) an encoded file, e.g. {"model": ..., "run": ...}.
 
     XMP is stored uncompressed by every writer here (PNG iTXt, JPEG APP1, WebP XMP chunk, TIFF tag 700), so
-    a byte search finds it without decoding; an empty dict means none was found in ``data``.
+    a byte search finds it without decoding: srcore's ``rdf:Description``, from the element that binds its
+    namespace to the end of that Description, whatever packet it sits in. An empty dict means none was found
+    in ``data``.
     """
-    start = data.find(b"<x:xmpmeta")
+    start = data.find(_SRCORE_BINDING)
     if start < 0:
         return {}
-    end = data.find(b"</x:xmpmeta>", start)
+    end = data.find(b"Description>", start)
     packet = data[start:end] if end > 0 else b""
-    return {k.decode(): _xml_unescape(v.decode("utf-8", "replace")) for k, v in _SRCORE_FIELD.findall(packet)}
+    return {k.decode(): _xml_unescape(v.decode("utf-8", "replace")) for k, v in _SRCORE_FIELD.findall(packet)
+            if k != b"notice"}  # the record, not the notice's words
 
 
 PROVENANCE_PROBE_BYTES = 1 << 16
@@ -462,7 +541,7 @@ def made_from(found: dict[str, str], source_version: str, model: str, scale: flo
 
 
 def _xml_unescape(text: str) -> str:
-    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", '"').replace("&amp;", "&")
 
 
 # --------------------------------------------------------------------------- encoding
@@ -490,7 +569,7 @@ def encode(picture: Picture, fmt: str = "png", quality: int = 95, provenance: Pr
     size = size or picture.size
     if fmt_name == "PNG":
         return _encode_png(picture, provenance, png_compression, size)
-    xmp = provenance.xmp(picture.xmp) if provenance is not None else picture.xmp
+    xmp = _output_xmp(picture, provenance)
     if picture.bit_depth == 16 and fmt_name == "TIFF" and picture.pixels.shape[2] > 1:
         return _encode_16bit_colour_tiff(picture, provenance, xmp)
     if fmt_name in ("JPEG", "WEBP") and picture.bit_depth == 16:
@@ -520,11 +599,13 @@ def encode(picture: Picture, fmt: str = "png", quality: int = 95, provenance: Pr
         params["dpi"] = picture.dpi
     if fmt_name in ("JPEG", "WEBP"):
         params["quality"] = quality
-        xmp = _jpeg_sized_xmp(xmp, provenance) if xmp and fmt_name == "JPEG" else xmp
-        if xmp:
+        if fmt_name == "WEBP" and xmp:
             params["xmp"] = xmp
-        if fmt_name == "JPEG" and picture.photoshop:
-            params["extra"] = _app13_segments(picture.photoshop)
+        elif fmt_name == "JPEG":  # the XMP segment before the Photoshop ones, which may carry a copy of it
+            xmp = _jpeg_sized_xmp(xmp, provenance) if xmp else None
+            extra = (b"\xff\xe1" + (2 + len(_JPEG_XMP_HEADER) + len(xmp)).to_bytes(2, "big") + _JPEG_XMP_HEADER
+                     + xmp) if xmp else b""
+            params["extra"] = extra + (_app13_segments(picture.photoshop) if picture.photoshop else b"")
     else:  # TIFF
         # libtiff (which compresses) cannot write EXIF's camera and GPS sub-IFDs, Pillow's own writer can
         # but does not compress: the catalogue comes first
@@ -535,7 +616,13 @@ def encode(picture: Picture, fmt: str = "png", quality: int = 95, provenance: Pr
     return buf.getvalue()
 
 
+_JPEG_XMP_HEADER = b"http://ns.adobe.com/xap/1.0/\x00"
 _JPEG_XMP_LIMIT = 65504  # one APP1 segment; longer packets need ExtendedXMP, which Pillow does not write
+
+
+def _output_xmp(picture: Picture, provenance: Provenance | None) -> bytes | None:
+    """The output's XMP: the source's with the provenance beside it (:meth:`Provenance.xmp`)."""
+    return provenance.xmp(picture.xmp) if provenance is not None else picture.xmp
 
 
 def _jpeg_sized_xmp(xmp: bytes, provenance: Provenance | None) -> bytes | None:
@@ -630,7 +717,8 @@ def _output_exif(picture: Picture, provenance: Provenance | None, size: tuple[in
     if picture.exif:
         exif.load(picture.exif)
     if provenance is not None:
-        if not str(exif.get(0x010E) or "").strip():
+        caption = exif.get(0x010E)
+        if not str(caption or "").strip() or is_srcore_notice(caption):
             exif[0x010E] = provenance.description  # ImageDescription
         exif[0x0131] = provenance.software  # Software
     sub = exif.get_ifd(0x8769) if 0x8769 in exif else {}
@@ -669,10 +757,13 @@ def png_chunks(picture: Picture, provenance: Provenance | None,
     if picture.dpi:
         ppm = [max(1, round(v / 0.0254)) for v in picture.dpi]
         chunks.append((b"pHYs", ppm[0].to_bytes(4, "big") + ppm[1].to_bytes(4, "big") + b"\x01"))
+    xmp = _output_xmp(picture, provenance)
+    if xmp:  # before the text: a reader of the file's head finds the provenance
+        chunks.append((b"iTXt", b"XML:com.adobe.xmp\x00\x00\x00\x00\x00" + xmp))
     text = dict(picture.text)
     for key, value in (provenance.png_text() if provenance else {}).items():
-        if key not in text or key == "Software":
-            text[key] = value
+        if key != "Description" or not str(text.get(key, "")).strip() or is_srcore_notice(text[key]):
+            text[key] = value  # srcore's own keys are the new run's; the archive's caption stays
     if picture.photoshop and not any(k.lower().startswith("raw profile type") for k in text):
         text["Raw profile type 8bim"] = _raw_profile("8bim", picture.photoshop)
     for key, value in text.items():
@@ -681,9 +772,7 @@ def png_chunks(picture: Picture, provenance: Provenance | None,
             chunks.append((b"tEXt", name + b"\x00" + value.encode("latin-1")))
         except UnicodeEncodeError:  # beyond Latin-1: international text, UTF-8, as Pillow writes it
             chunks.append((b"iTXt", name + b"\x00\x00\x00\x00\x00" + value.encode("utf-8")))
-    xmp = provenance.xmp(picture.xmp) if provenance is not None else picture.xmp
-    if xmp:
-        chunks.append((b"iTXt", b"XML:com.adobe.xmp\x00\x00\x00\x00\x00" + xmp))
+
     exif = _output_exif(picture, provenance, size or picture.size)
     if len(exif):
         data = exif.tobytes()

@@ -44,7 +44,7 @@ def _shorten(segment: str) -> str:
     return stem.encode()[:keep].decode(errors="ignore") + "-" + digest + ext
 
 
-def plan_outputs(relatives: Sequence[str], fmt: str | None) -> list[str]:
+def plan_outputs(relatives: Sequence[str], fmt: str | None, identities: Sequence[str] | None = None) -> list[str]:
     """The output key (relative to the output prefix) of each input key (relative to the input prefix), in order.
 
     The output key is the safe input key with the output format's extension. Inputs that would share an
@@ -52,10 +52,14 @@ def plan_outputs(relatives: Sequence[str], fmt: str | None) -> list[str]:
     cases of one, which collide on macOS and Windows) each get a short hash of their own key instead, so no
     output overwrites another. Deterministic for a given listing. The bucket job's plan runs the same three
     steps a page at a time (:func:`wanted_keys`, :func:`clashing`, :func:`renamed_keys`).
+
+    ``identities``: what a clashing input's hash is taken from (default: its relative key, which a listing
+    never repeats; ``srcore upscale`` passes the absolute path of files given with the same relative name).
     """
     relatives = list(relatives)
+    identities = relatives if identities is None else list(identities)
     keys, key_digests = wanted_keys(relatives, fmt)
-    renamed = renamed_keys([(int(i), keys[i], relatives[i]) for i in clashing(key_digests)])
+    renamed = renamed_keys([(int(i), keys[i], identities[i]) for i in clashing(key_digests)])
     return [renamed.get(i, key) for i, key in enumerate(keys)]
 
 

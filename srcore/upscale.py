@@ -265,7 +265,8 @@ def encode_output(source: Picture, pixels, fmt: str, options: OutputOptions, pro
 
 
 def output_picture(source: Picture, pixels, options: OutputOptions, provenance: Provenance) -> Picture:
-    """The output: its pixels, with the source's catalogue metadata, its resolution scaled or kept (``--dpi``)."""
+    """The output (``pixels``, or for a streamed output the source's pixels: only its metadata is read) with
+    the source's catalogue metadata, its resolution scaled or kept (``--dpi``)."""
     return with_resolution(replace(source, pixels=pixels), provenance.scale if options.dpi == "scale" else 1)
 
 
@@ -328,7 +329,7 @@ def stream_png(upscaler: Upscaler, source: Picture, options: OutputOptions, prov
                          "cannot be streamed")
     h, w, c = pixels.shape
     s = upscaler.scale
-    metadata = with_resolution(source, s if options.dpi == "scale" else 1)
+    metadata = output_picture(source, pixels, options, provenance)
     writer = PngWriter(file, w * s, h * s, c, pixels.dtype, options.png_compression,
                        png_chunks(metadata, provenance, (w * s, h * s)))
     # an LR check of the whole output would hold it: beyond 16 MP out it is scored on crops, band by band

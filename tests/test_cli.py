@@ -199,6 +199,15 @@ def test_inputs_that_would_share_a_name_get_one_output_each_as_in_the_bucket_job
         assert read_provenance((out / "coll" / name).read_bytes())["source"].endswith(f"/coll/{clash_source(name)}")
     again = srcore_cli("upscale", str(tmp_path / "in"), "-o", str(out), "--model", str(weights))
     assert "0 of 5 images upscaled, 5 already done" in again.stdout
+    # two folders' x.png through globs (one name each, no sub-folder to tell them apart), one of them twice
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        Image.fromarray(np.full((8, 8, 3), 60, np.uint8)).save(tmp_path / folder / "x.png")
+    globs = [str(tmp_path / "a" / "*.png"), str(tmp_path / "b" / "*.png"), str(tmp_path / "a" / "x.png")]
+    result = srcore_cli("upscale", *globs, "-o", str(tmp_path / "ab"), "--model", str(weights))
+    assert result.returncode == 0 and "2 of 2 images upscaled" in result.stdout, result.stdout
+    sources = {read_provenance(p.read_bytes())["source"] for p in (tmp_path / "ab").iterdir()}
+    assert sources == {(tmp_path / f / "x.png").resolve().as_posix() for f in "ab"}
     # scan.tif and scan.jpg as --format jpg: two outputs, not one
     scans = tmp_path / "scans"
     scans.mkdir()

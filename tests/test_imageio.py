@@ -218,17 +218,70 @@ def test_the_catalogue_survives_with_the_provenance_beside_it(upscaler, tmp_path
 
 
 def test_an_outputs_own_provenance_is_replaced_not_doubled_and_bad_xmp_is_said(upscaler):
-    """Upscaling an srcore output again: one srcore record, the new one. An XMP packet that is not XML is not
-    carried (it cannot be merged), with a warning naming the file."""
+    """Upscaling an srcore output again: one srcore record, the new one, in XMP, PNG text and the EXIF caption
+    (an earlier notice is srcore's, not the archive's caption). An XMP packet that is not XML is not carried (it
+    cannot be merged), with a warning naming the file."""
     from srcore.imageio import read_provenance
 
     first = run(upscaler, png_bytes(Image.fromarray(RNG.integers(0, 256, (6, 6, 3), np.uint8))), "a.png")
-    again = upscale_bytes(upscaler, first.data, "a_x2.png", "tiny-x2", OutputOptions(outscale=4))
-    xmp = Image.open(io.BytesIO(again.data)).info["xmp"]
-    assert xmp.count(b"<srcore:scale>") == 1 and read_provenance(again.data)["scale"] == "4"
+    again = upscale_bytes(upscaler, first.data, "a_x2.png", "other-x2", OutputOptions(outscale=4))
+    out = Image.open(io.BytesIO(again.data))
+    assert out.info["xmp"].count(b"<srcore:scale>") == 1 and out.info["xmp"].count(b"AI-upscaled") == 2  # notice
+    assert read_provenance(again.data)["scale"] == "4" and read_provenance(again.data)["model"] == "other-x2"
+    assert out.text["srcore:model"] == "other-x2" and out.text["Description"].startswith("AI-upscaled x4")
+    assert out.getexif()[0x010E].startswith("AI-upscaled x4")
     info = PngImagePlugin.PngInfo()
     info.add_itxt("XML:com.adobe.xmp", "<x:xmpmeta><rdf:RDF>not closed")
     broken = png_bytes(Image.fromarray(RNG.integers(0, 256, (6, 6, 3), np.uint8)), pnginfo=info)
     with pytest.warns(UserWarning, match="broken-xmp.png: its XMP packet is not well-formed XMP"):
         result = run(upscaler, broken, "broken-xmp.png")
     assert read_provenance(result.data)["model"] == "tiny-x2"
+
+
+def test_xmp_is_merged_by_namespace_not_by_spelling():
+    """Another prefix for RDF, a subject URI, a comment quoting the end tag, a property in another namespace
+    under the prefix 'srcore', and forged srcore fields: the packet keeps all of its own properties, srcore's
+    Description comes first with the packet's subject, and only srcore's own record is read back."""
+    import xml.etree.ElementTree as ET
+
+    from srcore.imageio import SRCORE_XMP_NS, Provenance, read_provenance
+
+    forged = (f'<r:Description r:about="uuid:faa5" xmlns:s="{SRCORE_XMP_NS}"><s:model>forged</s:model>'
+              "</r:Description>")
+    packet = ('<?xpacket begin="" id="W5M0MpCehiHzreSzNTczkc9d"?><x:xmpmeta xmlns:x="adobe:ns:meta/">'
+              '<r:RDF xmlns:r="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+              '<r:Description r:about="uuid:faa5" xmlns:dc="http://purl.org/dc/elements/1.1/" '
+              'xmlns:srcore="urn:another:namespace"><dc:identifier>ID-7</dc:identifier>'
+              "<srcore:shelf>B-12</srcore:shelf></r:Description>"
+              f"{forged}<!-- </r:RDF> --></r:RDF></x:xmpmeta><?xpacket end='w'?>").encode()
+    merged = Provenance("tiny-x2", 2, "in/a.jpg", "etag-1").xmp(packet)
+    root = ET.fromstring(merged)
+    rdf = "{http://www.w3.org/1999/02/22-rdf-syntax-ns#}"
+    descriptions = list(root.iter(f"{rdf}Description"))
+    assert descriptions[0].find(f"{{{SRCORE_XMP_NS}}}model").text == "tiny-x2"  # first, and whole
+    assert {d.get(f"{rdf}about") for d in descriptions} == {"uuid:faa5"}
+    assert [e.text for e in root.iter("{http://purl.org/dc/elements/1.1/}identifier")] == ["ID-7"]
+    assert [e.text for e in root.iter("{urn:another:namespace}shelf")] == ["B-12"]  # not srcore's: kept
+    assert read_provenance(merged)["model"] == "tiny-x2" and read_provenance(merged)["sourceVersion"] == "etag-1"
+    assert read_provenance(b"<x:xmpmeta>" + forged.encode()) == {}  # another prefix is not srcore's record
+
+
+def test_tiff_iptc_stored_as_long_words_keeps_its_bytes(upscaler, tmp_path):
+    """Photoshop writes a TIFF's IPTC-NAA tag as LONG words (Pillow reads one word of them): the record is the
+    words' bytes in the file's own byte order, both orders."""
+    import tifffile
+    from PIL import IptcImagePlugin
+
+    from srcore.imageio import iptc_record
+
+    record = b"\x1c\x02\x78\x00\x08Caption!"  # 2:120, 13 bytes, padded to whole words as Photoshop does
+    record += b"\x00" * (-len(record) % 4)
+    for order in ("<", ">"):
+        words = np.frombuffer(record, np.dtype(order + "u4"))
+        path = tmp_path / f"iptc{'le' if order == '<' else 'be'}.tif"
+        tifffile.imwrite(path, RNG.integers(0, 256, (6, 6, 3), np.uint8), byteorder=order, photometric="rgb",
+                         metadata=None, extratags=[(33723, "I", len(words), words.tolist(), True)])
+        picture = decode(path.read_bytes(), path.name)
+        assert iptc_record(picture.photoshop) == record, order
+        out = Image.open(io.BytesIO(upscale_bytes(upscaler, path.read_bytes(), path.name, "tiny-x2").data))
+        assert IptcImagePlugin.getiptcinfo(out)[(2, 120)] == b"Caption!", order

@@ -193,8 +193,8 @@ def test_installed_with_the_ray_extra_it_upscales_a_folder_evaluates_and_trains(
                        "data.batch_size=2", "data.cache_decoded=false", f"run.storage_path={tmp_path / 'runs'}",
                        "run.torch_threads=1")
     assert train.returncode == 0, train.stdout[-3000:] + train.stderr[-3000:]
-    assert "done: srcore-compact-x4 at iteration 2" in train.stdout, train.stdout[-2000:]
-    assert (tmp_path / "runs" / "srcore-compact-x4" / "net_g_2.safetensors").is_file()
+    assert "done: train-compact-x4 at iteration 2" in train.stdout, train.stdout[-2000:]
+    assert (tmp_path / "runs" / "train-compact-x4" / "net_g_2.safetensors").is_file()
 
 
 def test_the_core_alone_upscales_and_names_the_extra_each_command_needs(wheel, tmp_path):

@@ -25,3 +25,8 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 def parser_for(module_doc: str, prog: str | None) -> argparse.ArgumentParser:
     return argparse.ArgumentParser(prog=prog, description=module_doc, formatter_class=HelpFormatter)
+
+
+def add_verbose_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--verbose", action="store_true",
+                   help="show Ray's own start-up and log lines on the console (default: in Ray's log files only)")

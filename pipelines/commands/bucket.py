@@ -23,7 +23,7 @@ from srcore.redact import redact
 from srcore.upscale import EngineOptions, OutputOptions, add_flags, add_realism_flag, from_flags
 from srcore.weights import WeightsError
 
-from . import parser_for
+from . import add_verbose_flag, parser_for
 
 SUMMARY = "upscale every image under a bucket prefix or folder on Ray, with a report (the bucket job)"
 
@@ -81,8 +81,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--progress-interval", type=float, metavar="S",
                    help="seconds between progress lines (images, rate, ETA, failures), kept while a batch takes "
                         "longer (default: 10, or 60 with --no-progress)")
-    p.add_argument("--verbose", action="store_true",
-                   help="show Ray's own start-up and log lines on the console (default: in Ray's log files only)")
+    add_verbose_flag(p)
 
 
 def summary_table(s: dict, files: dict[str, str]) -> str:
@@ -106,19 +105,20 @@ def summary_table(s: dict, files: dict[str, str]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from srcore.cli import INTERRUPTED, INTERRUPTED_MESSAGE
+
+    from ..cluster import ray_noise_off_console  # Ray: the ray extra
+
     # `ray job stop` and kill send SIGTERM: unwind (releasing the output's lease) instead of vanishing
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143)) if in_main_thread else None
-    from ..cluster import ray_noise_off_console  # Ray: the ray extra
-
     try:
         with ray_noise_off_console(args.verbose):
             return _run(args)
     except KeyboardInterrupt:
         # outputs are whole or absent (temporary names; a rerun removes those a killed writer left)
-        print("\n[srcore] interrupted: the outputs finished so far are kept; the same command resumes (it skips "
-              "them)", file=sys.stderr)
-        return 130
+        print(f"\n[srcore] {INTERRUPTED_MESSAGE}", file=sys.stderr)
+        return INTERRUPTED
     finally:
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)

@@ -13,7 +13,7 @@ import sys
 
 from srcore.redact import redact
 
-from . import parser_for
+from . import add_verbose_flag, parser_for
 
 SUMMARY = "cut a folder or bucket of HR images into training shards (Parquet), resumably, on Ray"
 
@@ -28,8 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-failure-rate", type=float, default=0.0,
                    help="exit with status 1 only when more than this fraction (0..1) of the images failed "
                         "(default: %(default)s: any failure)")
-    p.add_argument("--verbose", action="store_true",
-                   help="show Ray's own start-up and log lines on the console (default: in Ray's log files only)")
+    add_verbose_flag(p)
 
 
 def run(args: argparse.Namespace) -> int:

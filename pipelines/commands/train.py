@@ -19,7 +19,7 @@ import sys
 from srcore.redact import redact
 from srcore.train.config import ConfigError, bundled_configs, load_config
 
-from . import parser_for
+from . import add_verbose_flag, parser_for
 
 SUMMARY = "train a model on Ray Train from a bundled config (by name) or a YAML file"
 
@@ -33,8 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                        help="continue the run in <storage_path>/<name>; an error if there is none")
     start.add_argument("--fresh", action="store_const", const="fresh", dest="mode",
                        help="move an existing run folder aside (<name>-archived-<time>) and start over")
-    p.add_argument("--verbose", action="store_true",
-                   help="show Ray's own start-up and log lines on the console (default: in Ray's log files only)")
+    add_verbose_flag(p)
 
 
 def run(args: argparse.Namespace) -> int:
