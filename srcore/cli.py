@@ -17,14 +17,17 @@ from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+from PIL import Image
 from tqdm import tqdm
 
 from . import __version__, evaluate_command
 from .archs.registry import DEFAULT_REALISM, DEFAULT_UPSCALE_MODEL, VARIANTS, describe, list_models
-from .atomic import check_writable_folder, unwritable
+from .atomic import atomic_path, check_writable_folder, unwritable
 from .extras import missing_extra_message
-from .imageio import FORMATS, IMAGE_SUFFIXES
+from .imageio import FORMATS, IMAGE_SUFFIXES, decode
 from .inference import tile_progress
+from .invention import INVENTION_THRESHOLD, invention_map
 from .naming import plan_outputs
 from .redact import redact
 from .upscale import (
@@ -82,9 +85,10 @@ def expand_inputs(items: list[str], skip_under: Path | None = None, skip_suffix:
         if not matched:
             raise InputError(what)
         found += matched
-    if skip_under is not None and skip_suffix:
+    if skip_under is not None and skip_suffix:  # (invention maps written beside them too)
         found = [(q, name) for q, name in found
-                 if not (q.stem.endswith(skip_suffix) and skip_under in q.resolve().parents)]
+                 if not ((q.stem.endswith(skip_suffix) or q.name.endswith(INVENTION_SIDECAR))
+                         and skip_under in q.resolve().parents)]
     return found
 
 
@@ -191,6 +195,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     print(f"srcore {__version__}: {len(work)} input(s) -> {args.output} | model {name} x{scale:g} | "
           f"{upscaler.device.type} {upscaler.precision} | {tile}", file=sys.stderr)
     written, failures, skipped, megapixels, start = 0, 0, 0, 0.0, time.perf_counter()
+    shares: list[float] = []  # --invention-map: each output's share of area with invented detail
     with tqdm(work, desc="upscaling", unit="img") as bar:
         for path, target in bar:
             try:
@@ -205,6 +210,10 @@ def cmd_upscale(args: argparse.Namespace) -> int:
                                              progress=lambda d, n: bar.set_postfix(windows=f"{d}/{n}"))
                 written += 1
                 megapixels += w * h / 1e6
+                if args.invention_map:
+                    share = write_invention_map(target, scale)
+                    if share is not None:
+                        shares.append(share)
                 bar.set_postfix(MP=f"{megapixels:.1f}")
             except Exception as exc:  # one bad file must not stop the batch
                 failures += 1
@@ -217,7 +226,29 @@ def cmd_upscale(args: argparse.Namespace) -> int:
           f"{failures} failed; {megapixels:.1f} output MP in {elapsed:.1f} s "
           f"({megapixels / max(elapsed, 1e-9):.2f} MP/s) -> {args.output} (run {run})"
           + (f"; {renamed} output(s) carry a short hash, as their names would have clashed" if renamed else ""))
+    if shares:
+        print(f"invented detail (over {INVENTION_THRESHOLD:g} levels above the inputs' Nyquist limit): "
+              f"{100 * float(np.mean(shares)):.1f}% of the area on average, {100 * max(shares):.1f}% at most "
+              f"({len(shares)} maps, *{INVENTION_SIDECAR})")
     return 1 if failures else 0
+
+
+INVENTION_SIDECAR = ".invention.png"
+INVENTION_MAX_PIXELS = 1 << 26  # the map holds a few float copies of the output: larger ones are left out
+
+
+def write_invention_map(target: Path, scale: float) -> float | None:
+    """Write ``target``'s invention map beside it (``<name>.invention.png``, atomically) and return its share
+    of area with invented detail; None (with a warning) for outputs too large to map in memory."""
+    with Image.open(target) as im:
+        if im.width * im.height > INVENTION_MAX_PIXELS:
+            warnings.warn(f"{target}: {im.width}x{im.height} is too large for --invention-map "
+                          f"(at most {INVENTION_MAX_PIXELS} pixels); no map", stacklevel=2)
+            return None
+    found = invention_map(decode(target.read_bytes(), str(target), None).pixels, scale)
+    with atomic_path(target.with_name(target.stem + INVENTION_SIDECAR)) as tmp:
+        Image.fromarray(found.image()).save(tmp, format="PNG")
+    return found.share
 
 
 UPSCALE_EXIT_CODES = ("exit status: 0 every input upscaled or already done; 1 some inputs failed (each named on "
@@ -325,6 +356,10 @@ def build_parser(commands: dict | None = None) -> argparse.ArgumentParser:
                     "needed to write into an input folder")
     up.add_argument("--overwrite", action="store_true", help="redo outputs that already exist from the same input "
                     "and model (default: skip them, as the bucket job does)")
+    up.add_argument("--invention-map", action="store_true",
+                    help=f"also write <name>{INVENTION_SIDECAR} beside each output: where it holds detail above "
+                         "its input's Nyquist limit, which the model invented (white: 32 levels or more), and "
+                         "summarise the share of the area over the threshold (srcore.invention)")
     add_realism_flag(up)
     add_flags(up, OutputOptions)  # the same flags, defaults and checks as the bucket job's
     add_flags(up, EngineOptions)
