@@ -8,6 +8,7 @@ restores a run by its storage path and name); worker failures restart from the l
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import os
 import signal
@@ -28,6 +29,7 @@ from srcore.train.config import ConfigError, TrainConfig, check_locations, from_
 from srcore.train.loop import SRTrainer
 
 from .cluster import quiet_ray_data
+from .distill import distillation_dataset
 from .progress import eta
 from .storage import filesystem, is_uri, join, read_bytes, write_bytes_atomic
 from .train_data import training_dataset
@@ -106,7 +108,7 @@ def train_loop_per_worker(config: dict) -> None:
                 break
             batches += 1
             maybe_inject_fault(cfg, rank, trainer.iteration)
-            terms = trainer.step(batch["hr"])
+            terms = trainer.step(batch)
             it = trainer.iteration
             if not timing:  # time from the first finished step: excludes start-up and data warm-up
                 start, start_iter, timing = time.perf_counter(), it, True
@@ -150,10 +152,14 @@ def report(trainer: SRTrainer, cfg: TrainConfig, terms: dict, rank: int, writer)
     if rank != 0:
         ray.train.report(metrics)
         return
-    if cfg.data.val and (it % cfg.val_every == 0 or it == cfg.iterations):
-        with tempfile.TemporaryDirectory() as samples:
-            scores = trainer.validate(cfg.data.val, samples=Path(samples))
-            copy_folder(Path(samples), join(cfg.run_dir, "samples", f"{it:07d}"))
+    if (cfg.data.val or cfg.data.teacher) and (it % cfg.val_every == 0 or it == cfg.iterations):
+        scores = {}
+        if cfg.data.val:
+            with tempfile.TemporaryDirectory() as samples:
+                scores = trainer.validate(cfg.data.val, samples=Path(samples))
+                copy_folder(Path(samples), join(cfg.run_dir, "samples", f"{it:07d}"))
+        if cfg.data.teacher:
+            scores.update(validate_holdout(trainer, cfg))
         metrics.update(scores)
         for key, value in scores.items():
             writer.add_scalar(key, value, it)
@@ -166,6 +172,34 @@ def report(trainer: SRTrainer, cfg: TrainConfig, terms: dict, rank: int, writer)
     with tempfile.TemporaryDirectory() as folder:
         trainer.save(Path(folder) / STATE_FILE)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+
+
+HOLDOUT_FILE = "holdout.json"
+
+
+def validate_holdout(trainer: SRTrainer, cfg: TrainConfig) -> dict[str, float]:
+    """Distillation: the EMA generator on the held-out pairs (images never trained on, degraded the same way),
+    recorded per iteration in ``<run_dir>/holdout.json`` with the best iteration so far (highest PSNR against
+    the teacher): the checkpoint to choose, ``net_g_<best>.safetensors``. Evaluation sets never choose."""
+    from .distill import load_pairs, read_pairs_file
+
+    keys = read_pairs_file(cfg)["holdout"]
+    if not keys:
+        return {}
+    if getattr(trainer, "holdout", None) is None:
+        trainer.holdout = load_pairs(cfg.data.teacher.cache, keys)
+    scores = trainer.validate_pairs(*trainer.holdout)
+    fs, root = filesystem(cfg.run_dir)
+    path = f"{root}/{HOLDOUT_FILE}"
+    record = json.loads(read_bytes(fs, path)) if fs.get_file_info(path).type == pafs.FileType.File else {}
+    history = [h for h in record.get("history", []) if h["iteration"] != trainer.iteration]
+    history.append({"iteration": trainer.iteration, **{k.removeprefix("val/holdout/"): round(v, 4)
+                                                      for k, v in scores.items()}})
+    best = max(history, key=lambda h: h["psnr_teacher"])
+    record = {"pairs": len(keys), "history": sorted(history, key=lambda h: h["iteration"]), "best": best,
+              "best_model": f"net_g_{best['iteration']}.safetensors"}
+    write_bytes_atomic(fs, path, json.dumps(record, indent=1).encode())
+    return scores
 
 
 def export(trainer: SRTrainer, cfg: TrainConfig) -> None:
@@ -281,6 +315,6 @@ def run_training(cfg: TrainConfig) -> ray.train.Result:
         run_config=RunConfig(name=cfg.name, storage_path=storage_path, storage_filesystem=storage_fs,
                              checkpoint_config=CheckpointConfig(num_to_keep=cfg.run.keep_checkpoints),
                              failure_config=FailureConfig(max_failures=cfg.run.max_failures)),
-        datasets={"train": training_dataset(cfg)},
+        datasets={"train": distillation_dataset(cfg) if cfg.data.teacher else training_dataset(cfg)},
     )
     return trainer.fit()

@@ -170,3 +170,64 @@ def test_prepare_dataset_is_resumable_and_trains(ray_cluster, tmp_path):
                                        data={"train": [str(out)]}))
     result = run_training(cfg)
     assert result.error is None and result.metrics["iteration"] == 2
+
+
+def test_distillation_labels_each_patch_once_and_resumes_from_its_checkpoint(ray_cluster, tmp_path, capfd):
+    """A teacher (the bundled PSNR model, small enough for a test) labels 6 training and 2 held-out patches; the
+    student trains 2 iterations, then a --resume to 4 continues from the checkpoint at 2 and computes no target
+    again. Another teacher's targets are other keys: none of these is taken for it."""
+    import json
+
+    import numpy as np
+
+    from pipelines.commands.train import main as train_main
+    from pipelines.distill import label_with_teacher, read_pair
+    from srcore.distill import teacher_outputs
+    from srcore.weights import load_model
+
+    cache = tmp_path / "cache"
+    cfg = tiny_config("distill", tmp_path, stage="perceptual", workers=1, iterations=2,
+                      data={"patch_size": 64, "degradation": "realesrgan",
+                            "teacher": {"model": "srcore-compact-x4", "cache": str(cache), "patches": 6,
+                                        "holdout_patches": 2, "holdout_percent": 50, "batch_size": 4,
+                                        "actors": 1}},
+                      loss={"perceptual": 1.0, "perceptual_layers": {"conv1_2": 1.0}}, vgg={"random_init": True})
+    config = write_config(tmp_path / "distill.yaml", cfg)
+    first = run_main(train_main, ["--config", str(config)], ["srcore", "train"])
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "teacher targets: 8 computed, 0 reused from the cache, 0 failed" in first.stderr
+    stored = {p: p.stat().st_mtime_ns for p in cache.glob("*/*.npz")}
+    assert len(stored) == 8 and not list(cache.glob("*/.*"))  # every target, no temporaries
+    run = tmp_path / "runs" / "distill"
+    pairs = json.loads((run / "teacher_pairs.json").read_text())
+    assert len(pairs["train"]) == 6 and len(pairs["holdout"]) == 2
+    lr, target = read_pair(str(cache), pairs["train"][0])
+    assert lr.shape == (16, 16, 3) and target.shape == (64, 64, 3)
+    assert np.array_equal(target, teacher_outputs(load_model("srcore-compact-x4"), lr[None])[0])
+    holdout = json.loads((run / "holdout.json").read_text())
+    assert [h["iteration"] for h in holdout["history"]] == [2] and holdout["best_model"] == "net_g_2.safetensors"
+    assert holdout["history"][0]["psnr_teacher"] > 10
+
+    capfd.readouterr()
+    second = run_main(train_main, ["--config", str(config), "--resume", "iterations=4"], ["srcore", "train"])
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "teacher targets: 0 computed, 8 reused from the cache, 0 failed" in second.stderr
+    assert {p: p.stat().st_mtime_ns for p in cache.glob("*/*.npz")} == stored  # nothing computed or rewritten
+    state = rank_dumps(ray_cluster, "distill", 1)[0]
+    assert state["iteration"] == 4 and state["segments"] == [0, 2]  # resumed at the checkpoint's iteration
+    holdout = json.loads((run / "holdout.json").read_text())
+    assert [h["iteration"] for h in holdout["history"]] == [2, 4]
+    assert "done: distill at iteration 4" in second.stdout
+
+    teacher = {**cfg["data"]["teacher"], "model": "srcore-compact-x4-gan"}
+    other = load_config(base={**cfg, "name": "distill-other", "data": {**cfg["data"], "teacher": teacher}})
+    lines: list[str] = []
+    again = label_with_teacher(prepare_run_quietly(other), print_fn=lines.append)
+    assert again["computed"] == 8 and again["reused"] == 0, lines
+    assert len(list(cache.glob("*/*.npz"))) == 16
+
+
+def prepare_run_quietly(cfg):
+    from pipelines.train import prepare_run
+
+    return prepare_run(cfg, "auto")[0]

@@ -62,6 +62,10 @@ def run(args: argparse.Namespace) -> int:
     worker_cpus = cfg.run.resources_per_worker.get("CPU", 1)
     with ray_noise_off_console(args.verbose):
         connect_or_start(min_cpus=cfg.run.num_workers * worker_cpus + 1)  # + 1: the Ray Data tasks
+        if cfg.data.teacher:
+            from ..distill import label_with_teacher
+
+            label_with_teacher(cfg, print_fn=lambda line: print(line, file=sys.stderr, flush=True))
         result = run_training(cfg)
     if result.error:
         message = redact(result.error)

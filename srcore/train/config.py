@@ -23,6 +23,39 @@ class ConfigError(ValueError):
     """A configuration file or override that cannot be used; the message names the key."""
 
 
+STAGES = ("psnr", "perceptual", "gan")
+
+
+@dataclass
+class TeacherConfig:
+    """Distillation (``data.teacher``): the targets are a teacher model's outputs on LR patches made by the
+    second-order degradation (``data.degradations``) from ``data.train``, not the HR patches.
+
+    model: the teacher, a registered name or a weights file (e.g. Real-ESRGAN x4plus).
+    cache: folder or bucket prefix of the teacher's targets, keyed by patch and teacher; runs share it, and a
+        rerun computes only what is missing.
+    patches: training pairs; holdout_patches: pairs from the held-out images, scored at each validation to choose
+        the checkpoint; holdout_percent: the share of ``data.train``'s images held out (by a digest of the name).
+    actors: teacher processes on Ray; batch_size: patches per teacher call; use_gpu: a GPU per actor.
+    """
+
+    model: str
+    cache: str = "runs/teacher-cache"
+    patches: int = 1024
+    holdout_patches: int = 64
+    holdout_percent: float = 5.0
+    actors: int = 1
+    batch_size: int = 16
+    use_gpu: bool = False
+
+    def __post_init__(self):
+        _positive(self, "data.teacher", "patches", "actors", "batch_size")
+        if not isinstance(self.holdout_patches, int) or self.holdout_patches < 0:
+            raise ConfigError(f"data.teacher.holdout_patches must be an integer >= 0, got {self.holdout_patches!r}")
+        if not 0 <= self.holdout_percent < 100:
+            raise ConfigError(f"data.teacher.holdout_percent must be in [0, 100), got {self.holdout_percent!r}")
+
+
 @dataclass
 class DataConfig:
     """Where HR images come from and how training batches are made.
@@ -41,6 +74,7 @@ class DataConfig:
     usm_sharpen: train against USM-sharpened targets (Real-ESRGAN does for its GAN stage).
     cache_decoded: decode every image once and keep the pixels in Ray's object store, so each pass only
         crops (for sets that fit in memory, like T91 + BSD200; off for DIV2K-scale data).
+    teacher: distillation (:class:`TeacherConfig`): a teacher's outputs are the targets.
     """
 
     train: list[str] = field(default_factory=list)
@@ -54,6 +88,7 @@ class DataConfig:
     pair_pool: int = 0
     usm_sharpen: bool = False
     cache_decoded: bool = False
+    teacher: TeacherConfig | None = None
 
     def __post_init__(self):
         if not self.train:
@@ -65,6 +100,13 @@ class DataConfig:
         if not isinstance(self.pair_pool, int) or self.pair_pool < 0 or self.pair_pool % self.batch_size:
             raise ConfigError(f"data.pair_pool ({self.pair_pool}) must be 0 or a multiple of data.batch_size "
                               f"({self.batch_size})")
+        if self.teacher is not None:
+            if self.degradation != "realesrgan":
+                raise ConfigError("data.teacher: distillation degrades with data.degradations; set "
+                                  "data.degradation: realesrgan")
+            if self.usm_sharpen or self.pair_pool:
+                raise ConfigError("data.teacher: the teacher's outputs are the targets; data.usm_sharpen and "
+                                  "data.pair_pool do not apply (set them off)")
 
 
 @dataclass
@@ -142,11 +184,11 @@ class FaultInjection:
 
 @dataclass
 class TrainConfig:
-    """One training run. ``stage``: ``psnr`` (the pixel term of ``loss`` only) or ``gan`` (weighted pixel +
-    perceptual + adversarial, with a discriminator)."""
+    """One training run. ``stage``: ``psnr`` (the pixel term of ``loss`` only), ``perceptual`` (weighted pixel +
+    perceptual, no discriminator) or ``gan`` (weighted pixel + perceptual + adversarial, with a discriminator)."""
 
     name: str
-    stage: Literal["psnr", "gan"] = "psnr"
+    stage: Literal["psnr", "perceptual", "gan"] = "psnr"
     iterations: int = 1000
     seed: int = 0
     data: DataConfig = field(default_factory=lambda: DataConfig(train=["."]))
@@ -167,7 +209,7 @@ class TrainConfig:
     fault: FaultInjection = field(default_factory=FaultInjection)
 
     def __post_init__(self):
-        _choice("stage", self.stage, ("psnr", "gan"))
+        _choice("stage", self.stage, STAGES)
         _positive(self, "", "iterations", "checkpoint_every", "val_every", "log_every")
         if not isinstance(self.d_warmup, int) or not 0 <= self.d_warmup < self.iterations:
             raise ConfigError(f"d_warmup must be an integer in [0, iterations), got {self.d_warmup!r}")
@@ -212,10 +254,12 @@ class TrainConfig:
         log_dir = fix(self.log_dir, path=True) or (f"{run_dir}/logs" if "://" not in run_dir
                                                      else str(root / "runs" / self.name / "logs"))
 
+        teacher = self.data.teacher and dataclasses.replace(
+            self.data.teacher, model=fix(self.data.teacher.model), cache=fix(self.data.teacher.cache, path=True))
         return dataclasses.replace(
             self,
             data=dataclasses.replace(self.data, train=[fix(p) for p in self.data.train],
-                                     val=[fix(p) for p in self.data.val]),
+                                     val=[fix(p) for p in self.data.val], teacher=teacher),
             generator=dataclasses.replace(self.generator, pretrained=fix(self.generator.pretrained)),
             vgg=dataclasses.replace(self.vgg, weights=fix(self.vgg.weights)),
             log_dir=log_dir, export=export,
@@ -241,10 +285,12 @@ def check_locations(cfg: TrainConfig) -> None:
             if "://" not in value and not Path(value).exists():
                 raise ConfigError(f"{key}: {value} does not exist (paths may use ${{SRCORE_SHARED}}, default "
                                   "../shared)")
-    pretrained = cfg.generator.pretrained
-    if pretrained and Path(pretrained).is_absolute() and not Path(pretrained).exists():
-        raise ConfigError(f"generator.pretrained: {pretrained} does not exist")
-    for key, value in (("export", cfg.export), ("run.storage_path", cfg.run.storage_path), ("log_dir", cfg.log_dir)):
+    for key, model in (("generator.pretrained", cfg.generator.pretrained),
+                       ("data.teacher.model", cfg.data.teacher and cfg.data.teacher.model)):
+        if model and Path(model).is_absolute() and not Path(model).exists():
+            raise ConfigError(f"{key}: {model} does not exist")
+    for key, value in (("export", cfg.export), ("run.storage_path", cfg.run.storage_path), ("log_dir", cfg.log_dir),
+                       ("data.teacher.cache", cfg.data.teacher and cfg.data.teacher.cache)):
         if value and "://" not in value and Path(value).resolve().is_relative_to(PACKAGE_DIR):
             raise ConfigError(f"{key}: {value} is inside the installed srcore package ({PACKAGE_DIR}); training "
                               "never writes there. Bundling a model is a deliberate copy of the run's export")

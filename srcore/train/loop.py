@@ -77,6 +77,7 @@ class SRTrainer:
             self.opt_d = torch.optim.Adam(self.d_module.parameters(), lr=o.lr_d, betas=o.betas,
                                           weight_decay=o.weight_decay)
             self.sched_d = make_scheduler(self.opt_d, cfg)
+        if cfg.stage in ("gan", "perceptual"):
             perceptual = None
             if cfg.loss.perceptual:
                 perceptual = PerceptualLoss(cfg.loss.perceptual_layers, weights_path=cfg.vgg.weights,
@@ -91,9 +92,12 @@ class SRTrainer:
 
     # ----------------------------------------------------------------- data
 
-    def make_pair(self, hr_patches: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """(N, P, P, 3) uint8 HR patches -> (LR, target) float tensors on the device; LR made here, on the device."""
-        hr = torch.from_numpy(np.ascontiguousarray(hr_patches)).to(self.device).permute(0, 3, 1, 2).float() / 255
+    def make_pair(self, batch: np.ndarray | dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, P, P, 3) uint8 HR patches -> (LR, target) float tensors on the device; LR made here, on the device.
+        A distillation batch, ``{"lr": (N, p, p, 3), "target": (N, P, P, 3)}`` uint8, is taken as it is."""
+        if isinstance(batch, dict) and "lr" in batch:
+            return _tensor(batch["lr"], self.device), _tensor(batch["target"], self.device)
+        hr = _tensor(batch["hr"] if isinstance(batch, dict) else batch, self.device)
         scale = self.cfg.data.scale
         if self.cfg.data.degradation == "realesrgan":
             seed = (self.cfg.seed * 1_000_003 + self.iteration) * self.world_size + self.rank
@@ -107,18 +111,23 @@ class SRTrainer:
 
     # ----------------------------------------------------------------- the step
 
-    def step(self, hr_patches: np.ndarray) -> dict[str, torch.Tensor]:
-        """One iteration on a batch of HR patches. Returns detached loss terms (no device sync here)."""
-        lr, hr = self.make_pair(hr_patches)
+    def step(self, batch: np.ndarray | dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+        """One iteration on a batch of HR patches (or distillation pairs, see :meth:`make_pair`). Returns detached
+        loss terms (no device sync here)."""
+        lr, hr = self.make_pair(batch)
         self.g.train()
         warming_up = self.gan and self.iteration < self.cfg.d_warmup  # G is not updated: no graph for it
         with torch.autocast(**self.autocast), torch.set_grad_enabled(not warming_up):
             sr = self.g(lr)
         sr = sr.float()
-        if not self.gan:
+        if self.cfg.stage == "psnr":
             loss = pixel_loss(sr, hr, self.cfg.loss.pixel_criterion)
             terms = {"loss/pixel": loss.detach()}
             self._update(self.opt_g, loss, self.g_module)
+        elif self.cfg.stage == "perceptual":
+            total, g_terms = self.g_loss(sr, hr)
+            self._update(self.opt_g, total, self.g_module)
+            terms = {**{f"loss/{k}": v for k, v in g_terms.items()}, "loss/g_total": total.detach()}
         else:
             terms = self._gan_step(sr, hr)
         if not warming_up:
@@ -224,6 +233,22 @@ class SRTrainer:
                 metrics[f"val/{name}/{key}"] = result.mean(key)
         return metrics
 
+    @torch.inference_mode()
+    def validate_pairs(self, lr: np.ndarray, target: np.ndarray, batch: int = 16) -> dict[str, float]:
+        """The EMA generator on held-out distillation pairs ((N, p, p, 3) LR, (N, P, P, 3) teacher outputs,
+        uint8): PSNR against the teacher's outputs (8-bit RGB, the pairs pooled) and the mean L1, in levels."""
+        model = self.ema_model.eval()
+        squared, absolute, count = 0.0, 0.0, 0
+        for i in range(0, len(lr), batch):
+            sr = (model(_tensor(lr[i:i + batch], self.device)).float().clamp(0, 1) * 255).round()
+            diff = sr - _tensor(target[i:i + batch], self.device) * 255
+            squared += float(diff.square().sum())
+            absolute += float(diff.abs().sum())
+            count += diff.numel()
+        mse = squared / max(count, 1)
+        psnr = 10 * np.log10(255 ** 2 / mse) if mse > 0 else float("inf")
+        return {"val/holdout/psnr_teacher": psnr, "val/holdout/l1": absolute / max(count, 1)}
+
     def export(self, path: str | Path, name: str | None = None) -> Path:
         """The EMA generator as safetensors with its descriptor (``srcore.load_model`` reads it)."""
         model = create_model(self.cfg.generator.name, **self.cfg.generator.kwargs)
@@ -244,6 +269,11 @@ def saving(upscale, names, folder: Path, prefix: str):
         return sr
 
     return run
+
+
+def _tensor(pixels: np.ndarray, device: torch.device) -> torch.Tensor:
+    """(N, H, W, 3) uint8 -> (N, 3, H, W) float in [0, 1] on ``device``."""
+    return torch.from_numpy(np.ascontiguousarray(pixels)).to(device).permute(0, 3, 1, 2).float() / 255
 
 
 def _tuplify(value):
