@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 from srcore.imageio import decode
 from srcore.redact import redact
 
-from .report_html import HISTOGRAMS, TABLE_COLUMNS, render_html
+from .report_html import HISTOGRAMS, INVENTED, TABLE_COLUMNS, render_html
 from .storage import Store, filesystem, join, read_bytes, retries_in_process
 from .upscale.quality import preview_pair
 from .upscale.rows import REPORT_SCHEMA, conform
@@ -105,13 +105,16 @@ class ReportWriter:
         if not ok.num_rows:
             return
         number = {c: ok.column(c).to_numpy(zero_copy_only=False).astype(np.float64)
-                  for c in ("input_width", "input_height", "output_width", "output_height", "upscale_s", "lr_psnr")}
+                  for c in ("input_width", "input_height", "output_width", "output_height", "upscale_s", "lr_psnr",
+                            "invented_share")}
         in_mp = number["input_width"] * number["input_height"] / 1e6
         out_mp = number["output_width"] * number["output_height"] / 1e6
         self.in_mp += float(np.nansum(in_mp))
         self.out_mp += float(np.nansum(out_mp))
         with np.errstate(divide="ignore", invalid="ignore"):
-            values = {"LR-consistency PSNR (dB)": number["lr_psnr"], "input megapixels": in_mp,
+            values = {"LR-consistency PSNR (dB)": number["lr_psnr"],
+                      INVENTED: 100 * number["invented_share"],
+                      "input megapixels": in_mp,
                       "upscale seconds per output megapixel": number["upscale_s"] / out_mp}
         for title, v in values.items():
             self.histograms[title].append(v[np.isfinite(v)].astype(np.float32))
@@ -134,6 +137,7 @@ class ReportWriter:
             return
         for r in rows.slice(0, room).to_pylist():
             values = {"input": r["input"], "status": r["status"], "lr_psnr": r["lr_psnr"],
+                      "invented_share": r["invented_share"],
                       "input_size": _size(r["input_width"], r["input_height"]),
                       "output_size": _size(r["output_width"], r["output_height"]), "upscale_s": r["upscale_s"],
                       "device": r["device"], "error": (r["error"] or "")[:300] or None}
@@ -193,17 +197,19 @@ class ReportWriter:
         made = []
         for (lr_psnr, src, dst), why in chosen:
             try:
-                before, after = preview_pair(read_picture(src), read_picture(dst), size=PREVIEW_INPUT_PIXELS)
+                before, after, invented = preview_pair(read_picture(src), read_picture(dst),
+                                                       size=PREVIEW_INPUT_PIXELS)
             except Exception:  # a preview is a courtesy: a vanished or huge file must not fail the report
                 continue
             made.append({"input": src, "lr_psnr": None if lr_psnr == np.inf else lr_psnr, "why": why,
-                         "before": before, "after": after})
+                         "before": before, "after": after, "invented": invented})
         return made
 
     def summary(self, job, listed: int, wall_s: float) -> dict:
         """Counts, megapixels, throughput and failure rate of the run (``job``: the UpscaleJob)."""
         counts, total = self.counts, sum(self.counts.values())
         psnr = np.concatenate(self.histograms["LR-consistency PSNR (dB)"] or [np.empty(0)])
+        invented = np.concatenate(self.histograms[INVENTED] or [np.empty(0)])
         return {
             "run": job.run_id, "input": job.input, "output": job.output, "report": job.report_location,
             "model": self.model, "scale": self.scale if total else job.output_options.outscale,
@@ -215,6 +221,8 @@ class ReportWriter:
             "input_megapixels_per_s": round(self.in_mp / wall_s, 3) if wall_s else None,
             "output_megapixels_per_s": round(self.out_mp / wall_s, 3) if wall_s else None,
             "lr_psnr_median": round(float(np.median(psnr)), 2) if len(psnr) else None,
+            # the share of the output's area with detail its input cannot attest (srcore.invention)
+            "invented_share_median": round(float(np.median(invented)) / 100, 4) if len(invented) else None,
             "stage_seconds": {s: round(v, 2) for s, v in self.stages.items()},
             # S3 answers retried (5xx, throttling, dropped connections): the inputs' and the driver's own
             "store_retries": self.store_retries + retries_in_process() - self.driver_retries_at_start,

@@ -17,8 +17,10 @@ import json
 import numpy as np
 
 esc = html.escape
-HISTOGRAMS = ("LR-consistency PSNR (dB)", "input megapixels", "upscale seconds per output megapixel")
-TABLE_COLUMNS = ("input", "status", "lr_psnr", "input_size", "output_size", "upscale_s", "device", "error")
+INVENTED = "invented detail (% of the output's area)"
+HISTOGRAMS = ("LR-consistency PSNR (dB)", INVENTED, "input megapixels", "upscale seconds per output megapixel")
+TABLE_COLUMNS = ("input", "status", "lr_psnr", "invented_share", "input_size", "output_size", "upscale_s", "device",
+                 "error")
 
 _STYLE = """
 body{font:14px system-ui,sans-serif;margin:2em auto;color:#222;max-width:1200px;padding:0 1em}
@@ -35,6 +37,8 @@ th{background:#f3f3f3}td.n{text-align:right;font-variant-numeric:tabular-nums}
 .slider img{display:block;width:384px;max-width:none;image-rendering:pixelated}
 .checker{background:repeating-conic-gradient(#ccc 0 25%,#fff 0 50%) 0 0/16px 16px}
 .slider .after{position:absolute;top:0;left:0;overflow:hidden;height:100%;border-right:2px solid #e33}
+.slider .after img.invented{position:absolute;top:0;left:0;background:none}
+.pair label{font-size:12px;display:block}
 .pair input{width:384px;display:block}.pair figcaption{font-size:12px;max-width:384px;word-break:break-all}
 #zoom{display:none;position:fixed;inset:0;background:rgba(0,0,0,.85);overflow:auto;z-index:9;cursor:zoom-out;
 padding:1em}
@@ -48,16 +52,22 @@ _SCRIPT = r"""
 (function(){
   // before/after sliders: the range input sets how much of the 'after' image shows
   document.querySelectorAll('.pair').forEach(function(pair){
-    var range = pair.querySelector('input'), after = pair.querySelector('.after');
+    var range = pair.querySelector('input[type=range]'), after = pair.querySelector('.after');
     var set = function(){ after.style.width = range.value + '%'; };
     range.addEventListener('input', set); set();
+    var toggle = pair.querySelector('.show-invented');
+    if (toggle) {
+      var layer = pair.querySelector('.invented');
+      var show = function(){ layer.style.display = toggle.checked ? 'block' : 'none'; };
+      toggle.addEventListener('change', show); show();
+    }
     pair.querySelector('.slider').addEventListener('click', function(){
       var zoom = document.getElementById('zoom');
       // the name is the archive's: text, never markup
       var caption = document.createElement('p');
       caption.textContent = pair.dataset.name + ' (click to close): input, nearest-neighbour enlarged; output';
       zoom.replaceChildren(caption);
-      pair.querySelectorAll('img').forEach(function(img){
+      pair.querySelectorAll('img:not(.invented)').forEach(function(img){
         var big = new Image(); big.src = img.src; big.className = 'checker'; zoom.appendChild(big);
       });
       zoom.style.display = 'block';
@@ -68,6 +78,7 @@ _SCRIPT = r"""
   // the per-image table: columns of the embedded JSON, filtered, sorted and paginated here
   var data = JSON.parse(document.getElementById('rows-data').textContent);
   var cols = data.columns, n = data.values[0] ? data.values[0].length : 0, page = 0, per = 50;
+  var errorColumn = cols.indexOf('error');
   var order = [], key = null, desc = false;
   var body = document.querySelector('#rows tbody'), info = document.getElementById('rows-info');
   var filterBox = document.getElementById('rows-filter'), statusBox = document.getElementById('rows-status');
@@ -77,7 +88,8 @@ _SCRIPT = r"""
     order = [];
     for (var i = 0; i < n; i++) {
       if (status && data.values[1][i] !== status) continue;
-      if (text && (String(cell(0, i)) + ' ' + String(cell(7, i))).toLowerCase().indexOf(text) < 0) continue;
+      if (text && (String(cell(0, i)) + ' ' + String(cell(errorColumn, i))).toLowerCase().indexOf(text) < 0)
+        continue;
       order.push(i);
     }
     if (key !== null) {
@@ -228,10 +240,18 @@ def render_html(summary: dict, failure_causes: list[dict], histograms: dict[str,
             before = base64.b64encode(p["before"]).decode()
             after = base64.b64encode(p["after"]).decode()
             psnr = f", LR-consistency {p['lr_psnr']:.1f} dB" if p.get("lr_psnr") is not None else ""
+            invented, toggle = "", ""
+            if p.get("invented"):
+                layer = base64.b64encode(p["invented"]).decode()
+                invented = (f"<img class='invented' alt='invented detail' "
+                            f"src='data:image/png;base64,{layer}'>")
+                toggle = ("<label><input type='checkbox' class='show-invented'> show invented detail (red: what "
+                          "the input cannot attest)</label>")
             parts.append(f"<figure class='pair' data-name='{esc(p['input'])}'><div class='slider'>"
                          f"<img class='checker' alt='input' src='data:image/png;base64,{before}'>"
                          f"<div class='after'><img class='checker' alt='output' src='data:image/png;base64,{after}'>"
-                         f"</div></div><input type='range' min='0' max='100' value='50' aria-label='before/after'>"
+                         f"{invented}</div></div>"
+                         f"<input type='range' min='0' max='100' value='50' aria-label='before/after'>{toggle}"
                          f"<figcaption>{esc(p['input'])} ({esc(p['why'])}{esc(psnr)})</figcaption></figure>")
 
     parts.append("<h2>Every image</h2>")

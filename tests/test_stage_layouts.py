@@ -108,6 +108,6 @@ def test_the_split_layouts_stages_write_what_the_fused_actor_writes(tmp_path):
     for key in outputs["fused rows"]:
         fused, split = outputs["fused rows"][key], outputs["split rows"][key]
         for column in ("status", "input_width", "input_height", "input_mode", "output_width", "output_height",
-                       "output_mode", "output_bytes", "lr_psnr"):
+                       "output_mode", "output_bytes", "lr_psnr", "invented_share"):
             assert fused[column] == split[column], (key, column)
     assert json.dumps(outputs["split rows"]["jpeg/rotated.jpg"]["input_format"]) == '"JPEG"'

@@ -79,9 +79,11 @@ def test_bucket_job_upscales_good_images_and_reports_bad_ones(s3):
     assert all(r["model"] == "srcore-compact-x4-gan@realism=0.5" and r["scale"] == 4 and r["device"].startswith("cpu")
                for r in ok)
     assert all(r["lr_psnr"] > 25 and r["upscale_s"] > 0 and r["write_s"] > 0 and r["node"] for r in ok)
+    assert all(0 <= r["invented_share"] <= 1 for r in ok)  # the invention map's figure, every output
     assert {r["input_mode"] for r in ok} == {"RGB", "RGBA", "L", "RGB;16", "L;16"}
     html = get_object("archive", summary["report"].removeprefix("s3://archive/") + "/report.html").decode()
     assert "Failures (4)" in html and "bad/bomb.png" in html and "data:image/png;base64" in html
+    assert "<img class='invented'" in html and "show invented detail" in html  # the map over the previews
     stored_summary = json.loads(get_object("archive", summary["report"].removeprefix("s3://archive/")
                                            + "/summary.json"))
     assert stored_summary["ok"] == 20

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import os
 import posixpath
@@ -171,7 +173,7 @@ def test_the_report_streams_into_parts_and_its_page_has_summary_failures_histogr
         Image.fromarray(lr).save(files / f"{i}.png")
         Image.fromarray(np.repeat(np.repeat(lr, 4, 0), 4, 1)).save(files / f"{i}_out.png")
         rows.append({"input": str(files / f"{i}.png"), "output": str(files / f"{i}_out.png"), **ok,
-                     "lr_psnr": 30.0 + i})
+                     "lr_psnr": 30.0 + i, "invented_share": 0.1 * i})
     rows.insert(1, {"input": "s3://b/<bad>.png", "status": "failed", "error": "s3://b/<bad>.png: empty file (0 bytes)"})
     rows.append({"input": "s3://b/done.png", "status": "skipped", "model": "m", "scale": 4.0})
     writer = ReportWriter(str(tmp_path / "report"), previews=2)
@@ -192,9 +194,17 @@ def test_the_report_streams_into_parts_and_its_page_has_summary_failures_histogr
     html = (tmp_path / "report" / "report.html").read_text()
     assert json.loads((tmp_path / "report" / "summary.json").read_text()) == summary
     assert "Failures (1)" in html and "empty file (N bytes)" in html and "s3://b/&lt;bad&gt;.png" in html
-    assert html.count("<svg") == 3 and "n = 5" in html and ">images</text>" in html  # histograms with axes
+    assert summary["invented_share_median"] == pytest.approx(0.2)
+    assert html.count("<svg") == 4 and "n = 5" in html and ">images</text>" in html  # histograms with axes
+    assert "invented detail (% of the output&#x27;s area)" in html
     # previews chosen after the run: the lowest LR-consistency (30 dB, 0.png) and one random output
     assert html.count("class='pair'") == 2 and "lowest LR-consistency" in html and "0.png" in html
+    # each output crop's invention map, a layer over the output, off until its box is ticked (nearest-enlarged
+    # noise: a sharp grid the input cannot attest, so the layer is far from empty)
+    assert html.count("<img class='invented'") == 2 and html.count("class='show-invented'") == 2
+    layer = re.search(r"<img class='invented' alt='invented detail' src='data:image/png;base64,([^']+)'", html)
+    overlay = np.asarray(Image.open(io.BytesIO(base64.b64decode(layer.group(1)))))
+    assert overlay.shape[2] == 4 and overlay[..., 3].mean() > 50
     assert "71.4%" in html  # 5 of 7 upscaled, in words a person reads
     assert histogram_svg([None, float("nan")]) == "<p>no data</p>"
 

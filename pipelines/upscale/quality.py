@@ -1,15 +1,17 @@
-"""The report's before/after crops of one output (its LR-consistency is ``srcore.metrics.lr_consistency``)."""
+"""The report's before/after crops of one output and its invention map (its LR-consistency is
+``srcore.metrics.lr_consistency``)."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from srcore.imageio import to_8bit
+from srcore.invention import invention_map
 
 
-def preview_pair(lr: np.ndarray, sr: np.ndarray, size: int = 48) -> tuple[bytes, bytes]:
-    """PNG crops for the report: the input's busiest size x size region (nearest-upscaled) and the output's;
-    alpha is kept."""
+def preview_pair(lr: np.ndarray, sr: np.ndarray, size: int = 48) -> tuple[bytes, bytes, bytes | None]:
+    """PNG crops for the report: the input's busiest size x size region (nearest-upscaled), the output's (alpha
+    kept), and the output crop's invention map as a red RGBA layer (None when the output is not larger)."""
     from PIL import Image
 
     lr8, sr8 = to_8bit(lr), to_8bit(sr)
@@ -27,7 +29,8 @@ def preview_pair(lr: np.ndarray, sr: np.ndarray, size: int = 48) -> tuple[bytes,
     after = sr8[round(y0 * s_y) : round((y0 + size) * s_y), round(x0 * s_x) : round((x0 + size) * s_x)]
     show = (after.shape[1], after.shape[0])
     before_png = _png(Image.fromarray(_displayable(before)).resize(show, Image.NEAREST))
-    return before_png, _png(Image.fromarray(_displayable(after)))
+    overlay = _png(Image.fromarray(invention_map(after, s_y).overlay())) if min(s_y, s_x) > 1 else None
+    return before_png, _png(Image.fromarray(_displayable(after))), overlay
 
 
 def _displayable(a: np.ndarray) -> np.ndarray:

@@ -31,6 +31,7 @@ import pyarrow as pa
 from srcore.geo import gdal_env, open_raster
 from srcore.gpu_codecs import can_encode
 from srcore.imageio import ImageDecodeError, Picture, Provenance, decode
+from srcore.invention import invention_share
 from srcore.metrics import lr_consistency, lr_consistency_many
 from srcore.upscale import (
     encode_jpegs_on_device,
@@ -290,8 +291,9 @@ class UpscaleWriter:
                 scores = lr_consistency_many([picture.pixels for _, picture, _ in outputs], stacked,
                                              outputs[0][0]["scale"])
                 seconds = (time.perf_counter() - t0) / len(outputs)
-                for (r, _, _), value in zip(outputs, scores, strict=True):
+                for (r, _, _), value, sr in zip(outputs, scores, stacked, strict=True):
                     r.update(lr_psnr=value, check_s=seconds)
+                    score_invention(r, sr)
                 scored = True
             except Exception:  # (a full GPU): each is scored alone, and a figure that fails stays empty
                 on_device = [None] * len(outputs)
@@ -437,7 +439,18 @@ def score(row: dict, lr: np.ndarray, sr, device=None) -> None:
         row["lr_psnr"] = lr_consistency(lr, sr, row["scale"], device=device)
     except Exception:
         pass
+    score_invention(row, sr)
     row["check_s"] = time.perf_counter() - t0
+
+
+def score_invention(row: dict, sr) -> None:
+    """The share of the output's area with invented detail (:func:`srcore.invention.invention_share`) into the
+    row, where the output is (a GPU worker's stay there); empty when it cannot be computed."""
+    try:
+        if row["scale"] > 1:
+            row["invented_share"] = invention_share(sr, row["scale"])
+    except Exception:
+        pass
 
 
 def torch_oom() -> type[Exception]:
