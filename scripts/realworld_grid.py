@@ -1,6 +1,7 @@
 """A grid of RealWorld crops a person can judge: each row one real low-quality input, each column one way of
-upscaling it x4 (input nearest-upscaled, bicubic, the PSNR model, the GAN model at realism 0.5 and 1,
-RealESRGAN_x4plus).
+upscaling it x4 (input nearest-upscaled, bicubic, the PSNR model, the GAN model at realism 0.5 and 1, the
+student distilled from x4plus, RealESRGAN_x4plus), and last the student's invention map (srcore.invention: white
+where its output holds detail the input cannot attest, 32 levels or more).
 
     python scripts/realworld_grid.py --out docs/realworld-grid.png
 
@@ -19,6 +20,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from srcore.evaluation import model_upscaler, read_hr
+from srcore.invention import invention_map
 from srcore.resize import imresize_np
 from srcore.weights import load_model, load_upscaling_model
 
@@ -51,8 +53,13 @@ def columns(shared: Path) -> list[tuple[str, object]]:
         ("srcore-compact-x4 (PSNR)", engine(load_model("srcore-compact-x4"))),
         ("GAN, realism 0.5", engine(load_upscaling_model("srcore-compact-x4-gan", 0.5)[0])),
         ("GAN, realism 1", engine(load_model("srcore-compact-x4-gan"))),
+        ("srcore-distill-x4 (student)", engine(load_model("srcore-distill-x4"))),
         ("RealESRGAN_x4plus", engine(load_model(shared / "weights" / "RealESRGAN_x4plus.pth"))),
+        (INVENTED, None),  # the student's output's map, drawn from its column
     ]
+
+
+INVENTED = "student: invention map"
 
 
 def main() -> None:
@@ -72,8 +79,13 @@ def main() -> None:
         y, x = busiest_window(image, CROP)
         y0, x0 = max(0, y - MARGIN), max(0, x - MARGIN)
         window = image[y0:y + CROP + MARGIN, x0:x + CROP + MARGIN]
-        for c, (_, upscale) in enumerate(cols):
-            out = upscale(window)
+        student = None
+        for c, (label, upscale) in enumerate(cols):
+            if label == INVENTED:
+                out = np.repeat(invention_map(student, 4).image()[..., None], 3, axis=2)
+            else:
+                out = upscale(window)
+                student = out if label.startswith("srcore-distill-x4") else student
             crop = out[4 * (y - y0):4 * (y - y0 + CROP), 4 * (x - x0):4 * (x - x0 + CROP)]
             grid.paste(Image.fromarray(crop), (c * (tile + gap), label_h + r * (tile + gap)))
         print(f"{name}: crop at ({x}, {y}), {CROP}x{CROP} LR", flush=True)
