@@ -76,7 +76,8 @@ def test_srcore_help_lists_every_command_in_one_line_each():
 
 def test_bundled_configs_load_by_name_as_by_path(tmp_path, monkeypatch):
     names = bundled_configs()
-    assert {"default-model", "srcore-compact-x4-gan", "realesrgan-gan", "rrdbnet-psnr-df2k"} <= set(names)
+    assert {"default-model", "srcore-compact-x4-gan", "realesrgan-gan", "rrdbnet-psnr-df2k",
+            "distill-x4plus"} <= set(names)
     monkeypatch.setenv("SRCORE_SHARED", str(tmp_path))  # the configs' data paths need not exist to load
     by_name = load_config("default-model")
     assert by_name == load_config("default-model.yaml") == load_config(ROOT / "configs" / "default-model.yaml")

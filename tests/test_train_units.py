@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,8 @@ def tiny_config(stage: str = "psnr", **extra) -> dict:
         cfg.update(loss={"perceptual": 1.0, "adversarial": 0.1, "relativistic": True},
                    vgg={"random_init": True},
                    discriminator={"name": "unet-discriminator-sn", "kwargs": {"num_feat": 8}})
+    if stage == "perceptual":
+        cfg.update(loss={"perceptual": 1.0, "perceptual_layers": {"conv1_2": 1.0}}, vgg={"random_init": True})
     cfg.update(extra)
     return cfg
 
@@ -42,9 +45,18 @@ def test_config_errors_name_the_key(tmp_path):
         ({"name": "x", "data": {"train": []}}, "data.train"),
         ({"name": "x", "data": {"train": ["a"]}, "stage": "warm"}, "stage must be one of"),
         ({"data": {"train": ["a"]}}, "missing key 'name'"),
+        ({"name": "x", "data": {"train": ["a"], "teacher": {"model": "m"}}},
+         "data.teacher: distillation degrades with data.degradations"),
+        ({"name": "x", "data": {"train": ["a"], "degradation": "realesrgan", "teacher": {"model": "m", "patches": 0}}},
+         "data.teacher.patches must be a positive number"),
+        ({"name": "x", "data": {"train": ["a"], "degradation": "realesrgan",
+                                "teacher": {"model": "m", "holdout_percent": 100}}},
+         "data.teacher.holdout_percent must be in [0, 100)"),
+        ({"name": "x", "data": {"train": ["a"], "degradation": "realesrgan", "usm_sharpen": True,
+                                "teacher": {"model": "m"}}}, "data.usm_sharpen and data.pair_pool do not apply"),
     ]
     for data, message in cases:
-        with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        with pytest.raises(ConfigError, match=re.escape(message)):
             load_config(base=data)
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\ndata: {train: [a]}\nrun: {num_workers: 0}\n")
@@ -84,7 +96,7 @@ def test_patches_are_augmented_crops_of_their_image():
     assert all(found(p) for p in patches[:3])
 
 
-@pytest.mark.parametrize("stage", ["psnr", "gan"])
+@pytest.mark.parametrize("stage", ["psnr", "perceptual", "gan"])
 def test_steps_lower_the_loss_and_resume_exactly(stage, tmp_path):
     cfg = load_config(base=tiny_config(stage))
     rng = np.random.default_rng(0)
@@ -165,3 +177,41 @@ def test_discriminator_warm_up_leaves_the_generator_alone():
     assert any(not torch.equal(v, trainer.g_module.state_dict()[k]) for k, v in g0.items())
     with pytest.raises(ConfigError, match="d_warmup"):
         load_config(base=tiny_config("gan", d_warmup=20))
+
+
+def test_distillation_pairs_train_the_student_towards_the_teacher():
+    """A distillation batch is taken as it is (no degradation): the student's loss against the targets falls,
+    and its held-out PSNR against them rises."""
+    cfg = load_config(base=tiny_config("perceptual", data={"train": ["x"], "patch_size": 32, "batch_size": 2,
+                                                           "degradation": "realesrgan", "teacher": {"model": "m"}},
+                                       ema_decay=0.0))  # the held-out score follows the weights
+    rng = np.random.default_rng(0)
+    lr = np.repeat(np.repeat(rng.integers(0, 256, (2, 4, 4, 3), np.uint8), 2, axis=1), 2, axis=2)
+    target = np.repeat(np.repeat(lr, 4, axis=1), 4, axis=2)  # a teacher that upscales by nearest neighbour
+    trainer = SRTrainer(cfg, torch.device("cpu"))
+    before = trainer.validate_pairs(lr, target)
+    first = trainer.step({"lr": lr, "target": target})
+    for _ in range(20):
+        terms = trainer.step({"lr": lr, "target": target})
+    assert terms["loss/g_total"] < first["loss/g_total"] and "loss/perceptual" in terms
+    after = trainer.validate_pairs(lr, target)
+    assert after["val/holdout/psnr_teacher"] > before["val/holdout/psnr_teacher"] + 1
+    assert after["val/holdout/l1"] < before["val/holdout/l1"]
+
+
+def test_the_held_out_split_is_by_name_disjoint_and_stable():
+    from srcore.distill import holds_out, plan_patches
+
+    names = [f"img{i:03d}.png" for i in range(200)]
+    here = [(n, f"/data/T91/{n}") for n in names]
+    there = [(n, f"s3://bucket/t91/{n}") for n in reversed(names)]
+    plan = plan_patches(here, 300, 40, holdout_percent=10)
+    held = {s.location for s in plan if s.split == "holdout"}
+    trained = {s.location for s in plan if s.split == "train"}
+    assert held and trained and not held & trained
+    assert 10 <= len({n for n in names if holds_out(n, 10)}) <= 30
+    elsewhere = plan_patches(there, 300, 40, holdout_percent=10)  # another place, another listing order
+    assert [(s.location.rsplit("/", 1)[1], s.seed, s.split) for s in elsewhere] == \
+        [(s.location.rsplit("/", 1)[1], s.seed, s.split) for s in plan]
+    with pytest.raises(ValueError, match="no image of 1 is held out"):
+        plan_patches([("a.png", "a.png")], 4, 2, holdout_percent=0.01)
