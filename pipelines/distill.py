@@ -2,7 +2,7 @@
 
 ``label_with_teacher`` plans the patches (``srcore.distill.plan_patches``) and runs the teacher in a pool of Ray
 actors over the ones whose target is not in the cache yet. Each target is written atomically as
-``<cache>/<key[:2]>/<key>.npz`` (the LR patch and the teacher's output, uint8), keyed by the patch's pixels and
+``<cache>/<key[:2]>/<key>.npz`` (:class:`TeacherCache`), keyed by the patch's pixels and
 the teacher's weights: an interrupted run resumes with what is written, a second run computes nothing, and
 another teacher never reads this one's targets. The run folder gets ``teacher_pairs.json``: the teacher and the
 keys of the training and held-out pairs, which the training dataset and the validation read.
@@ -25,25 +25,33 @@ from srcore.train.data import decode_rgb
 
 from .cluster import quiet_ray_data
 from .progress import ProgressLog
-from .storage import exists, filesystem, is_uri, join, list_files, read_bytes, write_bytes_atomic
+from .storage import Store, filesystem, is_uri, join, list_files, read_bytes, write_bytes_atomic
+from .train_data import is_prepared
 
 PAIRS_FILE = "teacher_pairs.json"
 
 
-def cache_path(cache: str, key: str) -> str:
-    return join(cache, key[:2], f"{key}.npz")
+class TeacherCache:
+    """The teacher's targets under a folder or bucket prefix, ``<key[:2]>/<key>.npz`` (LR patch and target, uint8),
+    through the bucket job's :class:`~pipelines.storage.Store`: its atomic writes and retries."""
 
+    def __init__(self, location: str):
+        self.store = Store(location)
 
-def pack_pair(lr: np.ndarray, target: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.savez(buf, lr=lr, target=target)
-    return buf.getvalue()
+    def path(self, key: str) -> str:
+        return f"{self.store.root}/{key[:2]}/{key}.npz"
 
+    def has(self, key: str) -> bool:
+        return self.store.fs.exists(self.path(key))
 
-def read_pair(cache: str, key: str) -> tuple[np.ndarray, np.ndarray]:
-    fs, path = filesystem(cache_path(cache, key))
-    with np.load(io.BytesIO(read_bytes(fs, path))) as data:
-        return data["lr"], data["target"]
+    def read(self, key: str) -> tuple[np.ndarray, np.ndarray]:
+        with np.load(io.BytesIO(self.store.read(self.path(key)))) as data:
+            return data["lr"], data["target"]
+
+    def write(self, key: str, lr: np.ndarray, target: np.ndarray) -> None:
+        buf = io.BytesIO()
+        np.savez(buf, lr=lr, target=target)
+        self.store.write_atomic(self.path(key), buf.getvalue())
 
 
 class TeacherLabeler:
@@ -60,6 +68,7 @@ class TeacherLabeler:
         self.device = torch.device("cuda" if use_gpu else "cpu")
         self.teacher = load_model(self.cfg.data.teacher.model, device=self.device)
         self.digest = teacher_digest(self.teacher)
+        self.cache = TeacherCache(self.cfg.data.teacher.cache)
         self.images: OrderedDict[str, np.ndarray] = OrderedDict()
 
     def image(self, location: str) -> np.ndarray:
@@ -71,7 +80,7 @@ class TeacherLabeler:
         return self.images[location]
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
-        data, teacher = self.cfg.data, self.cfg.data.teacher
+        data = self.cfg.data
         rows: dict[str, list] = {"key": [], "split": [], "computed": [], "error": []}
         todo: list[tuple[int, str, np.ndarray]] = []
         for location, seed, split in zip(batch["location"], batch["seed"], batch["split"], strict=True):
@@ -80,8 +89,7 @@ class TeacherLabeler:
             try:
                 lr = degraded_patch(self.image(spec.location), spec, data.patch_size, data.scale, data.degradations)
                 key = pair_key(lr, self.digest)
-                fs, path = filesystem(cache_path(teacher.cache, key))
-                if not exists(fs, path):
+                if not self.cache.has(key):
                     todo.append((len(rows["key"]), key, lr))
             except Exception as exc:  # a bad image is recorded; the other patches go on
                 error = f"{spec.location}: {exc}"
@@ -92,8 +100,7 @@ class TeacherLabeler:
         if todo:
             targets = teacher_outputs(self.teacher, np.stack([lr for _, _, lr in todo]), self.device)
             for (index, key, lr), target in zip(todo, targets, strict=True):
-                fs, path = filesystem(cache_path(teacher.cache, key))
-                write_bytes_atomic(fs, path, pack_pair(lr, target))
+                self.cache.write(key, lr, target)
                 rows["computed"][index] = True
         return rows
 
@@ -107,10 +114,18 @@ def label_with_teacher(cfg: TrainConfig, print_fn=print, progress_interval: floa
     start = time.perf_counter()
     locations = []
     for location in cfg.data.train:
+        if is_prepared(location):
+            raise ValueError(f"data.train: {location} is a prepared dataset; distillation reads image folders or "
+                             "bucket prefixes (the teacher needs whole images to crop its patches from)")
         _, entries = list_files(location)
+        if not entries:
+            raise ValueError(f"data.train: no images under {location}")
         prefix = location if is_uri(location) else None
         locations += [(e.relative, join(prefix, e.relative) if prefix else e.path) for e in entries]
     specs = plan_patches(locations, teacher.patches, teacher.holdout_patches, teacher.holdout_percent, cfg.seed)
+    from srcore.weights import load_model
+
+    load_model(teacher.model)  # an unloadable teacher fails here, named, not in every actor
     print_fn(f"[srcore] teacher {teacher.model}: {len(specs)} patches ({teacher.patches} training, "
              f"{teacher.holdout_patches} held out) from {len(locations)} images; targets cached in {teacher.cache}")
     quiet_ray_data()
@@ -151,7 +166,8 @@ def read_pairs_file(cfg: TrainConfig) -> dict:
 
 def load_pairs(cache: str, keys: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """(N, p, p, 3) LR and (N, P, P, 3) targets of ``keys``, stacked."""
-    pairs = [read_pair(cache, key) for key in keys]
+    store = TeacherCache(cache)
+    pairs = [store.read(key) for key in keys]
     return np.stack([lr for lr, _ in pairs]), np.stack([t for _, t in pairs])
 
 
@@ -159,11 +175,11 @@ class PairSampler:
     """Ray Data batch function: cache keys -> the pairs, each with the same random dihedral transform."""
 
     def __init__(self, cache: str):
-        self.cache = cache
+        self.cache = TeacherCache(cache)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rng = np.random.default_rng()  # fresh flips every pass over the data
-        pairs = [dihedral(*read_pair(self.cache, str(key)), rng) for key in batch["key"]]
+        pairs = [dihedral(*self.cache.read(str(key)), rng) for key in batch["key"]]
         return {"lr": np.stack([lr for lr, _ in pairs]), "target": np.stack([t for _, t in pairs])}
 
 

@@ -19,6 +19,7 @@ SMOKE = {  # bench -> what its smoke run needs from ../shared
     "lr_check.py": [],
     "inference.py": [],
     "realism.py": ["weights/RealESRGAN_x4plus.pth", "datasets/RealWorld"],
+    "invention.py": ["datasets/RealWorld"],
     "geo.py": [],
     "steady_state.py": [],
     "train.py": [],

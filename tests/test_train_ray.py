@@ -181,7 +181,7 @@ def test_distillation_labels_each_patch_once_and_resumes_from_its_checkpoint(ray
     import numpy as np
 
     from pipelines.commands.train import main as train_main
-    from pipelines.distill import label_with_teacher, read_pair
+    from pipelines.distill import TeacherCache, label_with_teacher
     from srcore.distill import teacher_outputs
     from srcore.weights import load_model
 
@@ -201,7 +201,7 @@ def test_distillation_labels_each_patch_once_and_resumes_from_its_checkpoint(ray
     run = tmp_path / "runs" / "distill"
     pairs = json.loads((run / "teacher_pairs.json").read_text())
     assert len(pairs["train"]) == 6 and len(pairs["holdout"]) == 2
-    lr, target = read_pair(str(cache), pairs["train"][0])
+    lr, target = TeacherCache(str(cache)).read(pairs["train"][0])
     assert lr.shape == (16, 16, 3) and target.shape == (64, 64, 3)
     assert np.array_equal(target, teacher_outputs(load_model("srcore-compact-x4"), lr[None])[0])
     holdout = json.loads((run / "holdout.json").read_text())

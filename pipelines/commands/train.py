@@ -65,7 +65,11 @@ def run(args: argparse.Namespace) -> int:
         if cfg.data.teacher:
             from ..distill import label_with_teacher
 
-            label_with_teacher(cfg, print_fn=lambda line: print(line, file=sys.stderr, flush=True))
+            try:
+                label_with_teacher(cfg, print_fn=lambda line: print(line, file=sys.stderr, flush=True))
+            except ValueError as exc:
+                print(f"error: {redact(exc)}", file=sys.stderr)
+                return 2
         result = run_training(cfg)
     if result.error:
         message = redact(result.error)
