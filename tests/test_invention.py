@@ -60,3 +60,21 @@ def test_upscale_writes_each_outputs_map_beside_it_and_a_rerun_does_not_take_map
     again = srcore_cli("upscale", str(photos), "-o", str(photos), "--suffix", "_x4", "--invention-map",
                        "--realism", "1")
     assert "0 of 2 images upscaled, 2 already done" in again.stdout, again.stdout
+
+
+def test_the_rows_figure_is_bounded_in_cost_and_agrees_with_the_whole_map():
+    """Outputs over the bound are mapped on a grid of crops: the share still agrees with the whole map's, and
+    the figure is the same for pixels as an array or a tensor (a GPU worker's outputs stay on its device)."""
+    import torch
+
+    from srcore.invention import invention_share
+
+    rng = np.random.default_rng(0)
+    lr = rng.integers(0, 256, (384, 384, 3), np.uint8)
+    made = np.clip(imresize_np(lr, 4), 0, 255).astype(np.uint8)  # nothing invented ...
+    made[:, :768] = np.kron(lr[:, :192], np.ones((4, 4, 1), np.uint8))  # ... but in the left half: blocks
+    whole = invention_map(made, 4).share
+    assert 0.4 < whole < 0.55, whole
+    sampled = invention_share(made, 4, max_pixels=1 << 20)  # 2 x 2 crops of 512 of the 2.4 MP
+    assert abs(sampled - whole) < 0.05, (sampled, whole)
+    assert invention_share(torch.from_numpy(made), 4, max_pixels=1 << 20) == pytest.approx(sampled)
