@@ -234,16 +234,16 @@ def cmd_upscale(args: argparse.Namespace) -> int:
 
 
 INVENTION_SIDECAR = ".invention.png"
-INVENTION_MAX_PIXELS = 1 << 26  # the map holds a few float copies of the output: larger ones are left out
+SIDECAR_MAX_PIXELS = 1 << 26  # the map holds a few float copies of the output: larger ones are left out
 
 
 def write_invention_map(target: Path, scale: float) -> float | None:
     """Write ``target``'s invention map beside it (``<name>.invention.png``, atomically) and return its share
     of area with invented detail; None (with a warning) for outputs too large to map in memory."""
     with Image.open(target) as im:
-        if im.width * im.height > INVENTION_MAX_PIXELS:
+        if im.width * im.height > SIDECAR_MAX_PIXELS:
             warnings.warn(f"{target}: {im.width}x{im.height} is too large for --invention-map "
-                          f"(at most {INVENTION_MAX_PIXELS} pixels); no map", stacklevel=2)
+                          f"(at most {SIDECAR_MAX_PIXELS} pixels); no map", stacklevel=2)
             return None
     found = invention_map(decode(target.read_bytes(), str(target), None).pixels, scale)
     with atomic_path(target.with_name(target.stem + INVENTION_SIDECAR)) as tmp:
