@@ -155,7 +155,8 @@ def test_the_wheel_carries_everything_the_commands_need(wheel):
                      "pipelines/commands/train.py", "pipelines/commands/prepare.py", "pipelines/report_html.py",
                      "srcore/data/niqe_pris_params.npz", "srcore/pretrained/srcore-compact-x4.safetensors",
                      "srcore/pretrained/srcore-compact-x4-gan.safetensors",
-                     "srcore/pretrained/srcore-compact-x4-gan.md", "srcore/pretrained/srcore-compact-x4.md"]:
+                     "srcore/pretrained/srcore-compact-x4-gan.md", "srcore/pretrained/srcore-compact-x4.md",
+                     "srcore/pretrained/srcore-distill-x4.safetensors", "srcore/pretrained/srcore-distill-x4.md"]:
         assert required in names, required
     configs = {n.rsplit("/", 1)[1] for n in names if n.startswith("srcore/configs/")}
     assert configs == {p.name for p in (ROOT / "configs").glob("*.yaml")}
