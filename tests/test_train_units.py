@@ -215,3 +215,15 @@ def test_the_held_out_split_is_by_name_disjoint_and_stable():
         [(s.location.rsplit("/", 1)[1], s.seed, s.split) for s in plan]
     with pytest.raises(ValueError, match="no image of 1 is held out"):
         plan_patches([("a.png", "a.png")], 4, 2, holdout_percent=0.01)
+
+
+def test_the_gan_stage_takes_distillation_pairs_with_the_teachers_outputs_as_real():
+    cfg = load_config(base=tiny_config("gan", data={"train": ["x"], "patch_size": 32, "batch_size": 2,
+                                                    "degradation": "realesrgan", "teacher": {"model": "m"}}))
+    rng = np.random.default_rng(1)
+    lr = rng.integers(0, 256, (2, 8, 8, 3), np.uint8)
+    target = np.repeat(np.repeat(lr, 4, axis=1), 4, axis=2)
+    trainer = SRTrainer(cfg, torch.device("cpu"))
+    terms = trainer.step({"lr": lr, "target": target})
+    assert {"loss/adversarial", "loss/d", "loss/perceptual"} <= set(terms)
+    assert all(torch.isfinite(v) for v in terms.values()) and trainer.iteration == 1
