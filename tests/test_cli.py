@@ -260,8 +260,9 @@ def test_ctrl_c_prints_one_line_exits_130_and_leaves_nothing_half_written(tmp_pa
     folder = tmp_path / "big"
     folder.mkdir()
     rng = np.random.default_rng(3)
-    for i in range(40):
-        Image.fromarray(rng.integers(0, 256, (96, 96, 3), np.uint8)).save(folder / f"{i:02d}.png")
+    count = 160  # ~30 s of work uninterrupted, so a test process starved of CPU on a busy runner still interrupts it
+    for i in range(count):
+        Image.fromarray(rng.integers(0, 256, (128, 128, 3), np.uint8)).save(folder / f"{i:03d}.png")
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "srcore.cli", "upscale", str(folder), "-o", str(out),
                              "--runtime", "torch"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -275,8 +276,8 @@ def test_ctrl_c_prints_one_line_exits_130_and_leaves_nothing_half_written(tmp_pa
     last = [line for line in stderr.replace("\r", "\n").splitlines() if line.strip()][-1]
     assert last.startswith("interrupted:") and "resumes" in last
     finished = list(out.iterdir())
-    assert 0 < len(finished) < 40 and all(not p.name.startswith(".") for p in finished)  # no temporaries
-    assert all(Image.open(p).size == (384, 384) for p in finished)  # each whole
+    assert 0 < len(finished) < count and all(not p.name.startswith(".") for p in finished)  # no temporaries
+    assert all(Image.open(p).size == (512, 512) for p in finished)  # each whole
 
 
 def test_upscale_keeps_each_scans_catalogue(tmp_path):
