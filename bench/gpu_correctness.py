@@ -61,9 +61,9 @@ def check(weights: Path, fixtures: Path | None, device: str, precisions: list[st
                          "max_abs": float(np.abs(ours - np.load(official)).max())})
     reference = Upscaler(model, device="cpu", precision="fp32")
     for label, image in images.items():
-        ref = reference.upscale_pixels(image)
+        ref = reference.upscale_image(image)
         for precision in precisions:
-            out = Upscaler(model, device=device, precision=precision).upscale_pixels(image)
+            out = Upscaler(model, device=device, precision=precision).upscale_image(image)
             rows.append({"weights": weights.name, "check": f"{device} {precision} vs CPU fp32", "image": label,
                          **level_error(out, ref)})
     if device != "cpu":
@@ -72,8 +72,8 @@ def check(weights: Path, fixtures: Path | None, device: str, precisions: list[st
         h, w = int(2.5 * tile), 3 * tile
         image = synthetic(h, w, 1)
         for precision in precisions:
-            whole = Upscaler(model, device=device, precision=precision, tile=None).upscale_pixels(image)
-            tiled = Upscaler(model, device=device, precision=precision, tile=tile).upscale_pixels(image)
+            whole = Upscaler(model, device=device, precision=precision, tile=None).upscale_image(image)
+            tiled = Upscaler(model, device=device, precision=precision, tile=tile).upscale_image(image)
             rows.append({"weights": weights.name, "check": f"{device} {precision} tiled ({tile}) vs whole",
                          "image": f"synthetic {w}x{h}", **level_error(tiled, whole)})
     return rows

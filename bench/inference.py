@@ -37,7 +37,7 @@ import torch
 
 import srcore
 from srcore.inference import Upscaler
-from srcore.upscale import parse_batch
+from srcore.options import parse_batch
 
 DATASHEET_BF16_TFLOPS = {"H100": 790.0, "H200": 790.0}  # dense, measured here by an 8192^3 matmul: 769-798
 
@@ -193,7 +193,8 @@ def precision_error(model: torch.nn.Module, upscaler: Upscaler) -> dict | None:
     diffs = []
     for path in sorted(folder.glob("*.png")):
         lr = bicubic_lr(np.asarray(Image.open(path).convert("RGB")), 4)
-        diffs.append(np.abs(upscaler.upscale_array(lr).astype(int) - reference.upscale_array(lr).astype(int)).ravel())
+        ours, theirs = upscaler.upscale_network_input(lr), reference.upscale_network_input(lr)
+        diffs.append(np.abs(ours.astype(int) - theirs.astype(int)).ravel())
     d = np.concatenate(diffs)
     return {"precision": upscaler.precision, "max": int(d.max()), "mean": round(float(d.mean()), 3),
             "p99_9": int(np.percentile(d, 99.9)), "share_differing": round(float((d > 0).mean()), 3)}
@@ -214,9 +215,9 @@ def run_peers(args) -> list[dict]:
         stem = NCNN_MODELS.get(os.path.basename(spec).rsplit(".", 1)[0])
         ncnn_fn = ncnn_loop(os.path.join(folder, stem), threads) if folder and stem else None
         upscaler = Upscaler(model, device="cpu")
-        paths = {"srcore": upscaler.upscale_arrays}
+        paths = {"srcore": upscaler.upscale_network_inputs}
         if upscaler.runtime != "torch":  # the default of an install without the openvino extra, beside it
-            paths["srcore_torch"] = Upscaler(model, device="cpu", runtime="torch").upscale_arrays
+            paths["srcore_torch"] = Upscaler(model, device="cpu", runtime="torch").upscale_network_inputs
         paths["plain"] = plain_loop(model, torch.device("cpu"), torch.float32)
         if ncnn_fn:
             paths["ncnn"] = ncnn_fn
@@ -233,10 +234,10 @@ def run_peers(args) -> list[dict]:
                 row["srcore_vs_ncnn"] = round(row["srcore_MP_per_s"] / row["ncnn_MP_per_s"], 2)
                 if "srcore_torch_MP_per_s" in row:
                     row["srcore_torch_vs_ncnn"] = round(row["srcore_torch_MP_per_s"] / row["ncnn_MP_per_s"], 2)
-                reference = Upscaler(model, device="cpu", precision="fp32").upscale_array(images[0])
+                reference = Upscaler(model, device="cpu", precision="fp32").upscale_network_input(images[0])
                 diff = np.abs(ncnn_fn(images[:1])[0].astype(int) - reference.astype(int))
                 row["ncnn_vs_srcore_fp32_max_levels"] = int(diff.max())
-                row["srcore_vs_fp32_max_levels"] = int(np.abs(upscaler.upscale_array(images[0]).astype(int)
+                row["srcore_vs_fp32_max_levels"] = int(np.abs(upscaler.upscale_network_input(images[0]).astype(int)
                                                               - reference.astype(int)).max())
             rows.append(row)
             print(json.dumps(row), flush=True)
@@ -266,7 +267,7 @@ def run_config(config: dict, model: torch.nn.Module | None = None) -> dict:
     else:
         tile = None if config["tile"] == "none" else config["tile"] if config["tile"] == "auto" else int(config["tile"])
         fn = Upscaler(model, device=device, precision=config["precision"], tile=tile,
-                      batch_size=config["batch_size"], compile=config.get("compile", "off")).upscale_arrays
+                      batch_size=config["batch_size"], compile=config.get("compile", "off")).upscale_network_inputs
     fn(images[:1])  # warm-up: cuDNN algorithm choice, allocator, lazy module loading
     if config.get("compile", "off") != "off":
         fn(images)  # graphs are captured on a shape's second pass, Inductor compiles on its first

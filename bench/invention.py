@@ -39,7 +39,7 @@ def main() -> None:
         args.images, args.crop = 2, 32
 
     def engine(model):
-        return Upscaler(model, device="cpu", precision="fp32", runtime="torch", tile=None).upscale_pixels
+        return Upscaler(model, device="cpu", precision="fp32", runtime="torch", tile=None).upscale_image
 
     models = {"bicubic": lambda lr: imresize_np(lr, 4.0),
               "srcore-compact-x4 (PSNR)": engine(load_model("srcore-compact-x4")),

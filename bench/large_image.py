@@ -37,7 +37,8 @@ import numpy as np, torch
 from pathlib import Path
 from PIL import Image
 import srcore
-from srcore.upscale import EngineOptions, upscale_file
+from srcore.upscale import upscale_file
+from srcore.options import EngineOptions
 side, folder, name, height = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
 yy = np.arange(height, dtype=np.uint16)[:, None]
 xx = np.arange(side, dtype=np.uint16)[None, :]
@@ -54,7 +55,7 @@ if name == "tiny-x2":
 else:
     model = srcore.load_model(name)
 upscaler = EngineOptions().build(model, "cpu")
-upscaler.upscale_array(np.zeros((64, 64, 3), np.uint8))  # the runtime's own buffers, before the image
+upscaler.upscale_network_input(np.zeros((64, 64, 3), np.uint8))  # the runtime's own buffers, before the image
 with open("/proc/self/statm") as f:
     ready = int(f.read().split()[1]) * 4096 / 1e9
 start = time.perf_counter()

@@ -57,14 +57,14 @@ def main() -> None:
     squared = {name: 0.0 for name in engines}  # summed squared differences from x4plus's outputs
     compared = 0
     for engine in engines.values():  # warm-up
-        engine.upscale_pixels(np.zeros((32, 32, 3), np.uint8))
+        engine.upscale_image(np.zeros((32, 32, 3), np.uint8))
     for _ in range(args.repeats):
         for image in images:
             pixels = image[..., None] if image.ndim == 2 else image
             outputs = {}
             for name, engine in engines.items():
                 start = time.perf_counter()
-                outputs[name] = engine.upscale_pixels(pixels)
+                outputs[name] = engine.upscale_image(pixels)
                 seconds[name] += time.perf_counter() - start
             teacher = outputs["RealESRGAN_x4plus"].astype(np.float64)
             for name, out in outputs.items():

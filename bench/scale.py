@@ -96,7 +96,8 @@ def make_archive(root: Path, n: int, finished: bool, report: bool = False) -> tu
     the rows of that run's report)."""
     from pipelines.storage import Store
     from pipelines.upscale import UpscaleJob
-    from srcore.imageio import Picture, Provenance, decode, encode
+    from srcore.imageio import Picture, decode, encode
+    from srcore.provenance import Provenance
 
     source, target = root / "in", root / "out"
     data = tiny_png()
@@ -120,12 +121,12 @@ def make_archive(root: Path, n: int, finished: bool, report: bool = False) -> tu
                          "output": str(out), "status": "ok", "output_bytes": len(data)})
         if report:  # as the run's ReportWriter leaves it: parts of ROWS_PER_PART rows
             from pipelines.report import ReportWriter
-            from pipelines.upscale import OUTPUT_SCHEMA
+            from pipelines.upscale import REPORT_SCHEMA
 
             writer = ReportWriter(str(target / "_reports" / "20000101T000000Z-earlier"))
             for start in range(0, len(rows), 1 << 14):
-                writer.add(pa.Table.from_pylist([{k: r.get(k) for k in OUTPUT_SCHEMA.names}
-                                                 for r in rows[start:start + (1 << 14)]], schema=OUTPUT_SCHEMA))
+                writer.add(pa.Table.from_pylist([{k: r.get(k) for k in REPORT_SCHEMA.names}
+                                                 for r in rows[start:start + (1 << 14)]], schema=REPORT_SCHEMA))
             writer.finish(job, len(rows), 1.0)
         del job
     return source, target

@@ -170,8 +170,10 @@ def _capacity_worker(task: dict) -> dict:
     encode in turn). Starts each phase at the barrier, so the processes' work overlaps."""
     import torch
 
-    from srcore.imageio import Provenance, decode
-    from srcore.upscale import EngineOptions, OutputOptions, encode_output
+    from srcore.imageio import decode
+    from srcore.options import EngineOptions, OutputOptions
+    from srcore.provenance import Provenance
+    from srcore.upscale import encode_output
     from srcore.weights import load_upscaling_model
 
     torch.set_num_threads(task["threads"])
@@ -183,7 +185,7 @@ def _capacity_worker(task: dict) -> dict:
     fmt = {"png": "PNG", "jpg": "JPEG"}[task["format"]]
     per_call = task["per_call"]
     if {"engine", "all"} & set(task["phases"]):
-        outputs = upscaler.upscale_many([p.pixels for p in pictures[:per_call]])  # warm-up
+        outputs = upscaler.upscale_images([p.pixels for p in pictures[:per_call]])  # warm-up
         outputs = (outputs * (len(pictures) // len(outputs) + 1))[: len(pictures)]
     else:  # codecs only (CPU processes beside a GPU): outputs of the right size without running the model
         s = upscaler.scale
@@ -193,7 +195,7 @@ def _capacity_worker(task: dict) -> dict:
 
     def engine():
         for i in range(0, len(pictures), per_call):
-            upscaler.upscale_many([p.pixels for p in pictures[i : i + per_call]])
+            upscaler.upscale_images([p.pixels for p in pictures[i : i + per_call]])
         if upscaler.device.type == "cuda":
             torch.cuda.synchronize()
 
@@ -205,7 +207,7 @@ def _capacity_worker(task: dict) -> dict:
     def everything():
         for i in range(0, len(pictures), per_call):
             batch = [decode(d, "x", jpeg_pixels=upscaler.jpeg_pixels) for d in datas[i : i + per_call]]
-            for picture, out in zip(batch, upscaler.upscale_many([p.pixels for p in batch]), strict=True):
+            for picture, out in zip(batch, upscaler.upscale_images([p.pixels for p in batch]), strict=True):
                 encode_output(picture, out, fmt, options, provenance, upscaler.codec_device)
 
     for _ in range(task["rounds"]):  # rounds interleaved, the best kept: this machine's speed drifts

@@ -25,7 +25,7 @@ from srcore.train.data import decode_rgb
 
 from .cluster import quiet_ray_data
 from .progress import ProgressLog
-from .storage import Store, filesystem, is_uri, join, list_files, read_bytes, write_bytes_atomic
+from .storage import Store, is_uri, join, read_location
 from .train_data import is_prepared
 
 PAIRS_FILE = "teacher_pairs.json"
@@ -33,16 +33,16 @@ PAIRS_FILE = "teacher_pairs.json"
 
 class TeacherCache:
     """The teacher's targets under a folder or bucket prefix, ``<key[:2]>/<key>.npz`` (LR patch and target, uint8),
-    through the bucket job's :class:`~pipelines.storage.Store`: its atomic writes and retries."""
+    through :class:`~pipelines.storage.Store`: its atomic writes and retries."""
 
     def __init__(self, location: str):
         self.store = Store(location)
 
     def path(self, key: str) -> str:
-        return f"{self.store.root}/{key[:2]}/{key}.npz"
+        return self.store.path(key[:2], f"{key}.npz")
 
     def has(self, key: str) -> bool:
-        return self.store.fs.exists(self.path(key))
+        return self.store.exists(self.path(key))
 
     def read(self, key: str) -> tuple[np.ndarray, np.ndarray]:
         with np.load(io.BytesIO(self.store.read(self.path(key)))) as data:
@@ -73,8 +73,7 @@ class TeacherLabeler:
 
     def image(self, location: str) -> np.ndarray:
         if location not in self.images:
-            fs, path = filesystem(location)
-            self.images[location] = decode_rgb(read_bytes(fs, path), location)
+            self.images[location] = decode_rgb(read_location(location), location)
             if len(self.images) > 8:
                 self.images.popitem(last=False)
         return self.images[location]
@@ -117,7 +116,7 @@ def label_with_teacher(cfg: TrainConfig, print_fn=print, progress_interval: floa
         if is_prepared(location):
             raise ValueError(f"data.train: {location} is a prepared dataset; distillation reads image folders or "
                              "bucket prefixes (the teacher needs whole images to crop its patches from)")
-        _, entries = list_files(location)
+        entries = Store(location).list()
         if not entries:
             raise ValueError(f"data.train: no images under {location}")
         prefix = location if is_uri(location) else None
@@ -152,16 +151,16 @@ def label_with_teacher(cfg: TrainConfig, print_fn=print, progress_interval: floa
     pairs = {"teacher": teacher.model, "train": sorted(keys["train"]), "holdout": sorted(keys["holdout"]),
              "failed": errors, "computed": computed, "reused": len(keys["train"]) + len(keys["holdout"]) - computed,
              "seconds": round(time.perf_counter() - start, 1)}
-    fs, root = filesystem(cfg.run_dir)
-    write_bytes_atomic(fs, f"{root}/{PAIRS_FILE}", json.dumps(pairs, indent=1).encode())
+    run = Store(cfg.run_dir)
+    run.write_atomic(run.path(PAIRS_FILE), json.dumps(pairs, indent=1).encode())
     print_fn(f"[srcore] teacher targets: {pairs['computed']} computed, {pairs['reused']} reused from the cache, "
              f"{len(errors)} failed ({pairs['seconds']} s)")
     return pairs
 
 
 def read_pairs_file(cfg: TrainConfig) -> dict:
-    fs, root = filesystem(cfg.run_dir)
-    return json.loads(read_bytes(fs, f"{root}/{PAIRS_FILE}"))
+    run = Store(cfg.run_dir)
+    return json.loads(run.read(run.path(PAIRS_FILE)))
 
 
 def load_pairs(cache: str, keys: list[str]) -> tuple[np.ndarray, np.ndarray]:

@@ -29,7 +29,8 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from .storage import LISTING_SCHEMA, ListingError, Store
+from .listing import LISTING_SCHEMA, ListingError
+from .storage import Store
 
 BATCH_ROWS = 1 << 14
 _VERSION_COLUMNS = ("etag", "e_tag", "version")

@@ -20,7 +20,7 @@ import ray
 
 from srcore.train.data import decode_rgb, extract_subimages, png_bytes
 
-from .storage import exists, filesystem, list_files, read_bytes, write_bytes_atomic
+from .storage import Store
 
 SCHEMA = pa.schema([("name", pa.string()), ("source", pa.string()), ("y", pa.int32()), ("x", pa.int32()),
                     ("height", pa.int32()), ("width", pa.int32()), ("png", pa.binary())])
@@ -33,6 +33,9 @@ class CropSpec:
     thresh: int = 0
 
 
+MANIFEST, SHARDS = "manifest.json", "shards"
+
+
 def shard_name(relative: str) -> str:
     """A stable, collision-free file name per source image (keys may hold any characters)."""
     return hashlib.sha1(relative.encode()).hexdigest()[:20] + ".parquet"
@@ -42,16 +45,15 @@ class ExtractShards:
     """Ray Data batch function: read, decode and crop each image, write its shard; return one small row each."""
 
     def __init__(self, input_location: str, output: str, spec: CropSpec):
-        self.input_location, self.output, self.spec = input_location, output, spec
+        self.source, self.target, self.spec = Store(input_location), Store(output), spec  # (pickled as locations)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
-        fs_in, _ = filesystem(self.input_location)
-        fs_out, root = filesystem(self.output)
         rows = {"relative": [], "shard": [], "crops": [], "error": []}
-        for path, relative, shard in zip(batch["path"], batch["relative"], batch["shard"], strict=True):
+        for path, relative, size, shard in zip(batch["path"], batch["relative"], batch["size"], batch["shard"],
+                                               strict=True):
             crops, error = 0, ""
             try:
-                image = decode_rgb(read_bytes(fs_in, str(path)), str(relative))
+                image = decode_rgb(self.source.read(str(path), size=int(size)), str(relative))
                 parts = extract_subimages(image, self.spec.crop, self.spec.step, self.spec.thresh)
                 table = pa.table({
                     "name": [f"{relative}@{y},{x}" for y, x, _ in parts], "source": [str(relative)] * len(parts),
@@ -60,7 +62,7 @@ class ExtractShards:
                     "png": [png_bytes(c) for _, _, c in parts]}, schema=SCHEMA)
                 buf = io.BytesIO()
                 pq.write_table(table, buf)
-                write_bytes_atomic(fs_out, f"{root}/shards/{shard}", buf.getvalue())
+                self.target.write_atomic(self.target.path(SHARDS, str(shard)), buf.getvalue())
                 crops = len(parts)
             except Exception as exc:  # a bad image is recorded, the others go on
                 error = str(exc) if str(relative) in str(exc) else f"{relative}: {exc}"
@@ -74,20 +76,22 @@ class ExtractShards:
 def prepare_dataset(input_location: str, output: str, spec: CropSpec = CropSpec(), limit: int | None = None) -> dict:
     """Make (or complete) a prepared dataset; returns the manifest."""
     start = time.perf_counter()
-    fs_in, entries = list_files(input_location)
+    entries = Store(input_location).list()
     if limit is not None:
         entries = entries[:limit]
-    fs_out, root = filesystem(output)
-    manifest_path = f"{root}/manifest.json"
-    previous = json.loads(read_bytes(fs_out, manifest_path)) if exists(fs_out, manifest_path) else {}
+    target = Store(output)
+    manifest_path = target.path(MANIFEST)
+    previous = json.loads(target.read(manifest_path)) if target.exists(manifest_path) else {}
     if previous and previous.get("crop") != [spec.crop, spec.step, spec.thresh]:
         raise ValueError(f"{output} was prepared with crop/step/thresh {previous.get('crop')}; "
                          f"use a new output for {[spec.crop, spec.step, spec.thresh]}")
     images = dict(previous.get("images", {}))
-    todo = [e for e in entries if not exists(fs_out, f"{root}/shards/{shard_name(e.relative)}")]
+    done = written_shards(target)
+    todo = [e for e in entries if shard_name(e.relative) not in done]
     results = []
     if todo:
-        items = [{"path": e.path, "relative": e.relative, "shard": shard_name(e.relative)} for e in todo]
+        items = [{"path": e.path, "relative": e.relative, "size": e.size, "shard": shard_name(e.relative)}
+                 for e in todo]
         results = ray.data.from_items(items).map_batches(
             ExtractShards(input_location, output, spec), batch_size=1).take_all()
     failed = {}
@@ -102,5 +106,14 @@ def prepare_dataset(input_location: str, output: str, spec: CropSpec = CropSpec(
         "failed": failed, "skipped_existing": len(entries) - len(todo),
         "seconds": round(time.perf_counter() - start, 2),
     }
-    write_bytes_atomic(fs_out, manifest_path, json.dumps(manifest, indent=1, sort_keys=True).encode())
+    target.write_atomic(manifest_path, json.dumps(manifest, indent=1, sort_keys=True).encode())
     return manifest
+
+
+def written_shards(target: Store) -> set[str]:
+    """The names of the shards already in a prepared dataset (one listing, not a request per image)."""
+    try:
+        listed = target.list(extensions=(".parquet",))
+    except FileNotFoundError:  # a new output
+        return set()
+    return {e.relative.removeprefix(f"{SHARDS}/") for e in listed if e.relative.startswith(f"{SHARDS}/")}

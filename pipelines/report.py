@@ -19,7 +19,7 @@ from srcore.imageio import decode
 from srcore.redact import redact
 
 from .report_html import HISTOGRAMS, INVENTED, TABLE_COLUMNS, render_html
-from .storage import Store, filesystem, join, read_bytes, retries_in_process
+from .storage import Store, join, retries_in_process, store_of
 from .upscale.quality import preview_pair
 from .upscale.rows import REPORT_SCHEMA, conform
 
@@ -167,7 +167,7 @@ class ReportWriter:
         part, rest = table.slice(0, limit), table.slice(limit)
         buf = io.BytesIO()
         pq.write_table(part, buf)
-        self.store.write_atomic(f"{self.store.root}/rows/part-{self.parts:05d}.parquet", buf.getvalue())
+        self.store.write_atomic(self.store.path("rows", f"part-{self.parts:05d}.parquet"), buf.getvalue())
         self.parts += 1
         self.pending = [rest.combine_chunks()] if rest.num_rows else []
         self.pending_rows = rest.num_rows
@@ -179,14 +179,13 @@ class ReportWriter:
                 self.pending = [REPORT_SCHEMA.empty_table()]
             self._write_part(max(1, self.pending_rows))
         summary = self.summary(job, listed, wall_s)
-        root = self.store.root
-        self.store.write_atomic(f"{root}/summary.json", json.dumps(summary, indent=2).encode())
+        self.store.write_atomic(self.store.path("summary.json"), json.dumps(summary, indent=2).encode())
         hists = {t: np.concatenate(v) if v else np.empty(0) for t, v in self.histograms.items()}
         causes = sorted(self.causes.values(), key=lambda c: -c["count"])
         by_device = sorted(self.by_device.values(), key=lambda d: (str(d["device"]), str(d["node"])))
         page = render_html(summary, causes, hists, self.previews(), self.table, earlier_runs(self.location, summary),
                            by_device, {s: round(v, 2) for s, v in self.stages.items()})
-        self.store.write_atomic(f"{root}/report.html", page.encode())
+        self.store.write_atomic(self.store.path("report.html"), page.encode())
         return summary
 
     def previews(self) -> list[dict]:
@@ -243,10 +242,10 @@ def failure_cause(name: str, error: str | None) -> str:
 
 def read_picture(location: str) -> np.ndarray:
     """Pixels of an input or output file, for previews (rasters and oversized files raise)."""
-    fs, path = filesystem(location)
-    if fs.get_file_info(path).size > PREVIEW_MAX_BYTES:
+    store, path = store_of(location)
+    if store.size(path) > PREVIEW_MAX_BYTES:
         raise ValueError(f"{location}: too large to preview")
-    return decode(read_bytes(fs, path), location).pixels
+    return decode(store.read(path), location).pixels
 
 
 def earlier_runs(location: str, current: dict) -> list[dict]:
@@ -258,8 +257,7 @@ def earlier_runs(location: str, current: dict) -> list[dict]:
     runs = []
     for path in summaries:
         try:
-            with store.fs.open(path, "rb") as f:
-                runs.append(json.loads(f.read()))
+            runs.append(json.loads(store.read(path)))
         except (OSError, ValueError):
             continue
     runs = [r for r in runs if r.get("run") != current["run"]] + [current]
@@ -272,8 +270,7 @@ def read_report_rows(location: str, columns: list[str] | None = None) -> pa.Tabl
     parts = [e.path for e in store.list(extensions=(".parquet",)) if e.relative.startswith("rows/part-")]
     tables = []
     for part in parts:
-        with store.fs.open(part, "rb") as f:
-            tables.append(pq.read_table(f, columns=columns))
+        tables.append(pq.read_table(io.BytesIO(store.read(part)), columns=columns))
     return pa.concat_tables(tables) if tables else REPORT_SCHEMA.empty_table()
 
 

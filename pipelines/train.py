@@ -10,13 +10,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import os
-import signal
 import tempfile
 import time
 from pathlib import Path
 
-import pyarrow.fs as pafs
 import ray
 import ray.train
 import ray.train.torch
@@ -30,8 +27,9 @@ from srcore.train.loop import SRTrainer
 
 from .cluster import quiet_ray_data
 from .distill import distillation_dataset
+from .faults import train_dump_folder, training_fault
 from .progress import eta
-from .storage import filesystem, is_uri, join, read_bytes, write_bytes_atomic
+from .storage import Store, is_uri, join, store_of
 from .train_data import training_dataset
 
 STATE_FILE = "state.pt"
@@ -41,28 +39,6 @@ log = logging.getLogger("srcore.train")
 
 
 # --------------------------------------------------------------------------- the worker loop
-
-
-def maybe_inject_fault(cfg: TrainConfig, rank: int, iteration: int) -> None:
-    fault = cfg.fault
-    if fault.iteration is None or iteration != fault.iteration or rank != fault.rank or fault.marker is None:
-        return
-    marker = Path(fault.marker)
-    if not marker.exists():
-        if fault.kill or fault.hold_s:
-            # a kill in the instant after the last report lost that checkpoint once (Ray Train's controller
-            # seems to register it only after polling every rank's report): not what the drill checks, so
-            # give the controller a few polls first
-            time.sleep(3 * float(os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "2")))
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.write_text(f"fault injected at iteration {iteration} on rank {rank}\n"
-                          f"node {ray.get_runtime_context().get_node_id()}\n")
-        if fault.hold_s:
-            time.sleep(fault.hold_s)  # the drill removes this worker's node meanwhile
-            return
-        if fault.kill:
-            os.kill(os.getpid(), signal.SIGKILL)
-        raise RuntimeError(f"injected fault at iteration {iteration} (fault-tolerance drill)")
 
 
 def mean_over_ranks(terms: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -107,7 +83,7 @@ def train_loop_per_worker(config: dict) -> None:
             if trainer.iteration >= cfg.iterations:
                 break
             batches += 1
-            maybe_inject_fault(cfg, rank, trainer.iteration)
+            training_fault(cfg.fault, rank, trainer.iteration, ray.get_runtime_context().get_node_id())
             terms = trainer.step(batch)
             it = trainer.iteration
             if not timing:  # time from the first finished step: excludes start-up and data warm-up
@@ -132,7 +108,7 @@ def train_loop_per_worker(config: dict) -> None:
                                f"small for {world} workers; lower data.batch_size or raise data.patches_per_image")
     if rank == 0 and cfg.export:
         export(trainer, cfg)
-    dump = os.environ.get("SRCORE_TRAIN_DUMP")  # diagnostics: each rank's final weights and node
+    dump = train_dump_folder()  # a drill's: each rank's final weights and node
     if dump:
         state = {"generator": trainer.g_module.state_dict(), "node": ray.get_runtime_context().get_node_id(),
                  "iteration": trainer.iteration, "segments": trainer.segments}
@@ -189,16 +165,16 @@ def validate_holdout(trainer: SRTrainer, cfg: TrainConfig) -> dict[str, float]:
     if getattr(trainer, "holdout", None) is None:
         trainer.holdout = load_pairs(cfg.data.teacher.cache, keys)
     scores = trainer.validate_pairs(*trainer.holdout)
-    fs, root = filesystem(cfg.run_dir)
-    path = f"{root}/{HOLDOUT_FILE}"
-    record = json.loads(read_bytes(fs, path)) if fs.get_file_info(path).type == pafs.FileType.File else {}
+    run = Store(cfg.run_dir)
+    path = run.path(HOLDOUT_FILE)
+    record = json.loads(run.read(path)) if run.exists(path) else {}
     history = [h for h in record.get("history", []) if h["iteration"] != trainer.iteration]
     history.append({"iteration": trainer.iteration, **{k.removeprefix("val/holdout/"): round(v, 4)
                                                       for k, v in scores.items()}})
     best = max(history, key=lambda h: h["psnr_teacher"])
     record = {"pairs": len(keys), "history": sorted(history, key=lambda h: h["iteration"]), "best": best,
               "best_model": f"net_g_{best['iteration']}.safetensors"}
-    write_bytes_atomic(fs, path, json.dumps(record, indent=1).encode())
+    run.write_atomic(path, json.dumps(record, indent=1).encode())
     return scores
 
 
@@ -210,9 +186,8 @@ def export(trainer: SRTrainer, cfg: TrainConfig) -> None:
 
 def write_file(local: Path, location: str) -> None:
     """Copy a local file to a path or bucket key, atomically (readers never see part of it)."""
-    fs, path = filesystem(location)
-    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-    write_bytes_atomic(fs, path, local.read_bytes())
+    store, path = store_of(location)
+    store.write_atomic(path, local.read_bytes())
 
 
 def copy_folder(local: Path, location: str) -> None:
@@ -230,9 +205,10 @@ def progress_line(it: int, total: int, values: dict[str, float], lr: float, rate
 
 
 def storage_for(location: str) -> tuple[str, object | None]:
-    """RunConfig storage: an absolute local path, or a bucket path with its filesystem (endpoint-aware)."""
+    """RunConfig storage: an absolute local path, or a bucket path with the store's pyarrow filesystem (its
+    endpoint and retries)."""
     if is_uri(location):
-        fs, path = filesystem(location)
+        fs, path = Store(location).arrow_filesystem()
         return path, fs
     return str(Path(location).resolve()), None
 
@@ -266,9 +242,9 @@ def prepare_run(cfg: TrainConfig, mode: str = "auto") -> tuple[TrainConfig, list
         import tensorboardX  # noqa: F401
     except ImportError:
         raise ConfigError("training logs need tensorboardX: pip install 'srcore[train]'") from None
-    fs, root = filesystem(cfg.run_dir)
-    config_path = f"{root}/{CONFIG_FILE}"
-    exists = fs.get_file_info(config_path).type == pafs.FileType.File
+    run = Store(cfg.run_dir)
+    config_path = run.path(CONFIG_FILE)
+    exists = run.exists(config_path)
     if mode == "resume" and not exists:
         raise ConfigError(f"--resume: no run to resume at {cfg.run_dir}")
     changes = None
@@ -276,11 +252,11 @@ def prepare_run(cfg: TrainConfig, mode: str = "auto") -> tuple[TrainConfig, list
         if is_uri(cfg.run_dir):
             raise ConfigError(f"--fresh: {cfg.run_dir} is in a bucket; give the run a new name instead")
         stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        Path(root).rename(f"{root}-archived-{stamp}")
-        log.warning(f"[srcore] --fresh: the earlier run moved to {root}-archived-{stamp}")
+        Path(run.root).rename(f"{run.root}-archived-{stamp}")
+        log.warning(f"[srcore] --fresh: the earlier run moved to {run.root}-archived-{stamp}")
     as_run = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
     if exists and mode != "fresh":
-        before = yaml.safe_load(read_bytes(fs, config_path)) or {}
+        before = yaml.safe_load(run.read(config_path)) or {}
         changes = config_changes(before, yaml.safe_load(as_run))  # both through YAML: tuples read as lists
         if mode == "auto" and before.get("iterations") != cfg.iterations:
             raise ConfigError(
@@ -288,8 +264,7 @@ def prepare_run(cfg: TrainConfig, mode: str = "auto") -> tuple[TrainConfig, list
                 f"config says iterations={cfg.iterations}: pass --resume to continue that run to "
                 f"{cfg.iterations}, or --fresh to move it aside and start over (or name this run otherwise: "
                 "name=...)")
-    fs.create_dir(root, recursive=True)
-    write_bytes_atomic(fs, config_path, as_run.encode())
+    run.write_atomic(config_path, as_run.encode())  # (a local run folder is made on the way)
     return cfg, changes
 
 

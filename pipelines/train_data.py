@@ -13,7 +13,8 @@ import ray
 
 from srcore.train.data import decode_rgb, sample_patches
 
-from .storage import filesystem, is_uri, join, list_files, read_bytes
+from .prepare import MANIFEST, SHARDS
+from .storage import Store, is_uri, join, read_location
 
 if TYPE_CHECKING:  # the config module imports torch (the degradations)
     from srcore.train.config import TrainConfig
@@ -24,13 +25,13 @@ def decode_rows(batch: dict[str, np.ndarray]) -> list[np.ndarray]:
     if "pixels" in batch:
         return [np.asarray(p).reshape(int(h), int(w), 3)
                 for p, h, w in zip(batch["pixels"], batch["height"], batch["width"], strict=True)]
-    if "png" in batch:
-        return [decode_rgb(bytes(data), str(name)) for data, name in zip(batch["png"], batch["name"], strict=True)]
-    images = []
-    for location in batch["location"]:
-        fs, path = filesystem(str(location))
-        images.append(decode_rgb(read_bytes(fs, path), str(location)))
-    return images
+    # a batch may hold rows of both kinds (data.train lists a prepared dataset and an image folder)
+    rows = len(batch["png"] if "png" in batch else batch["location"])
+    pngs, names = batch.get("png", [None] * rows), batch.get("name", [None] * rows)
+    locations = batch.get("location", [None] * rows)
+    return [decode_rgb(bytes(png), str(name)) if png is not None else
+            decode_rgb(read_location(str(location)), str(location))
+            for png, name, location in zip(pngs, names, locations, strict=True)]
 
 
 def decode_batch(batch: dict[str, np.ndarray]) -> dict[str, list]:
@@ -52,8 +53,9 @@ class PatchSampler:
 
 
 def is_prepared(location: str) -> bool:
-    fs, path = filesystem(location)
-    return fs.get_file_info(f"{path}/manifest.json").type.name == "File"
+    """Is ``location`` a dataset made by :func:`pipelines.prepare.prepare_dataset` (it has its manifest)?"""
+    store = Store(location)
+    return store.exists(store.path(MANIFEST))
 
 
 def training_dataset(cfg: TrainConfig) -> ray.data.Dataset:
@@ -61,10 +63,10 @@ def training_dataset(cfg: TrainConfig) -> ray.data.Dataset:
     parts = []
     for location in cfg.data.train:
         if is_prepared(location):
-            fs, path = filesystem(location)
-            parts.append(ray.data.read_parquet(f"{path}/shards", filesystem=fs).select_columns(["name", "png"]))
+            fs, root = Store(location).arrow_filesystem()
+            parts.append(ray.data.read_parquet(f"{root}/{SHARDS}", filesystem=fs).select_columns(["name", "png"]))
         else:
-            _, entries = list_files(location)
+            entries = Store(location).list()
             if not entries:
                 raise ValueError(f"data.train: no images under {location}")
             prefix = location if is_uri(location) else None

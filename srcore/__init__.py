@@ -21,8 +21,8 @@ _EXPORTS = {
     "VARIANTS": "srcore.archs.registry", "ModelVariant": "srcore.archs.registry",
     "create_model": "srcore.archs.registry", "describe": "srcore.archs.registry",
     "list_models": "srcore.archs.registry",
-    "Upscaler": "srcore.inference", "interpolate_models": "srcore.inference",
-    "WeightsError": "srcore.weights", "load_model": "srcore.weights", "read_state_dict": "srcore.weights",
+    "Upscaler": "srcore.inference", "interpolate_models": "srcore.interpolate",
+    "WeightsError": "srcore.model_errors", "load_model": "srcore.weights", "read_state_dict": "srcore.weights",
     "save_model": "srcore.weights",
 }
 

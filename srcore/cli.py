@@ -28,19 +28,12 @@ from .extras import missing_extra_message
 from .imageio import FORMATS, IMAGE_SUFFIXES, decode
 from .inference import tile_progress
 from .invention import INVENTION_THRESHOLD, invention_map
+from .model_errors import WeightsError
 from .naming import plan_outputs
+from .options import EngineOptions, OutputOptions, add_flags, add_realism_flag, from_flags
 from .redact import redact
-from .upscale import (
-    EngineOptions,
-    OutputOptions,
-    add_flags,
-    add_realism_flag,
-    from_flags,
-    is_finished,
-    new_run_id,
-    upscale_file,
-)
-from .weights import WeightsError, load_upscaling_model
+from .upscale import is_finished, new_run_id, upscale_file
+from .weights import load_upscaling_model
 
 COMMAND_GROUP = "srcore.commands"  # entry points: name -> a module with SUMMARY, add_arguments, run, main
 

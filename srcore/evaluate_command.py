@@ -22,9 +22,10 @@ import sys
 from pathlib import Path
 
 from .evaluation import bicubic_upscaler, evaluate_set, markdown_table, model_upscaler, resolve_sets, write_report
+from .model_errors import WeightsError
+from .options import add_realism_flag
 from .redact import redact
-from .upscale import add_realism_flag
-from .weights import WeightsError, load_upscaling_model
+from .weights import load_upscaling_model
 
 SUMMARY = "score a model or bicubic on benchmark sets or folders (PSNR/SSIM on Y, NIQE, LR-consistency)"
 

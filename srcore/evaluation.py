@@ -1,7 +1,9 @@
 """Score an upscaler on HR image folders the way SR papers do (see ``srcore.metrics`` for conventions).
 
-HR images are cropped to a multiple of the scale; LR inputs are made with MATLAB-compatible bicubic and
-rounded to 8 bits; SR outputs are rounded to 8 bits before scoring.
+Images are read as ``srcore upscale`` reads them (:func:`srcore.imageio.decode`: EXIF orientation applied,
+16-bit and gray kept). HR images are cropped to a multiple of the scale; LR inputs are made with
+MATLAB-compatible bicubic and rounded to 8 bits; real inputs (no reference) go through the upscaler as decoded,
+and every score is taken on 8-bit pixels without alpha (:func:`scoring_pixels`).
 """
 
 from __future__ import annotations
@@ -14,27 +16,41 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from tqdm import tqdm
 
 from .atomic import atomic_path
-from .imageio import IMAGE_SUFFIXES
+from .imageio import IMAGE_SUFFIXES, decode, to_8bit
 from .inference import Upscaler
 from .metrics import lr_consistency, niqe, psnr_np, ssim_np
 from .resize import imresize_np
 
-# (H, W[, C]) uint8 LR -> (H*s, W*s[, C]) uint8 SR
+# (H, W[, C]) LR -> (H*s, W*s[, C]) SR of the same dtype (uint8; real inputs may be uint16)
 UpscaleFn = Callable[[np.ndarray], np.ndarray]
 
 
-def read_hr(path: Path) -> np.ndarray:
-    """8-bit HR pixels: gray images stay one channel (scored on their own channel), others become RGB."""
+def read_image(path: Path) -> np.ndarray:
+    """A file's pixels as the upscaler sees them: (H, W, C) uint8 or uint16, C 1-4, EXIF orientation applied.
+    An unreadable file is a ValueError naming it."""
     try:
-        with Image.open(path) as im:
-            im.load()
-            return np.asarray(im if im.mode == "L" else im.convert("RGB"))
-    except Exception as exc:
-        raise ValueError(f"{path}: cannot read image ({exc})") from None
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read image ({exc.strerror or exc})") from None
+    return decode(data, str(path)).pixels
+
+
+def scoring_pixels(pixels: np.ndarray) -> np.ndarray:
+    """What scores are computed on: 8 bits (the papers' convention), alpha dropped, gray as (H, W), else RGB."""
+    pixels = to_8bit(pixels)
+    if pixels.ndim == 2:
+        return pixels
+    if pixels.shape[2] in (2, 4):
+        pixels = pixels[..., :-1]
+    return pixels[..., 0] if pixels.shape[2] == 1 else pixels
+
+
+def read_hr(path: Path) -> np.ndarray:
+    """An HR image's scoring pixels: (H, W) uint8 for gray (scored on its own channel), else (H, W, 3)."""
+    return scoring_pixels(read_image(path))
 
 
 def mod_crop(image: np.ndarray, scale: int) -> np.ndarray:
@@ -48,7 +64,13 @@ def bicubic_lr(hr: np.ndarray, scale: int) -> np.ndarray:
 
 
 def bicubic_upscaler(scale: int) -> UpscaleFn:
-    return lambda lr: imresize_np(lr, float(scale))
+    """MATLAB bicubic, same dtype out as in (16-bit inputs rounded and clipped as 8-bit ones are)."""
+    def upscale(lr: np.ndarray) -> np.ndarray:
+        if lr.dtype == np.uint8:
+            return imresize_np(lr, float(scale))
+        return np.clip(np.round(imresize_np(lr, float(scale))), 0, np.iinfo(lr.dtype).max).astype(lr.dtype)
+
+    return upscale
 
 
 def model_upscaler(model: torch.nn.Module, device: str | torch.device = "cpu", precision: str = "fp32",
@@ -59,7 +81,7 @@ def model_upscaler(model: torch.nn.Module, device: str | torch.device = "cpu", p
     upscaler = Upscaler(model, device=device, precision=precision, tile=tile, runtime=runtime)
 
     def upscale(lr: np.ndarray) -> np.ndarray:
-        sr = upscaler.upscale_pixels(lr[..., None] if lr.ndim == 2 else lr)
+        sr = upscaler.upscale_image(lr[..., None] if lr.ndim == 2 else lr)
         return sr[..., 0] if lr.ndim == 2 else sr
 
     return upscale
@@ -136,8 +158,10 @@ def score_image(upscale: UpscaleFn, hr: np.ndarray, scale: int, name: str = "") 
 
 
 def score_input(upscale: UpscaleFn, lr: np.ndarray, scale: int, name: str = "") -> ImageScore:
-    """No-reference scores of one real LR input: NIQE of the output, LR-consistency with the input."""
+    """No-reference scores of one real LR input, upscaled as decoded (:func:`read_image`, e.g. 16-bit gray with
+    alpha): NIQE of the output, LR-consistency with the input, both on :func:`scoring_pixels`."""
     sr, seconds = _timed(upscale, lr)
+    lr, sr = scoring_pixels(lr), scoring_pixels(sr)
     return ImageScore(name, None, None, lr_consistency(lr, sr, scale), niqe_or_none(sr, scale), seconds)
 
 
@@ -147,7 +171,8 @@ def evaluate_set(upscale: UpscaleFn, folder: Path, scale: int, name: str | None 
     result = SetScore(name or folder.name, scale, reference=reference)
     score = score_image if reference else score_input
     for path in tqdm(list_images(folder), desc=result.name, unit="img", disable=not progress, leave=False):
-        result.images.append(score(upscale, read_hr(path), scale, path.name))
+        pixels = read_hr(path) if reference else read_image(path)
+        result.images.append(score(upscale, pixels, scale, path.name))
     return result
 
 

@@ -303,7 +303,7 @@ def network_bands(upscaler, rgb: tuple[int, int, int] | None = None, others: str
 
     ``rgb``: the three bands (1-based, e.g. Sentinel-2 B04, B03, B02 as 4,3,2 of a 4-band file) that feed
     the network as R, G, B; default the first three of a file with three or more bands, none for one or two.
-    ``others``: every other band ``"network"`` (as gray: repeated into R, G and B, the mean taken back) or
+    ``others``: every other band ``"network"`` (as a gray image, :mod:`srcore.modes`' one rule) or
     ``"bicubic"``.
     """
     import cv2
@@ -320,13 +320,12 @@ def network_bands(upscaler, rgb: tuple[int, int, int] | None = None, others: str
         out = np.empty((count, unit.shape[1] * s, unit.shape[2] * s), np.float32)
         if chosen:
             rgb_pixels = np.ascontiguousarray(np.moveaxis(unit[chosen], 0, -1))
-            out[chosen] = np.moveaxis(upscaler.upscale_array(rgb_pixels), -1, 0)
+            out[chosen] = np.moveaxis(upscaler.upscale_network_input(rgb_pixels), -1, 0)
         for band in (b for b in range(count) if b not in chosen):
             if others == "bicubic":
                 out[band] = np.clip(cv2.resize(unit[band], None, fx=s, fy=s, interpolation=cv2.INTER_CUBIC), 0, 1)
-            else:
-                gray = np.repeat(unit[band][..., None], 3, axis=-1)
-                out[band] = upscaler.upscale_array(gray).mean(axis=-1)
+            else:  # gray as every gray image: through the network as R = G = B, BT.601 luma back
+                out[band] = upscaler.upscale_image(np.ascontiguousarray(unit[band][..., None]))[..., 0]
         return out
 
     return upscale

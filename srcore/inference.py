@@ -174,8 +174,11 @@ def pad_index(padded: int, length: int) -> np.ndarray | None:
 
 
 class Upscaler:
-    """Upscale images with a model: tiled, on the model's device end to end, in mixed precision.
-    Stateless per call and thread-safe.
+    """Upscale images with a model: tiled, on the model's device end to end, in mixed precision. Thread-safe.
+
+    Two levels, named by what they take: :meth:`upscale_image` / :meth:`upscale_images` / :meth:`image_bands`
+    take images in any mode (gray, alpha, RGB; :mod:`srcore.modes`), :meth:`upscale_network_input` /
+    :meth:`upscale_network_inputs` / :meth:`network_input_bands` take exactly the network's channels.
 
     Args:
         model: an srcore network (has ``.descriptor``); copied, so the caller's model is untouched.
@@ -198,7 +201,8 @@ class Upscaler:
             ``"openvino"`` (CPU only). A model OpenVINO cannot convert runs on PyTorch, with a warning.
 
     On CUDA an out-of-memory error retries the image with half the batch, then half the tile, instead of
-    failing it (with a warning saying so).
+    failing it (with a warning saying so). The smaller batch or tile stays for later calls: the one state an
+    Upscaler learns, so that an out-of-memory error is paid once, not once per image.
     """
 
     def __init__(self, model: nn.Module, device: str | torch.device | None = None, precision: Precision = "auto",
@@ -297,7 +301,7 @@ class Upscaler:
 
     # ----------------------------------------------------------------- pixels of any mode
 
-    def upscale_pixels(self, pixels: np.ndarray, alpha: str = "bicubic", outscale: float | None = None) -> np.ndarray:
+    def upscale_image(self, pixels: np.ndarray, alpha: str = "bicubic", outscale: float | None = None) -> np.ndarray:
         """(H, W, C) uint8/uint16 with C = 1 gray, 2 gray + alpha, 3 RGB, 4 RGBA -> same C and dtype, upscaled.
 
         Modes are :mod:`srcore.modes`'s: gray goes through an RGB model and comes back gray (BT.601 luma), a
@@ -305,19 +309,19 @@ class Upscaler:
         ``"bicubic"`` or by the ``"network"``. ``outscale``: final size = input size x outscale (the
         network's scale, then a Lanczos or area resize), e.g. 3.5 with a x4 model.
         """
-        return self.upscale_many([pixels], alpha, outscale)[0]
+        return self.upscale_images([pixels], alpha, outscale)[0]
 
-    def upscale_many(self, images: list[np.ndarray], alpha: str = "bicubic",
+    def upscale_images(self, images: list[np.ndarray], alpha: str = "bicubic",
                      outscale: float | None = None) -> list[np.ndarray]:
-        """:meth:`upscale_pixels` for several images at once: small images of equal size share forward passes."""
+        """:meth:`upscale_image` for several images at once: small images of equal size share forward passes."""
         check_alpha(alpha)
         jobs = [network_inputs(pixels, self.descriptor, alpha) for pixels in images]
-        results = iter(self.upscale_arrays([a for j in jobs for a in j]))
+        results = iter(self.upscale_network_inputs([a for j in jobs for a in j]))
         return [assemble(pixels, results, self.descriptor, alpha, outscale) for pixels in images]
 
-    def pixel_bands(self, pixels: np.ndarray, alpha: str = "bicubic",
+    def image_bands(self, pixels: np.ndarray, alpha: str = "bicubic",
                     outscale: float | None = None) -> Iterator[tuple[int, np.ndarray]] | None:
-        """:meth:`upscale_pixels`' output as (first row, rows) bands, top to bottom, without the whole output in
+        """:meth:`upscale_image`' output as (first row, rows) bands, top to bottom, without the whole output in
         memory: one tile row at a time (an image that fits one tile comes as one band). Only for modes whose
         output rows follow from the network's rows alone (:func:`srcore.modes.band_assembler`); None for
         the others. Unlike the other calls, an out-of-memory error is not retried: rows may be out already."""
@@ -328,19 +332,19 @@ class Upscaler:
         self._check(image)
         h, w = image.shape[:2]
         whole = self.tile is None or (h <= self.tile and w <= self.tile)
-        bands = iter([(0, self.upscale_array(image))]) if whole else self.bands(image)
+        bands = iter([(0, self.upscale_network_input(image))]) if whole else self.network_input_bands(image)
         return ((row0, finish(band)) for row0, band in bands)
 
     # ----------------------------------------------------------------- arrays
 
-    def upscale_array(self, image: np.ndarray) -> np.ndarray:
+    def upscale_network_input(self, image: np.ndarray) -> np.ndarray:
         """(H, W, C) uint8, uint16 or float (in [0, 1]) -> (H*s, W*s, C) of the same dtype.
 
-        C must equal the model's input channels; :meth:`upscale_pixels` converts modes first.
+        C must equal the model's input channels; :meth:`upscale_image` converts modes first.
         """
-        return self.upscale_arrays([image])[0]
+        return self.upscale_network_inputs([image])[0]
 
-    def upscale_arrays(self, images: list[np.ndarray]) -> list[np.ndarray]:
+    def upscale_network_inputs(self, images: list[np.ndarray]) -> list[np.ndarray]:
         """Upscale several images; small ones of equal size share forward passes. On a CUDA out-of-memory error
         the call is repeated with half the batch, then half the tile, until it fits."""
         for image in images:
@@ -505,11 +509,11 @@ class Upscaler:
         h, w, c = image.shape
         s = self.scale
         out = np.empty((h * s, w * s, c), image.dtype)
-        for row0, band in self.bands(image):
+        for row0, band in self.network_input_bands(image):
             out[row0 : row0 + band.shape[0]] = band
         return out
 
-    def bands(self, image: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+    def network_input_bands(self, image: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
         """Finished output rows of a tiled upscale, top to bottom: (first row, (rows, W*s, C) of the image's
         dtype). Only one tile row of input and of float accumulators lives on the device at a time. Inside
         :func:`tile_progress`, each finished tile row calls its callback with (tiles done, tiles)."""
@@ -577,20 +581,3 @@ def tile_progress(callback: Callable[[int, int], None]) -> Iterator[None]:
 def _as_numpy(q: torch.Tensor, dtype: np.dtype) -> np.ndarray:
     arr = q.cpu().numpy()
     return arr if arr.dtype == dtype else arr.astype(dtype)
-
-
-def interpolate_models(model_a: nn.Module, model_b: nn.Module, alpha: float) -> nn.Module:
-    """Network interpolation (ESRGAN) / deep network interpolation (Real-ESRGAN DNI):
-    weights alpha * A + (1 - alpha) * B of two models of one architecture.
-
-    For example A = a PSNR-oriented model and B = its GAN fine-tune: alpha trades realism for fidelity.
-    """
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-    if type(model_a) is not type(model_b) or getattr(model_a, "hparams", None) != getattr(model_b, "hparams", None):
-        raise ValueError("network interpolation needs two models of the same architecture and configuration")
-    sa, sb = model_a.state_dict(), model_b.state_dict()
-    mixed = {k: alpha * v + (1 - alpha) * sb[k] if v.is_floating_point() else v for k, v in sa.items()}
-    out = copy.deepcopy(model_a)
-    out.load_state_dict(mixed)
-    return out

@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -16,28 +15,17 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .archs import discriminators, rrdbnet, srcnn, srresnet, srvgg, swinir
+from .archs.architecture import detect_architecture
 from .archs.foreign import load_with_spandrel
-from .archs.registry import build, get_variant
+from .archs.registry import DEFAULT_REALISM, DEFAULT_UPSCALE_MODEL, VARIANTS, build, get_variant, realism_pair
 from .atomic import atomic_path
+from .interpolate import interpolate_models
+from .model_errors import WeightsError
+from .zoo import weights_path
 
-# Most specific first: SwinIR and RRDBNet share ``conv_first`` with SRResNet.
-DETECTORS: list[tuple[str, Callable[[dict], dict | None]]] = [
-    ("swinir", swinir.hparams_from_state_dict),
-    ("rrdbnet", rrdbnet.hparams_from_state_dict),
-    ("srresnet", srresnet.hparams_from_state_dict),
-    ("srvgg", srvgg.hparams_from_state_dict),
-    ("srcnn", srcnn.hparams_from_state_dict),
-    ("unet_discriminator_sn", discriminators.unet_hparams_from_state_dict),
-    ("vgg_discriminator", discriminators.vgg_hparams_from_state_dict),
-]
 # Official release files nest the weights under one of these, EMA weights first (what Real-ESRGAN infers with).
 NESTED_KEYS = ("params_ema", "params", "state_dict", "model")
 METADATA_KEY = "srcore"
-
-
-class WeightsError(ValueError):
-    """A weights file that cannot be read or does not fit the model; the message names the file."""
 
 
 def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict | None]:
@@ -83,15 +71,6 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     return obj, info
 
 
-def detect_architecture(state_dict: dict[str, torch.Tensor]) -> tuple[str, dict] | None:
-    """Find the architecture and its hyper-parameters from key names and tensor shapes."""
-    for arch, detect in DETECTORS:
-        hparams = detect(state_dict)
-        if hparams is not None:
-            return arch, hparams
-    return None
-
-
 def load_weights_into(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str = "state dict") -> None:
     """Strictly load ``state_dict`` into ``model``, casting (e.g. fp16-stored) floats to the model's dtype.
 
@@ -129,7 +108,8 @@ def load_model(path_or_name: str | os.PathLike, *, arch: str | None = None, devi
     given here, srcore metadata saved with the file, or detection from the state dict. The model is
     returned in eval mode on ``device`` in ``dtype``, with ``model.descriptor`` describing it.
     A registered name with published weights is downloaded into the cache unless ``download`` is False
-    (default: allowed unless ``$SRCORE_OFFLINE`` is set).
+    (default: allowed unless ``$SRCORE_OFFLINE`` is set). A name's file, bundled or cached, must have the
+    registry's SHA-256: otherwise ``WeightsError`` names the file and both digests.
     """
     path = Path(path_or_name)
     if not path.exists():
@@ -140,8 +120,6 @@ def load_model(path_or_name: str | os.PathLike, *, arch: str | None = None, devi
             raise WeightsError(f"{name}: neither a weights file nor a registered model ({exc.args[0]})") from None
         if variant is None:
             raise WeightsError(f"{path}: no such weights file")
-        from .zoo import weights_path
-
         if download is None:
             download = not os.environ.get("SRCORE_OFFLINE")
         path = weights_path(variant, allow_download=download)
@@ -194,14 +172,10 @@ def load_upscaling_model(model: str | os.PathLike | None = None, realism: float 
     weights ``realism * GAN + (1 - realism) * PSNR`` (network interpolation, ESRGAN); 0 is the PSNR model
     exactly and 1 the GAN model exactly. The id records it: ``srcore-compact-x4-gan@realism=0.5``.
     """
-    from .archs.registry import DEFAULT_REALISM, DEFAULT_UPSCALE_MODEL, realism_pair
-
     if model is None:
         model, realism = DEFAULT_UPSCALE_MODEL, DEFAULT_REALISM if realism is None else realism
     if realism is None:
         return load_model(model), model_id(model)
-    from .inference import interpolate_models
-
     if not 0 <= realism <= 1:
         raise ValueError(f"realism must be in 0..1, got {realism}")
     gan, psnr = realism_pair(str(model))
@@ -210,8 +184,6 @@ def load_upscaling_model(model: str | os.PathLike | None = None, realism: float 
 
 def model_id(model: str | os.PathLike) -> str:
     """A stable name for a model in outputs and reports: the registered name, or file name @ content hash."""
-    from .archs.registry import VARIANTS
-
     if str(model) in VARIANTS and not Path(model).exists():
         return str(model)
     digest = hashlib.sha256(Path(model).read_bytes()).hexdigest()[:12]

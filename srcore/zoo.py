@@ -1,4 +1,5 @@
-"""Published weights of registered variants: where they are cached, and a safe download.
+"""Weights files of registered variants: where they are (download cache, bundled), a safe download, and the
+SHA-256 check every file passes before it is loaded by name.
 
 Downloads stream to a temporary file beside the target, are hashed (SHA-256) on the way, and are renamed
 into place only when complete and matching; a failed or mismatching download leaves nothing behind.
@@ -6,9 +7,9 @@ into place only when complete and matching; a failed or mismatching download lea
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
-import shutil
 import sys
 import urllib.request
 from pathlib import Path
@@ -17,10 +18,9 @@ from tqdm import tqdm
 
 from .archs.registry import ModelVariant
 from .atomic import atomic_path
+from .model_errors import DownloadError, WeightsError
 
-
-class DownloadError(RuntimeError):
-    """A download that failed or did not match its expected hash."""
+PRETRAINED_DIR = Path(__file__).parent / "pretrained"  # the bundled weights, shipped in the wheel
 
 
 def cache_dir() -> Path:
@@ -43,8 +43,27 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def download(url: str, target: Path, sha256: str | None, timeout: float = 60.0, progress: bool = True) -> Path:
-    """Download ``url`` to ``target`` atomically, checking ``sha256`` when given."""
+@functools.lru_cache(maxsize=64)
+def _file_digest(path: str, size: int, mtime_ns: int) -> str:
+    # size and mtime are part of the key: a file rewritten in place is hashed again
+    return sha256_file(Path(path))
+
+
+def check_sha256(path: Path, expected: str, what: str, remedy: str) -> None:
+    """Raise WeightsError naming ``path``, the expected and the actual SHA-256 unless they match.
+
+    A file already verified in this process (same path, size and modification time) is not hashed again, so
+    loading a model repeatedly costs one hash.
+    """
+    stat = path.stat()
+    actual = _file_digest(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if actual != expected.lower():
+        raise WeightsError(f"{path}: SHA-256 mismatch for {what}: expected {expected}, got {actual}; "
+                           f"the file is corrupt or not the registered one; {remedy}")
+
+
+def download(url: str, target: Path, sha256: str, timeout: float = 60.0, progress: bool = True) -> Path:
+    """Download ``url`` to ``target`` atomically; a file whose SHA-256 is not ``sha256`` is discarded."""
     digest = hashlib.sha256()
     try:
         with atomic_path(target) as tmp:
@@ -56,7 +75,7 @@ def download(url: str, target: Path, sha256: str | None, timeout: float = 60.0, 
                         out.write(block)
                         digest.update(block)
                         bar.update(len(block))
-            if sha256 is not None and digest.hexdigest() != sha256.lower():
+            if digest.hexdigest() != sha256.lower():
                 raise DownloadError(f"{url}: SHA-256 mismatch: expected {sha256}, got {digest.hexdigest()}; "
                                     f"the file was discarded")
     except DownloadError:
@@ -67,24 +86,24 @@ def download(url: str, target: Path, sha256: str | None, timeout: float = 60.0, 
 
 
 def weights_path(variant: ModelVariant, allow_download: bool = True) -> Path:
-    """Path of a variant's weights: the cached file, else a verified download into the cache.
+    """Path of a variant's weights, checked against the registry's SHA-256: the bundled file, the cached
+    download, else a verified download into the cache.
 
     Offline, the error names the URL to fetch and the path to put it at.
     """
-    from .weights import WeightsError
-
     if variant.bundled:
-        path = Path(__file__).parent / "pretrained" / variant.bundled
+        path = PRETRAINED_DIR / variant.bundled
         if not path.is_file():
             raise WeightsError(f"{variant.name}: bundled weights {path} are missing from this installation")
+        check_sha256(path, variant.sha256, f"the bundled {variant.name}",
+                     "reinstall srcore (a deliberate re-export records its new digest in srcore/archs/registry.py)")
         return path
     if variant.url is None:
         raise WeightsError(f"{variant.name}: no published weights are registered; "
                            f"train it or pass a weights file path instead of the name")
     path = cached_path(variant)
     if path.is_file():
-        if variant.sha256 and sha256_file(path) != variant.sha256:
-            raise WeightsError(f"{path}: SHA-256 does not match the registry's for {variant.name}; delete it")
+        check_sha256(path, variant.sha256, variant.name, f"delete it and load {variant.name} again to re-download")
         return path
     if not allow_download:
         raise WeightsError(f"{variant.name}: weights not found at {path}; download {variant.url} to that path "
@@ -93,11 +112,3 @@ def weights_path(variant: ModelVariant, allow_download: bool = True) -> Path:
         return download(variant.url, path, variant.sha256)
     except DownloadError as exc:
         raise WeightsError(f"{variant.name}: {exc}") from None
-
-
-def install_file(src: Path, variant: ModelVariant) -> Path:
-    """Copy a hand-downloaded weights file into the cache under the name the registry expects."""
-    target = cached_path(variant)
-    with atomic_path(target) as tmp:
-        shutil.copyfile(src, tmp)
-    return target

@@ -10,7 +10,9 @@ import torch
 
 import srcore
 from srcore.archs import SRCNN, RRDBNet, SRResNet, SRVGGNetCompact, SwinIR, UNetDiscriminatorSN, VGGStyleDiscriminator
+from srcore.archs.architecture import ARCHITECTURES
 from srcore.archs.common import count_parameters
+from srcore.archs.registry import ModelVariant
 
 
 def meta_param_count(name: str, **overrides) -> int:
@@ -151,6 +153,15 @@ def test_every_variant_builds_with_a_consistent_descriptor(name):
     assert desc.in_channels in (1, 3) and desc.scale >= 1
     assert desc.kind == ("discriminator" if "discriminator" in name else "generator")
     assert srcore.ModelDescriptor.from_json(desc.to_json()) == desc
+
+
+def test_one_entry_per_architecture():
+    """The registry's variants and ``srcore.ARCHS`` name families of the one ARCHITECTURES table, each used."""
+    assert set(srcore.ARCHS) == set(ARCHITECTURES) == {v.arch for v in srcore.VARIANTS.values()}
+    assert all(srcore.VARIANTS[name].architecture.network is SRVGGNetCompact
+               for name in ("realesr-animevideov3", "srcore-compact-x4"))
+    with pytest.raises(KeyError, match="unknown architecture 'nope'"):
+        ModelVariant("x", "nope")
 
 
 def test_create_model_errors_are_clear():

@@ -13,7 +13,7 @@ from command_helpers import clash_folder, clash_source, expected_clash_outputs, 
 from PIL import Image
 
 import srcore
-from srcore.imageio import read_provenance
+from srcore.provenance import read_provenance
 
 
 def test_models_lists_the_registry():
@@ -173,7 +173,7 @@ def test_readme_tables_match_the_help_of_upscale_and_the_bucket_job():
 
     from pipelines.commands.bucket import add_arguments
     from srcore.cli import build_parser
-    from srcore.upscale import EngineOptions, OutputOptions
+    from srcore.options import EngineOptions, OutputOptions
 
     upscale = build_parser()._subparsers._group_actions[0].choices["upscale"]
     assert_table_is_the_help(readme_table("## Upscaling files and folders", "### Which bundled model"), upscale)

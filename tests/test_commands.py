@@ -57,7 +57,7 @@ def test_the_bucket_flags_are_the_job_options():
     from dataclasses import fields
 
     from pipelines.commands import bucket, parser_for
-    from srcore.upscale import EngineOptions, OutputOptions
+    from srcore.options import EngineOptions, OutputOptions
 
     parser = parser_for(bucket.__doc__, "srcore bucket")
     bucket.add_arguments(parser)

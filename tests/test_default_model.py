@@ -52,8 +52,8 @@ def test_the_distilled_student_is_small_carded_and_copies_its_teacher():
     folder = shared_path("datasets/RealWorld")
     for name in sorted(p.name for p in folder.iterdir() if p.suffix in (".png", ".jpg"))[:2]:
         crop = np.asarray(Image.open(folder / name).convert("RGB"))[:40, :40]
-        target = teacher.upscale_pixels(crop)
-        made = {k: _psnr(e.upscale_pixels(crop), target) for k, e in engines.items()}
+        target = teacher.upscale_image(crop)
+        made = {k: _psnr(e.upscale_image(crop), target) for k, e in engines.items()}
         made["bicubic"] = _psnr(np.clip(imresize_np(crop, 4), 0, 255).round(), target)
         assert made["student"] > made["psnr"] and made["student"] > made["bicubic"], (name, made)
 

@@ -97,3 +97,42 @@ def test_a_folder_without_ground_truth_gets_niqe_and_lr_consistency(tmp_path):
     bad = evaluate("--model", "realesr-animevideov3", "--realism", "0.5", "--scale", "4", "--sets", "Real",
                    "--data-root", str(tmp_path))
     assert bad.returncode == 2 and "no GAN / PSNR pair" in bad.stderr
+
+
+def test_16bit_gray_and_an_exif_rotated_jpeg_score_as_srcore_upscale_sees_them(tmp_path):
+    """Evaluation reads through the upscaler's decoder: a 16-bit gray scan stays 16-bit gray (not 13 levels of
+    8-bit RGB), an EXIF-rotated photo is upright. Its scores equal those of `srcore upscale`'s own outputs."""
+    from command_helpers import srcore_cli
+
+    from srcore.evaluation import niqe_or_none, read_image, scoring_pixels
+    from srcore.imageio import decode
+    from srcore.metrics import lr_consistency
+
+    real = tmp_path / "Real"
+    real.mkdir()
+    rng = np.random.default_rng(1)
+    base = np.kron(rng.integers(0, 60000, (8, 13)), np.ones((8, 8)))
+    scan = (base + rng.integers(0, 3000, base.shape)).astype(np.uint16)  # 64x104, thousands of levels
+    Image.fromarray(scan).save(real / "scan16.png")
+    photo = np.kron(rng.integers(0, 256, (8, 12, 3), np.uint8), np.ones((8, 8, 1), np.uint8))  # 64 high, 96 wide
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown turned 90 degrees clockwise: 96 high, 64 wide
+    Image.fromarray(photo).save(real / "turned.jpg", quality=95, exif=exif.tobytes())
+    assert read_image(real / "scan16.png").dtype == np.uint16 and read_image(real / "scan16.png").shape[2] == 1
+    assert read_image(real / "turned.jpg").shape == (96, 64, 3)
+
+    result = evaluate("--model", "srcore-compact-x4", "--sets", "Real", "--data-root", str(tmp_path),
+                      "--out", str(tmp_path / "o"))
+    assert result.returncode == 0, result.stderr
+    (entry,) = json.loads((tmp_path / "o" / "results.json").read_text())["sets"]
+    scores = {i["image"]: i for i in entry["images"]}
+    upscaled = srcore_cli("upscale", str(real), "-o", str(tmp_path / "up"), "--model", "srcore-compact-x4",
+                          "--precision", "fp32", "--format", "png")
+    assert upscaled.returncode == 0, upscaled.stderr
+    for name in ("scan16.png", "turned.jpg"):
+        output = decode((tmp_path / "up" / (name.split(".")[0] + ".png")).read_bytes())
+        lr, sr = scoring_pixels(read_image(real / name)), scoring_pixels(output.pixels)
+        assert sr.shape[:2] == (lr.shape[0] * 4, lr.shape[1] * 4)
+        assert scores[name]["lr_psnr"] == lr_consistency(lr, sr, 4), name
+        assert scores[name]["niqe"] == niqe_or_none(sr, 4), name
+    assert decode((tmp_path / "up" / "scan16.png").read_bytes()).pixels.dtype == np.uint16

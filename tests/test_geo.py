@@ -154,8 +154,9 @@ def test_bands_formats_and_bad_choices_through_upscale_file(tmp_path):
     format that would drop georeferencing, or an --outscale off the grid fail naming the file."""
     from rio_cogeo.cogeo import cog_validate
 
-    from srcore.imageio import read_provenance
-    from srcore.upscale import OutputOptions, upscale_file
+    from srcore.options import OutputOptions
+    from srcore.provenance import read_provenance
+    from srcore.upscale import upscale_file
 
     upscaler = tiny_upscaler()
     scene = tmp_path / "scene.tif"

@@ -16,9 +16,11 @@ from PIL import Image, ImageCms
 
 import srcore
 from srcore import gpu_codecs
-from srcore.imageio import ImageDecodeError, Picture, Provenance, decode, read_provenance
+from srcore.imageio import ImageDecodeError, Picture, decode
 from srcore.inference import Upscaler
-from srcore.upscale import EngineOptions, OutputOptions, encode_output
+from srcore.options import EngineOptions, OutputOptions
+from srcore.provenance import Provenance, read_provenance
+from srcore.upscale import encode_output
 
 CUDA = torch.cuda.is_available()
 needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU (nvJPEG, CUDA graphs): run on a GPU host")
@@ -115,7 +117,7 @@ def test_inductor_on_the_cpu_matches_eager():
     eager = Upscaler(model, device="cpu", precision="fp32", tile=None, runtime="torch", compile="off")
     compiled = Upscaler(model, device="cpu", precision="fp32", tile=None, runtime="torch", compile="inductor")
     assert compiled.compile == "inductor" and eager.compile == "off"
-    assert np.abs(compiled.upscale_array(image).astype(int) - eager.upscale_array(image)).max() <= 1
+    assert np.abs(compiled.upscale_network_input(image).astype(int) - eager.upscale_network_input(image)).max() <= 1
     # CUDA-only modes fall back to eager on CPUs; bad values name themselves
     assert Upscaler(model, device="cpu", runtime="torch", compile="graphs").compile == "off"
     with pytest.raises(ValueError, match="compile"):
@@ -172,8 +174,8 @@ def test_the_compiled_cuda_engine_matches_eager(mode):
         images = [photo(128, 128, seed=s) for s in range(3)]  # whole images of one shape, then a tiled image
         images += [] if mode == "inductor" else [photo(700, 600, seed=9)]  # (Inductor compiles each tile shape)
         for _ in range(3):  # graphs are captured the second time a shape is seen
-            out = compiled.upscale_arrays(images)
-        for got, want in zip(out, eager.upscale_arrays(images), strict=True):
+            out = compiled.upscale_network_inputs(images)
+        for got, want in zip(out, eager.upscale_network_inputs(images), strict=True):
             worst, _, share = levels(got, want)
             assert worst <= 8 and share <= 0.0005, (mode, model.descriptor.arch, worst, share)
         if mode == "graphs":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -12,9 +13,11 @@ import torch
 from PIL import Image, ImageCms, PngImagePlugin
 
 import srcore
-from srcore.imageio import DIGITAL_SOURCE_TYPE, ImageDecodeError, decode
+from srcore.imageio import ImageDecodeError, Picture, decode
 from srcore.inference import Upscaler
-from srcore.upscale import OutputOptions, upscale_bytes
+from srcore.options import OutputOptions
+from srcore.provenance import DIGITAL_SOURCE_TYPE, Provenance
+from srcore.upscale import output_format, render
 
 RNG = np.random.default_rng(0)
 
@@ -34,6 +37,22 @@ def png_bytes(im: Image.Image, **params) -> bytes:
     buf = io.BytesIO()
     im.save(buf, "PNG", **params)
     return buf.getvalue()
+
+
+@dataclass
+class Upscaled:
+    data: bytes
+    format: str
+    output: Picture
+
+
+def upscale_bytes(upscaler, data: bytes, name: str, model: str, options: OutputOptions | None = None) -> Upscaled:
+    """What ``srcore upscale`` does to one file's bytes, in memory: decode, render, encode."""
+    options = options or OutputOptions()
+    source = decode(data, name, options.max_input_pixels)
+    fmt = output_format(name, options.format)
+    data, output = render(upscaler, source, fmt, options, Provenance(model, options.outscale or upscaler.scale, name))
+    return Upscaled(data, fmt, output)
 
 
 def run(upscaler, data: bytes, name: str = "in.png", **options):
@@ -221,7 +240,7 @@ def test_an_outputs_own_provenance_is_replaced_not_doubled_and_bad_xmp_is_said(u
     """Upscaling an srcore output again: one srcore record, the new one, in XMP, PNG text and the EXIF caption
     (an earlier notice is srcore's, not the archive's caption). An XMP packet that is not XML is not carried (it
     cannot be merged), with a warning naming the file."""
-    from srcore.imageio import read_provenance
+    from srcore.provenance import read_provenance
 
     first = run(upscaler, png_bytes(Image.fromarray(RNG.integers(0, 256, (6, 6, 3), np.uint8))), "a.png")
     again = upscale_bytes(upscaler, first.data, "a_x2.png", "other-x2", OutputOptions(outscale=4))
@@ -244,7 +263,7 @@ def test_xmp_is_merged_by_namespace_not_by_spelling():
     Description comes first with the packet's subject, and only srcore's own record is read back."""
     import xml.etree.ElementTree as ET
 
-    from srcore.imageio import SRCORE_XMP_NS, Provenance, read_provenance
+    from srcore.provenance import SRCORE_XMP_NS, Provenance, read_provenance
 
     forged = (f'<r:Description r:about="uuid:faa5" xmlns:s="{SRCORE_XMP_NS}"><s:model>forged</s:model>'
               "</r:Description>")

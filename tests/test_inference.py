@@ -13,7 +13,8 @@ from conftest import SHARED, shared_path
 from PIL import Image
 
 import srcore
-from srcore.inference import TileGrid, Upscaler, interpolate_models
+from srcore.inference import TileGrid, Upscaler
+from srcore.interpolate import interpolate_models
 
 
 def photo_256() -> np.ndarray:
@@ -46,10 +47,10 @@ def test_tiled_matches_untiled_without_seams(weights, tile, runtime, rows):
     model = srcore.load_model(shared_path(f"weights/{weights}"))
     # float pixels: fp32 (bf16 rounding differs with the input's size, by up to 5 levels)
     image = np.ascontiguousarray(photo_256()[:rows])
-    whole = Upscaler(model, tile=None, runtime=runtime).upscale_array(image)
+    whole = Upscaler(model, tile=None, runtime=runtime).upscale_network_input(image)
     tiled_upscaler = Upscaler(model, tile=tile, runtime=runtime)  # the model's default overlap
     assert whole.dtype == np.float32 and tiled_upscaler.compute_dtype(image.dtype) == torch.float32
-    tiled = tiled_upscaler.upscale_array(image)
+    tiled = tiled_upscaler.upscale_network_input(image)
     assert np.abs(tiled - whole).max() <= 1 / 255
     seams = seam_columns(tiled_upscaler, 256)
     assert seams  # really tiled
@@ -61,10 +62,10 @@ def test_seam_metric_catches_hard_stitching():
     torch.manual_seed(0)
     model = srcore.load_model(shared_path("weights/realesr-animevideov3.pth"))
     image = photo_256()[:, :128]
-    left = Upscaler(model, tile=None).upscale_array(np.ascontiguousarray(image[:, :64]))
-    right = Upscaler(model, tile=None).upscale_array(np.ascontiguousarray(image[:, 64:]))
+    left = Upscaler(model, tile=None).upscale_network_input(np.ascontiguousarray(image[:, :64]))
+    right = Upscaler(model, tile=None).upscale_network_input(np.ascontiguousarray(image[:, 64:]))
     stitched = np.concatenate([left, right], axis=1)
-    whole = Upscaler(model, tile=None).upscale_array(image)
+    whole = Upscaler(model, tile=None).upscale_network_input(image)
     assert abs(seam_ratio(stitched, [256]) / seam_ratio(whole, [256]) - 1) > 0.05
 
 
@@ -86,8 +87,8 @@ def test_batches_and_threads_give_the_same_pixels():
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (20, 24, 3), np.uint8) for _ in range(5)] + [rng.integers(0, 256, (70, 50, 3),
                                                                                                np.uint8)]
-    singles = [Upscaler(tiny(), tile=32, tile_overlap=8, batch_size=1).upscale_array(im) for im in images]
-    batched = up.upscale_arrays(images)
+    singles = [Upscaler(tiny(), tile=32, tile_overlap=8, batch_size=1).upscale_network_input(im) for im in images]
+    batched = up.upscale_network_inputs(images)
     for a, b in zip(singles, batched, strict=True):
         assert a.shape == b.shape and a.dtype == np.uint8
         assert np.abs(a.astype(int) - b.astype(int)).max() <= 1  # batched kernels may round differently
@@ -95,7 +96,7 @@ def test_batches_and_threads_give_the_same_pixels():
     results: dict[int, np.ndarray] = {}
 
     def work(i: int) -> None:
-        results[i] = up.upscale_array(images[i % len(images)])
+        results[i] = up.upscale_network_input(images[i % len(images)])
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
     for t in threads:
@@ -103,13 +104,13 @@ def test_batches_and_threads_give_the_same_pixels():
     for t in threads:
         t.join()
     for i, out in results.items():
-        assert np.array_equal(out, up.upscale_array(images[i % len(images)]))
+        assert np.array_equal(out, up.upscale_network_input(images[i % len(images)]))
 
 
 def test_size_multiple_is_padded_and_cropped():
     torch.manual_seed(0)
     model = srcore.create_model("realesrgan-x2plus", num_feat=8, num_block=1, num_grow_ch=4)
-    out = Upscaler(model, tile=None).upscale_array(np.random.default_rng(0).random((13, 9, 3), np.float32))
+    out = Upscaler(model, tile=None).upscale_network_input(np.random.default_rng(0).random((13, 9, 3), np.float32))
     assert out.shape == (26, 18, 3)
 
 
@@ -124,15 +125,15 @@ def test_openvino_fused_pixel_path_matches_its_float_path():
     rng = np.random.default_rng(0)
     for count, shape in [(1, (13, 9, 3)), (3, (16, 20, 3)), (4, (11, 8, 3))]:
         images = [rng.integers(0, 256, shape, np.uint8) for _ in range(count)]
-        fused = up.upscale_arrays(images)
-        through_floats = up.upscale_arrays([im.astype(np.float32) / 255 for im in images])
+        fused = up.upscale_network_inputs(images)
+        through_floats = up.upscale_network_inputs([im.astype(np.float32) / 255 for im in images])
         for a, b in zip(fused, through_floats, strict=True):
             assert a.dtype == np.uint8 and a.shape == (shape[0] * 2, shape[1] * 2, 3) and a.flags.c_contiguous
             assert np.abs(a.astype(int) - np.round(b * 255).astype(int)).max() <= 1
             assert np.abs(a.astype(int) - np.round(b * 255).astype(int)).mean() < 0.01
     # a second thread gets requests of its own
     outs: dict[int, np.ndarray] = {}
-    worker = threading.Thread(target=lambda: outs.setdefault(0, up.upscale_arrays(images)[0]))
+    worker = threading.Thread(target=lambda: outs.setdefault(0, up.upscale_network_inputs(images)[0]))
     worker.start()
     worker.join()
     assert np.array_equal(outs[0], fused[0])
@@ -141,8 +142,8 @@ def test_openvino_fused_pixel_path_matches_its_float_path():
 def test_precision_choices_on_cpu():
     model = tiny()
     image = np.random.default_rng(1).random((24, 24, 3)).astype(np.float32)
-    reference = Upscaler(model, precision="fp32").upscale_array(image)
-    bf16 = Upscaler(model, precision="bf16").upscale_array(image)
+    reference = Upscaler(model, precision="fp32").upscale_network_input(image)
+    bf16 = Upscaler(model, precision="bf16").upscale_network_input(image)
     assert np.abs(bf16 - reference).max() < 0.05
     with pytest.warns(UserWarning, match="fp16 is not supported on CPU"):
         fp16 = Upscaler(model, precision="fp16")
@@ -159,14 +160,14 @@ def test_outscale_and_modes_of_pixels():
     up = Upscaler(tiny(scale=4))
     rng = np.random.default_rng(2)
     rgb = rng.integers(0, 256, (10, 12, 3), np.uint8)
-    assert up.upscale_pixels(rgb, outscale=3.5).shape == (35, 42, 3)
-    assert up.upscale_pixels(rgb, outscale=2).shape == (20, 24, 3)
+    assert up.upscale_image(rgb, outscale=3.5).shape == (35, 42, 3)
+    assert up.upscale_image(rgb, outscale=2).shape == (20, 24, 3)
     gray16 = rng.integers(0, 65536, (10, 12, 1), np.uint16)
-    out = up.upscale_pixels(gray16)
+    out = up.upscale_image(gray16)
     assert out.shape == (40, 48, 1) and out.dtype == np.uint16
     la = rng.integers(0, 256, (10, 12, 2), np.uint8)
     for alpha in ("bicubic", "network"):
-        assert up.upscale_pixels(la, alpha=alpha).shape == (40, 48, 2)
+        assert up.upscale_image(la, alpha=alpha).shape == (40, 48, 2)
 
 
 def test_network_interpolation_blends_weights():
@@ -192,9 +193,9 @@ def test_tile_progress_counts_tiles_of_a_large_image():
     up = Upscaler(tiny(), tile=64, tile_overlap=8)
     calls = []
     with srcore.inference.tile_progress(lambda done, total: calls.append((done, total))):
-        up.upscale_pixels(np.zeros((150, 130, 3), np.uint8))
+        up.upscale_image(np.zeros((150, 130, 3), np.uint8))
     assert calls and calls[-1][0] == calls[-1][1] > 1  # ends at all tiles
     assert [d for d, _ in calls] == sorted(d for d, _ in calls) and len({t for _, t in calls}) == 1
     calls.clear()
-    up.upscale_pixels(np.zeros((150, 130, 3), np.uint8))
+    up.upscale_image(np.zeros((150, 130, 3), np.uint8))
     assert not calls  # only inside the block

@@ -37,7 +37,7 @@ def test_the_gan_model_invents_more_than_the_psnr_model_on_the_same_inputs():
     psnr = Upscaler(load_upscaling_model(None, 0.0)[0], tile=None)
     gan = Upscaler(load_upscaling_model(None, 1.0)[0], tile=None)
     for crop in real_crops():
-        made = {name: invention_map(up.upscale_pixels(crop), 4) for name, up in (("psnr", psnr), ("gan", gan))}
+        made = {name: invention_map(up.upscale_image(crop), 4) for name, up in (("psnr", psnr), ("gan", gan))}
         made["bicubic"] = invention_map(imresize_np(crop, 4), 4)
         means = {k: v.magnitude.mean() for k, v in made.items()}
         assert means["gan"] > means["psnr"] > means["bicubic"], means

@@ -26,7 +26,7 @@ image[..., 0] = (np.arange(4000) * 255 // 4000).astype(np.uint8)[None, :]
 image[..., 1] = (np.arange(3000) * 255 // 3000).astype(np.uint8)[:, None]
 image[..., 2] = (np.arange(3000)[:, None] + np.arange(4000)[None, :]) % 256
 start = time.perf_counter()
-out = up.upscale_array(image)
+out = up.upscale_network_input(image)
 print(json.dumps({"shape": out.shape, "dtype": str(out.dtype), "seconds": time.perf_counter() - start,
                   "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
                   "corner": int(out[-1, -1, 0])}))

@@ -14,7 +14,8 @@ import ray
 from bucket_helpers import get_object, good_images, list_objects, make_bucket, run_job, summary_of, upscaler_nodes
 from ray.cluster_utils import Cluster
 
-from srcore.imageio import decode, read_provenance
+from srcore.imageio import decode
+from srcore.provenance import read_provenance
 
 pytestmark = pytest.mark.slow
 

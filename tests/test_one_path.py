@@ -12,8 +12,8 @@ from PIL import Image
 import srcore
 from srcore.cli import main as cli_main
 from srcore.evaluation import model_upscaler
-from srcore.imageio import read_provenance
 from srcore.inference import Upscaler
+from srcore.provenance import read_provenance
 
 
 @pytest.mark.usefixtures("shared_ray")
@@ -91,13 +91,13 @@ def test_out_of_memory_retries_with_smaller_batches_then_tiles():
     torch.manual_seed(0)
     net = srcore.create_model("realesr-animevideov3", num_feat=8, num_conv=2, upscale=2).eval()
     image = np.random.default_rng(0).integers(0, 256, (96, 96, 3), np.uint8)
-    reference = Upscaler(net, precision="fp32", tile=None, runtime="torch").upscale_array(image)
+    reference = Upscaler(net, precision="fp32", tile=None, runtime="torch").upscale_network_input(image)
     limited = Upscaler(OutOfMemoryAbove(net, 48 * 48), precision="fp32", tile=None, batch_size=2, tile_overlap=8,
                        runtime="torch")  # CUDA's error, raised by a PyTorch network
     with pytest.warns(UserWarning, match="out of device memory"):
-        out = limited.upscale_array(image)
+        out = limited.upscale_network_input(image)
     assert limited.tile is not None and limited.tile <= 48 and limited.batch_size == 1
     assert np.abs(out.astype(int) - reference.astype(int)).max() <= 1
     hopeless = Upscaler(OutOfMemoryAbove(net, 10), precision="fp32", tile=None, tile_overlap=8, runtime="torch")
     with pytest.raises(torch.cuda.OutOfMemoryError), pytest.warns(UserWarning):
-        hopeless.upscale_array(image)
+        hopeless.upscale_network_input(image)

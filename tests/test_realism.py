@@ -8,7 +8,7 @@ import torch
 from command_helpers import srcore_cli
 from PIL import Image
 
-from srcore.imageio import read_provenance
+from srcore.provenance import read_provenance
 from srcore.weights import load_model, load_upscaling_model
 
 

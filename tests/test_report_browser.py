@@ -16,7 +16,7 @@ from bucket_helpers import HOSTILE_BAD_KEY, HOSTILE_KEYS, summary_of
 from PIL import Image
 
 from pipelines.report import ReportWriter
-from pipelines.upscale import OUTPUT_SCHEMA, UpscaleJob
+from pipelines.upscale import REPORT_SCHEMA, UpscaleJob
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium (the 'dev' extra) is not installed")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
@@ -55,7 +55,7 @@ def report_with_rows(tmp_path: Path, n: int = 230) -> Path:
                      "device": "cpu" if i % 2 else "NVIDIA H200", "node": f"node{i % 3}", "read_s": 0.01,
                      "decode_s": 0.02, "encode_s": 0.03, "write_s": 0.01, "check_s": 0.01})
     writer = ReportWriter(str(tmp_path / "_reports" / "r2"), previews=4)
-    writer.add(pa.Table.from_pylist([{k: r.get(k) for k in OUTPUT_SCHEMA.names} for r in rows], schema=OUTPUT_SCHEMA))
+    writer.add(pa.Table.from_pylist([{k: r.get(k) for k in REPORT_SCHEMA.names} for r in rows], schema=REPORT_SCHEMA))
     writer.finish(UpscaleJob(input=str(files), output=str(tmp_path), run_id="r2"), listed=n, wall_s=75.0)
     return tmp_path / "_reports" / "r2" / "report.html"
 

@@ -68,7 +68,7 @@ def test_unknown_layouts_are_handed_to_spandrel(tmp_path):
     x = torch.rand(1, 3, 20, 16)
     with torch.inference_mode():
         torch.testing.assert_close(model(x), original(x))
-    out = srcore.Upscaler(model, tile=None).upscale_array((x[0].permute(1, 2, 0).numpy() * 255).astype("uint8"))
+    out = srcore.Upscaler(model, tile=None).upscale_network_input((x[0].permute(1, 2, 0).numpy() * 255).astype("uint8"))
     assert out.shape == (80, 64, 3)
 
 

@@ -15,8 +15,9 @@ from PIL import Image
 from pipelines.upscale import UpscaleJob, UpscaleWriter, plan
 from pipelines.upscale.run import CPU_IMAGES_PER_CALL, GPU_IMAGES_PER_CALL, plan_layout
 from pipelines.upscale.stages import encode_and_write, read_and_decode
-from srcore.imageio import decode, read_provenance
-from srcore.upscale import EngineOptions
+from srcore.imageio import decode
+from srcore.options import EngineOptions
+from srcore.provenance import read_provenance
 from srcore.weights import load_upscaling_model
 
 

@@ -19,10 +19,12 @@ from PIL import Image
 
 import srcore
 from srcore import upscale
-from srcore.imageio import Picture, Provenance, decode, read_provenance
+from srcore.imageio import Picture, decode
 from srcore.metrics import lr_consistency
+from srcore.options import OutputOptions
 from srcore.png_writer import PngWriter
-from srcore.upscale import OutputOptions, stream_png, streams, upscale_file
+from srcore.provenance import Provenance, read_provenance
+from srcore.upscale import stream_png, streams, upscale_file
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -68,7 +70,7 @@ def test_streamed_png_equals_the_whole_output_with_its_metadata(channels, dtype)
     options = OutputOptions()
     buf = io.BytesIO()
     result = stream_png(up, source, options, provenance, buf, lr_check=True)
-    whole = up.upscale_pixels(source.pixels)
+    whole = up.upscale_image(source.pixels)
     streamed = decode(buf.getvalue(), "streamed.png")
     assert result.size == (400, 300) and streamed.size == (400, 300) and result.mode == source.mode
     assert streamed.pixels.dtype == dtype and np.array_equal(streamed.pixels, whole)

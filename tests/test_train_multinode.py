@@ -8,6 +8,7 @@ import ray
 from ray.cluster_utils import Cluster
 from train_helpers import assert_same_weights, rank_dumps, tiny_config
 
+from pipelines.faults import faults_env
 from pipelines.train import run_training
 from srcore.train.config import load_config
 
@@ -17,7 +18,7 @@ def two_nodes(tmp_path, private_ray):
     dump = tmp_path / "dump"
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     nodes = [cluster.add_node(num_cpus=2, resources={"train_slot": 1}) for _ in range(2)]
-    ray.init(address=cluster.address, runtime_env={"env_vars": {"SRCORE_TRAIN_DUMP": str(dump)}})
+    ray.init(address=cluster.address, runtime_env={"env_vars": faults_env(train_dump=dump)})
     cluster.wait_for_nodes()
     yield dump, {n.node_id for n in nodes}
     ray.shutdown()
@@ -46,7 +47,7 @@ def three_nodes(tmp_path, private_ray):
         "_system_config": {"health_check_period_ms": 500, "health_check_failure_threshold": 3}})
     for _ in range(3):
         cluster.add_node(num_cpus=2, resources={"train_slot": 1})
-    ray.init(address=cluster.address, runtime_env={"env_vars": {"SRCORE_TRAIN_DUMP": str(dump)}})
+    ray.init(address=cluster.address, runtime_env={"env_vars": faults_env(train_dump=dump)})
     cluster.wait_for_nodes()
     yield cluster, dump
     ray.shutdown()

@@ -15,6 +15,7 @@ from bucket_helpers import SECRETS
 from command_helpers import load_job, run_main
 from train_helpers import assert_same_weights, image_folder, rank_dumps, tiny_config, write_config
 
+from pipelines.faults import faults_env
 from pipelines.train import STATE_FILE, run_training
 from srcore.train.config import load_config
 from srcore.weights import load_upscaling_model
@@ -32,7 +33,7 @@ def ray_cluster(tmp_path_factory):
     if ray.is_initialized():
         ray.shutdown()  # the run's shared head
     with pytest.MonkeyPatch.context() as env:
-        env.setenv("SRCORE_TRAIN_DUMP", str(dump))
+        env.setenv(*faults_env(train_dump=dump).popitem())
         for name, value in SECRETS.items():  # store credentials no training artefact may carry
             env.setenv(name, value)
         env.delenv("RAY_ADDRESS", raising=False)

@@ -36,7 +36,8 @@ from bucket_helpers import (
 from catalogue_helpers import assert_catalogue_kept, catalogued_scans
 from command_helpers import clash_folder, clash_source, expected_clash_outputs
 
-from srcore.imageio import decode, read_provenance
+from srcore.imageio import decode
+from srcore.provenance import read_provenance
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("shared_ray"), pytest.mark.xdist_group("ray")]
 
@@ -246,7 +247,8 @@ def test_a_large_output_is_streamed_into_the_bucket_as_the_cli_writes_it(s3, tmp
     from PIL import Image
 
     import srcore
-    from srcore.upscale import EngineOptions, OutputOptions, upscale_file
+    from srcore.options import EngineOptions, OutputOptions
+    from srcore.upscale import upscale_file
 
     yy, xx = np.mgrid[0:400, 0:400]
     pixels = np.dstack([(xx // 9) % 256, (yy // 7) % 256, (xx + yy) % 256]).astype(np.uint8)

@@ -29,10 +29,12 @@ from bucket_helpers import (
 from fault_proxy import FAULTS, fault_proxy
 from PIL import Image, PngImagePlugin
 
+from pipelines.faults import faults_env
 from pipelines.local_s3 import s3_client
 from pipelines.report import read_report_rows
 from pipelines.storage import OutsideOutputError, Store
-from srcore.imageio import decode, read_provenance
+from srcore.imageio import decode
+from srcore.provenance import read_provenance
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("shared_ray"), pytest.mark.xdist_group("ray")]
 
@@ -153,7 +155,7 @@ def test_inputs_that_kill_their_workers_become_failed_rows_and_the_run_goes_on(s
     good = {k: v[0] for k, v in good_images(10, seed=3).items()}
     poison = _png(np.full((24, 24, 3), 128, np.uint8))
     make_bucket("poison", "in", {**good, "kills-actor.png": poison, "kills-decoder.png": poison})
-    shared_ray(SRCORE_INJECT_WORKER_DEATH="upscale:kills-actor,decode:kills-decoder")  # the workers' variable
+    shared_ray(**faults_env(die={"upscale": "kills-actor", "decode": "kills-decoder"}))  # the workers' variable
     result = run_job("--input", "s3://poison/in", "--output", "s3://poison/out", "--max-failure-rate", "0.5",
                      "--images-per-batch", "4")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

@@ -22,16 +22,19 @@ import pytest
 from PIL import Image
 
 from pipelines.lease import Lease, LeaseHeld
+from pipelines.listing import ListingError
 from pipelines.report import ReportWriter, read_report_rows
 from pipelines.report_html import histogram_svg
-from pipelines.storage import ListingError, Store
-from pipelines.upscale import OUTPUT_SCHEMA, REPORT_SCHEMA, UpscaleJob, output_is_finished, plan
-from pipelines.upscale.plan import _formats
-from pipelines.upscale.run import _remove_dead_writers_temporaries
-from srcore.imageio import Picture, Provenance, encode, read_provenance
+from pipelines.storage import Store
+from pipelines.upscale import REPORT_SCHEMA, UpscaleJob, output_is_finished, plan
+from pipelines.upscale.plan import output_formats
+from pipelines.upscale.run import remove_dead_writers_temporaries
+from srcore.imageio import Picture, encode
 from srcore.metrics import lr_consistency
 from srcore.naming import plan_outputs, safe_relative
-from srcore.upscale import EngineOptions, OutputOptions, output_format
+from srcore.options import EngineOptions, OutputOptions
+from srcore.provenance import Provenance, read_provenance
+from srcore.upscale import output_format
 
 
 @pytest.mark.parametrize("key", ["../../etc/passwd.png", "/abs/x.png", "a//b.png", "a/./b.png", "..",
@@ -71,8 +74,8 @@ def test_output_keys_keep_paths_change_extensions_and_never_collide():
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(keys_module, "digests", lambda texts: np.full(len(texts), 7, np.uint64))
         assert dict(zip(keys, plan_outputs(keys, None), strict=True)) == plan
-    formats = _formats(pa.chunked_array([["a/b.PNG", "c/d", "e.f/g", "x.jpeg", "a/b.", "z/..a.b.webp", "t.TIFF"]]),
-                       None).to_pylist()
+    names = pa.chunked_array([["a/b.PNG", "c/d", "e.f/g", "x.jpeg", "a/b.", "z/..a.b.webp", "t.TIFF"]])
+    formats = output_formats(names, None).to_pylist()
     assert formats == ["PNG", "PNG", "PNG", "JPEG", "PNG", "WEBP", "TIFF"]
     with pytest.raises(ValueError, match="--format"):
         output_format("x.png", "bmp")
@@ -178,8 +181,8 @@ def test_the_report_streams_into_parts_and_its_page_has_summary_failures_histogr
     rows.append({"input": "s3://b/done.png", "status": "skipped", "model": "m", "scale": 4.0})
     writer = ReportWriter(str(tmp_path / "report"), previews=2)
     for start in (0, 2, 3):  # batches of 2, 1 and 4 rows
-        writer.add(pa.Table.from_pylist([{k: r.get(k) for k in OUTPUT_SCHEMA.names} for r in
-                                         rows[start: {0: 2, 2: 3, 3: 7}[start]]], schema=OUTPUT_SCHEMA))
+        writer.add(pa.Table.from_pylist([{k: r.get(k) for k in REPORT_SCHEMA.names} for r in
+                                         rows[start: {0: 2, 2: 3, 3: 7}[start]]], schema=REPORT_SCHEMA))
         assert writer.pending_rows < 3
     assert sorted(p.name for p in (tmp_path / "report" / "rows").iterdir()) == ["part-00000.parquet",
                                                                               "part-00001.parquet"]
@@ -293,7 +296,7 @@ def test_planning_finds_temporaries_and_a_lease_makes_their_removal_safe(tmp_pat
     theirs.write_bytes(b"in flight")
     manifest = plan(UpscaleJob(input=str(tmp_path / "in"), output=str(out)), "m")
     with Lease(store, lease_path, "run-f"):
-        removed = _remove_dead_writers_temporaries(store, lease_path, manifest.temporaries, manifest.leases)
+        removed = remove_dead_writers_temporaries(store, lease_path, manifest.temporaries, manifest.leases)
     assert removed == 1 and not temporary.exists() and theirs.exists()
 
 
@@ -390,7 +393,7 @@ def test_keys_and_prefixes_with_glob_characters_are_written_and_found_exactly(wh
     for run in ("r0", "r1"):
         writer = ReportWriter(f"{location}/_reports/{run}", previews=0)
         writer.add(pa.Table.from_pylist([{"input": f"{run}.png", "status": "failed", "error": "x"}],
-                                        schema=OUTPUT_SCHEMA))
+                                        schema=REPORT_SCHEMA))
         summary = writer.finish(UpscaleJob(input=str(tmp_path), output=location, run_id=run), listed=1, wall_s=1.0)
     assert read_report_rows(f"{location}/_reports/r1").column("input").to_pylist() == ["r1.png"]
     assert [r["run"] for r in earlier_runs(f"{location}/_reports/r1", summary)] == ["r0", "r1"]
@@ -407,7 +410,7 @@ def test_a_store_errors_credentials_never_reach_the_report(tmp_path, monkeypatch
               "s3://b/in/d.png: signature mismatch (secret wJalrPlanTestSecretK7MDENG)"]
     rows = [{"input": e.split(":", 2)[0] + ":" + e.split(":", 2)[1], "status": "failed", "error": e} for e in errors]
     writer = ReportWriter(str(tmp_path / "_reports" / "r"), previews=0)
-    writer.add(pa.Table.from_pylist(rows, schema=OUTPUT_SCHEMA))
+    writer.add(pa.Table.from_pylist(rows, schema=REPORT_SCHEMA))
     writer.finish(UpscaleJob(input="s3://b/in", output=str(tmp_path), run_id="r"), listed=3, wall_s=1.0)
     written = "".join(p.read_text(errors="replace") for p in (tmp_path / "_reports" / "r").glob("*.*"))
     written += str(read_report_rows(str(tmp_path / "_reports" / "r")).to_pylist())

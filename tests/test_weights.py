@@ -9,7 +9,9 @@ from conftest import shared_path
 from PIL import Image
 
 import srcore
-from srcore.weights import WeightsError, detect_architecture, read_state_dict
+from srcore.archs.architecture import detect_architecture
+from srcore.model_errors import WeightsError
+from srcore.weights import read_state_dict
 
 OFFICIAL = [
     # (weights file, fixture output, expected architecture and hyper-parameters)

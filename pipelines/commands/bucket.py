@@ -19,9 +19,9 @@ import sys
 import threading
 
 from srcore.archs.registry import DEFAULT_REALISM, DEFAULT_UPSCALE_MODEL
+from srcore.model_errors import WeightsError
+from srcore.options import EngineOptions, OutputOptions, add_flags, add_realism_flag, from_flags
 from srcore.redact import redact
-from srcore.upscale import EngineOptions, OutputOptions, add_flags, add_realism_flag, from_flags
-from srcore.weights import WeightsError
 
 from . import add_verbose_flag, parser_for
 
@@ -127,8 +127,8 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from ..cluster import connect_or_start  # Ray: the ray extra
     from ..lease import LeaseHeld
+    from ..listing import ListingError
     from ..report import report_files
-    from ..storage import ListingError
     from ..upscale.options import UpscaleJob
     from ..upscale.run import run as run_job
 

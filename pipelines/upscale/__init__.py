@@ -24,9 +24,9 @@ from .finished import output_is_finished
 from .options import REPORT_FOLDER, UpscaleJob
 from .plan import Manifest, plan
 from .quality import preview_pair
-from .rows import OUTPUT_SCHEMA, REPORT_SCHEMA
+from .rows import REPORT_SCHEMA
 from .run import RunResult, run
 from .stages import UpscaleWriter, read_and_decode
 
-__all__ = ["OUTPUT_SCHEMA", "REPORT_FOLDER", "REPORT_SCHEMA", "Manifest", "RunResult", "UpscaleJob", "UpscaleWriter",
+__all__ = ["REPORT_FOLDER", "REPORT_SCHEMA", "Manifest", "RunResult", "UpscaleJob", "UpscaleWriter",
            "output_is_finished", "plan", "preview_pair", "read_and_decode", "run"]

@@ -10,8 +10,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from srcore.imageio import made_from, probe_provenance
 from srcore.naming import digests
+from srcore.provenance import is_output_of
 
 from ..pages import PAGE_ROWS
 from ..storage import Store
@@ -143,10 +143,10 @@ def output_is_finished(target: Store, row: dict, run: str | None = None) -> bool
     path = row["output_key"]
     try:
         size = target.size(path)
-        found = probe_provenance(lambda start, end: target.read(path, start, end), size)
     except OSError:
         return False
-    if made_from(found, row["input_version"], row["model"], row["scale"]) and run in (None, found.get("run")):
+    if is_output_of(lambda start, end: target.read(path, start, end), size, row["input_version"], row["model"],
+                    row["scale"], run):
         row["output_bytes"] = size
         return True
     return False

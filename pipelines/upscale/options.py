@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from srcore.imageio import IMAGE_SUFFIXES
+from srcore.options import EngineOptions, OutputOptions, check_flags
 from srcore.redact import credentials_in
-from srcore.upscale import EngineOptions, OutputOptions, check_flags, new_run_id
+from srcore.upscale import new_run_id
 
 from ..storage import is_uri, join
 
@@ -103,7 +104,7 @@ class UpscaleJob:
              "must be letters, digits, '.', '_' or '-' (at most 100)"),
         ]
         check_flags(checks, self)
-        if _inside(self.input, self.output) and _inside(self.output, self.input):
+        if is_inside(self.input, self.output) and is_inside(self.output, self.input):
             raise ValueError("--output must differ from --input (outputs would replace the originals)")
 
     @property
@@ -111,7 +112,7 @@ class UpscaleJob:
         return self.report or join(self.output, REPORT_FOLDER, self.run_id)
 
 
-def _inside(parent: str, child: str) -> bool:
+def is_inside(parent: str, child: str) -> bool:
     p = parent.rstrip("/") if is_uri(parent) else str(Path(parent).resolve())
     c = child.rstrip("/") if is_uri(child) else str(Path(child).resolve())
     return c == p or c.startswith(p + "/")

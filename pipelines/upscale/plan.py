@@ -9,7 +9,6 @@ import shutil
 import tempfile
 import weakref
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 import pyarrow as pa
@@ -19,10 +18,11 @@ from srcore.naming import clashing, digests, renamed_keys, wanted_keys
 from srcore.upscale import output_format
 
 from ..inventory import manifest_pages
+from ..listing import LISTING_SCHEMA
 from ..pages import PageFile
-from ..storage import LISTING_SCHEMA, Store
+from ..storage import Store, shared_store
 from .finished import OutputIndex, ReportWord, scan_outputs, what_reports_say
-from .options import UpscaleJob, _inside
+from .options import UpscaleJob, is_inside
 from .rows import MANIFEST_SCHEMA, conform
 
 
@@ -70,8 +70,8 @@ def plan(job: UpscaleJob, model: str, scale: float | None = None) -> Manifest:
     and 16 bytes per existing output (its path's digest and size) and per report row (output and what it
     vouches for). A second pass over the pages makes the manifest rows, page by page.
     """
-    source, target = _store(job.input), _store(job.output)
-    exclude = (target.root,) if _inside(job.input, job.output) else ()
+    source, target = shared_store(job.input), shared_store(job.output)
+    exclude = (target.root,) if is_inside(job.input, job.output) else ()
     fmt = job.output_options.format
     folder = tempfile.mkdtemp(prefix="srcore-plan-")
     try:
@@ -189,7 +189,7 @@ def _rows(page: pa.Table, source: Store, target: Store, model: str, scale: pa.Sc
         "input_version": page.column("version"), "input_bytes": page.column("size"),
         "model": pa.repeat(pa.scalar(model, pa.string()), n), "scale": pa.repeat(scale, n),
         "run": pa.repeat(pa.scalar(job.run_id, pa.string()), n),
-        "output_format": _formats(page.column("relative"), job.output_options.format),
+        "output_format": output_formats(page.column("relative"), job.output_options.format),
         "status": pa.array(np.where(found, "exists", ""), pa.string()),
         "output_bytes": pa.nulls(n, pa.int64()),
     })
@@ -202,7 +202,7 @@ def _rows(page: pa.Table, source: Store, target: Store, model: str, scale: pa.Sc
                            pa.array(np.where(vouched, found_bytes, 0), pa.int64(), mask=~vouched))
 
 
-def _formats(relatives: pa.ChunkedArray, fmt: str | None) -> pa.Array:
+def output_formats(relatives: pa.ChunkedArray, fmt: str | None) -> pa.Array:
     """The output format of each input (:func:`srcore.upscale.output_format`: by extension, or ``fmt``)."""
     # posixpath.splitext's extension: the basename's last dot segment, after at least one other character
     extensions = pc.struct_field(pc.extract_regex(relatives, r"[^/.][^/]*(?P<ext>\.[^./]*)$"), [0])
@@ -217,6 +217,3 @@ def _uris(store: Store, paths: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | 
     return pc.binary_join_element_wise(prefix, paths, "") if prefix else paths
 
 
-@lru_cache(maxsize=8)
-def _store(location: str) -> Store:
-    return Store(location)

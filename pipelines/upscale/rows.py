@@ -41,10 +41,10 @@ UPSCALED_SCHEMA = pa.schema(list(REPORT_SCHEMA) + [
     ("output_key", pa.string()), ("output_pixels", pa.large_binary()), ("output_dtype", pa.string()),
     ("output_shape", pa.list_(pa.int32())), ("encoded", pa.large_binary()), *_METADATA,
 ])
-OUTPUT_SCHEMA = REPORT_SCHEMA  # what the last stage returns: the report's rows
 
 
-def _table(rows: list[dict], schema: pa.Schema) -> pa.Table:
+def table_of(rows: list[dict], schema: pa.Schema) -> pa.Table:
+    """Row dicts as a table of ``schema`` (keys it lacks are dropped, columns a row lacks are null)."""
     return pa.Table.from_pylist([{k: r.get(k) for k in schema.names} for r in rows], schema=schema)
 
 

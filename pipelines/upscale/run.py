@@ -16,11 +16,11 @@ from srcore.naming import digests
 from ..lease import Lease, held_elsewhere
 from ..pages import PageFile, read_pages
 from ..progress import ProgressLog
-from ..storage import retries_in_process
+from ..storage import retries_in_process, shared_store
 from .finished import remove_temporaries, scan_outputs
 from .options import REPORT_FOLDER, UpscaleJob
-from .plan import Manifest, _store, plan
-from .rows import OUTPUT_SCHEMA, _table
+from .plan import Manifest, plan
+from .rows import REPORT_SCHEMA, table_of
 from .stages import UpscaleWriter, encode_and_write, read_and_decode
 
 WORKER_RETRIES = 2  # retries of a batch whose worker (decode task or actor) died
@@ -53,8 +53,8 @@ def run(job: UpscaleJob, progress: bool = True, connect=None) -> RunResult:
     from ..report import ReportWriter
 
     start, retries_at_start = time.time(), retries_in_process()
-    _store(job.input).check_exists()  # before the lease: a wrong input leaves nothing behind in the output
-    target = _store(job.output)
+    shared_store(job.input).check_exists()  # before the lease: a wrong input leaves nothing behind in the output
+    target = shared_store(job.output)
     target.check_writable()  # a local folder; a bucket: the lease, the first write, says
     model, name = load_upscaling_model(job.model, job.realism)  # fails fast, before any listing, on a bad name
     # one run at a time per output prefix; held from planning to the report (LeaseHeld: another run writes)
@@ -64,7 +64,7 @@ def run(job: UpscaleJob, progress: bool = True, connect=None) -> RunResult:
         if not manifest.listed:
             raise ValueError(f"{job.input}: no images ({', '.join(job.extensions)}) there" +
                              (f" or in --input-manifest {job.input_manifest}" if job.input_manifest else ""))
-        removed = _remove_dead_writers_temporaries(target, lease_path, manifest.temporaries, manifest.leases)
+        removed = remove_dead_writers_temporaries(target, lease_path, manifest.temporaries, manifest.leases)
         if removed:
             print(f"[srcore] removed {removed} temporary uploads left by killed writers", flush=True)
         print(f"[srcore] {manifest.listed} images under {job.input}; {manifest.rows} in this run, "
@@ -78,12 +78,12 @@ def run(job: UpscaleJob, progress: bool = True, connect=None) -> RunResult:
                 connect()
             _process(job, model, manifest, progress, report)
             existing = scan_outputs(target)  # temporaries left by this run's actors that were killed
-            _remove_dead_writers_temporaries(target, lease_path, existing.temporaries, existing.leases)
+            remove_dead_writers_temporaries(target, lease_path, existing.temporaries, existing.leases)
         summary = report.finish(job, manifest.listed, time.time() - start)
         return RunResult(summary, job.report_location)
 
 
-def _remove_dead_writers_temporaries(target, lease_path: str, temporaries: list[str], leases: list[str]) -> int:
+def remove_dead_writers_temporaries(target, lease_path: str, temporaries: list[str], leases: list[str]) -> int:
     """Under our lease no other writer is at work in the prefix, except runs holding a lease on a nested
     prefix of their own: every other temporary upload was left by a writer that is gone."""
     nested = tuple(held_elsewhere(target, leases, lease_path))
@@ -182,8 +182,8 @@ def _process(job: UpscaleJob, model, manifest: Manifest, progress: bool, report)
 
     def fail_unanswered(pages: PageFile, name: str, why: str) -> None:
         for page in _unanswered(pages, answered, f"{manifest.folder}/{name}.arrow").pages():
-            report.add(_table([dict(r, status="failed", error=f"{r['input']}: {why}") for r in page.to_pylist()],
-                              OUTPUT_SCHEMA))
+            report.add(table_of([dict(r, status="failed", error=f"{r['input']}: {why}") for r in page.to_pylist()],
+                              REPORT_SCHEMA))
 
     callbacks = ctx.custom_execution_callback_classes
     ctx.custom_execution_callback_classes = [*callbacks, node_watchdog(layout.requests(), job.wait_for_nodes)]

@@ -30,36 +30,27 @@ import pyarrow as pa
 
 from srcore.geo import gdal_env, open_raster
 from srcore.gpu_codecs import can_encode
-from srcore.imageio import ImageDecodeError, Picture, Provenance, decode
+from srcore.imageio import ImageDecodeError, Picture, decode
 from srcore.invention import invention_share
 from srcore.metrics import lr_consistency, lr_consistency_many
+from srcore.provenance import Provenance
 from srcore.upscale import (
     encode_jpegs_on_device,
     encode_output,
-    may_be_raster,
-    opens_as_raster,
+    image_format,
+    raster_input,
     render_raster,
     stream_png,
     streams,
 )
 
-from ..storage import retries_counted
+from ..faults import die_if_marked
+from ..storage import retries_counted, shared_store
 from .finished import output_is_finished
 from .options import UpscaleJob
-from .plan import _store
-from .rows import DECODED_SCHEMA, OUTPUT_SCHEMA, UPSCALED_SCHEMA, _table
+from .rows import DECODED_SCHEMA, REPORT_SCHEMA, UPSCALED_SCHEMA, table_of
 
-FAULT_ENV = "SRCORE_INJECT_WORKER_DEATH"
 DECODED_PER_BLOCK = 8  # decoded pictures per block out of a decode task (Ray Data bundles them for the actor)
-
-
-def _inject_worker_death(stage: str, key: str) -> None:
-    """Test-only fault injection: ``SRCORE_INJECT_WORKER_DEATH=decode:marker,upscale:other`` ends the worker
-    process (as an out-of-memory kill would) whenever that stage handles an input whose key holds the marker."""
-    for spec in os.environ.get(FAULT_ENV, "").split(","):
-        want, _, marker = spec.partition(":")
-        if want == stage and marker and marker in key:
-            os._exit(137)
 
 
 def read_and_decode(batch: pa.Table, job: UpscaleJob, per_block: int = 8, jpeg_bytes: bool = False
@@ -70,15 +61,15 @@ def read_and_decode(batch: pa.Table, job: UpscaleJob, per_block: int = 8, jpeg_b
     Yields a table every ``per_block`` rows (at most DECODED_PER_BLOCK): a block of many rows never holds all
     its pictures.
     """
-    source, target = _store(job.input), _store(job.output)
+    source, target = shared_store(job.input), shared_store(job.output)
     out = []
     for row in batch.to_pylist():
         if len(out) >= min(per_block, DECODED_PER_BLOCK):
-            yield _table(out, DECODED_SCHEMA)
+            yield table_of(out, DECODED_SCHEMA)
             out = []
         out.append(decode_row(row, job, source, target, jpeg_bytes=jpeg_bytes))
     if out:
-        yield _table(out, DECODED_SCHEMA)
+        yield table_of(out, DECODED_SCHEMA)
 
 
 def decode_row(row: dict, job: UpscaleJob, source, target, jpeg_bytes: bool = False, keep: bool = False,
@@ -88,7 +79,7 @@ def decode_row(row: dict, job: UpscaleJob, source, target, jpeg_bytes: bool = Fa
     ``jpeg_bytes``: a JPEG file is read, not decoded; the actor decodes it (on its GPU). ``keep``: the picture
     stays an object in the row (the fused layout's actor uses it at once) instead of bytes for the next stage.
     ``jpeg_pixels``: the engine's JPEG decoder (:attr:`srcore.inference.Upscaler.jpeg_pixels`), as the CLI uses."""
-    _inject_worker_death("decode", row["input"])
+    die_if_marked("decode", row["input"])
     row.update(node=_node(), status=row["status"] or "todo")
     with retries_counted(row):
         _decode_row(row, job, source, target, jpeg_bytes, keep, jpeg_pixels)
@@ -106,8 +97,7 @@ def _decode_row(row: dict, job: UpscaleJob, source, target, jpeg_bytes: bool, ke
         if _read_raster_header(row, source):
             row["read_s"] = time.perf_counter() - t0
             return
-        if row["output_format"] == "COG":  # --format cog on a TIFF without georeferencing: a plain TIFF
-            row["output_format"] = "TIFF"
+        row["output_format"] = image_format(row["output_format"])
         data = source.read(row["input_key"], size=row["input_bytes"])
         t1 = time.perf_counter()
         row.update(read_s=t1 - t0, input_bytes=len(data))
@@ -151,18 +141,14 @@ def _picture_from(row: dict, pixels: np.ndarray) -> Picture:
 
 
 def _read_raster_header(row: dict, source) -> bool:
-    """A georeferenced raster (:func:`srcore.upscale.opens_as_raster`): fill the row from its header and mark
+    """A georeferenced raster (:func:`srcore.upscale.raster_input`): fill the row from its header and mark
     it for the actor, which reads it window by window. False for every other input."""
-    if not may_be_raster(row["input_key"]):
-        return False
-    with gdal_env():
-        raster = opens_as_raster(row["input_key"], lambda: open_raster(row["input_key"], opener=source.fs))
+    with raster_input(row["input_key"], lambda: open_raster(row["input_key"], opener=source.fs)) as raster:
         if raster is None:
             return False
-        with raster:
-            row.update(raster=True, input_width=raster.width, input_height=raster.height, bands=raster.count,
-                       dtype=raster.dtypes[0], input_mode=f"{raster.count} bands {raster.dtypes[0]}",
-                       input_format=raster.driver, crs=raster.crs.to_string() if raster.crs else None)
+        row.update(raster=True, input_width=raster.width, input_height=raster.height, bands=raster.count,
+                   dtype=raster.dtypes[0], input_mode=f"{raster.count} bands {raster.dtypes[0]}",
+                   input_format=raster.driver, crs=raster.crs.to_string() if raster.crs else None)
     return True
 
 
@@ -204,7 +190,7 @@ class UpscaleWriter:
         self.options = job.output_options
         where = torch.cuda.get_device_name() if device == "cuda" else f"cpu x{torch.get_num_threads()}"
         self.device = f"{where} {self.upscaler.precision} {self.upscaler.runtime}"
-        self.source, self.target = _store(job.input), _store(job.output)
+        self.source, self.target = shared_store(job.input), shared_store(job.output)
         remove_dead_scratch()
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -216,7 +202,7 @@ class UpscaleWriter:
         # equal shapes upscale together (forward passes shared)
         groups: dict[tuple, list[tuple[dict, Picture]]] = {}
         for r in (r for r in rows if r["status"] == "todo"):
-            _inject_worker_death("upscale", r["input"])
+            die_if_marked("upscale", r["input"])
             if r.get("raster"):
                 self._raster(r)  # read, upscaled and written window by window, never whole
                 done.append(r)
@@ -234,7 +220,7 @@ class UpscaleWriter:
             group, pictures = [r for r, _ in members], [p for _, p in members]
             t0 = time.perf_counter()
             try:
-                upscaled = self.upscaler.upscale_many([p.pixels for p in pictures], self.options.alpha,
+                upscaled = self.upscaler.upscale_images([p.pixels for p in pictures], self.options.alpha,
                                                      self.options.outscale)
             except Exception:  # one bad image must not fail the group: retry one by one
                 upscaled = [self._upscale_one(r, p) for r, p in zip(group, pictures, strict=True)]
@@ -253,7 +239,7 @@ class UpscaleWriter:
                     score(r, picture.pixels, pixels)
             elif finished:
                 self._hand_over(finished)
-        return _table(done, OUTPUT_SCHEMA if self.fused else UPSCALED_SCHEMA)
+        return table_of(done, REPORT_SCHEMA if self.fused else UPSCALED_SCHEMA)
 
     def _picture(self, row: dict) -> Picture | None:
         """The row's decoded picture; a JPEG that came as bytes is decoded here (on the GPU where there is one).
@@ -363,7 +349,7 @@ class UpscaleWriter:
 
     def _upscale_one(self, row: dict, picture: Picture) -> np.ndarray | None:
         try:
-            return self.upscaler.upscale_pixels(picture.pixels, self.options.alpha, self.options.outscale)
+            return self.upscaler.upscale_image(picture.pixels, self.options.alpha, self.options.outscale)
         except Exception as exc:
             row.update(status="failed", error=f"{row['input']}: upscaling failed ({type(exc).__name__}: {exc})")
             return None
@@ -372,7 +358,7 @@ class UpscaleWriter:
 def encode_and_write(batch: pa.Table, job: UpscaleJob) -> pa.Table:
     """The split layout's CPU task after the actors: encode each upscaled output (unless its GPU did) and write
     it; every row leaves as a report row."""
-    target, options = _store(job.output), job.output_options
+    target, options = shared_store(job.output), job.output_options
     rows = batch.to_pylist()
     for r in rows:
         if r["status"] != "upscaled":
@@ -384,7 +370,7 @@ def encode_and_write(batch: pa.Table, job: UpscaleJob) -> pa.Table:
         pixels = np.frombuffer(raw, dtype=np.dtype(r["output_dtype"])).reshape(r["output_shape"])
         source = _picture_from(r, pixels)
         write_output(r, source, pixels, options, target)
-    return _table(rows, OUTPUT_SCHEMA)
+    return table_of(rows, REPORT_SCHEMA)
 
 
 def write_output(row: dict, source: Picture | None, pixels: np.ndarray | None, options, target,

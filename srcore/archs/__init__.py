@@ -1,5 +1,6 @@
 """Network architectures, one module per family, with official parameter names."""
 
+from .architecture import ARCHITECTURES, Architecture
 from .descriptor import ModelDescriptor
 from .discriminators import UNetDiscriminatorSN, VGGStyleDiscriminator
 from .rrdbnet import RRDBNet
@@ -9,8 +10,7 @@ from .srvgg import SRVGGNetCompact
 from .swinir import SwinIR
 
 # arch key -> class; the key is what saved models and descriptors record
-ARCHS = {cls.arch_name: cls for cls in (SRCNN, SRResNet, RRDBNet, SRVGGNetCompact, SwinIR,
-                                        VGGStyleDiscriminator, UNetDiscriminatorSN)}
+ARCHS = {key: entry.network for key, entry in ARCHITECTURES.items()}
 
-__all__ = ["ARCHS", "ModelDescriptor", "SRCNN", "SRResNet", "RRDBNet", "SRVGGNetCompact", "SwinIR",
-           "VGGStyleDiscriminator", "UNetDiscriminatorSN"]
+__all__ = ["ARCHITECTURES", "ARCHS", "Architecture", "ModelDescriptor", "SRCNN", "SRResNet", "RRDBNet",
+           "SRVGGNetCompact", "SwinIR", "VGGStyleDiscriminator", "UNetDiscriminatorSN"]

@@ -173,7 +173,8 @@ class RunSettings:
 class FaultInjection:
     """For fault-tolerance drills: fail once at ``iteration`` on ``rank`` (a marker file records it, and the
     worker's node id): raise, or with ``kill`` end the worker's process with SIGKILL, as an out-of-memory kill
-    would, or with ``hold_s`` wait that long and go on (the drill removes the worker's node meanwhile)."""
+    would, or with ``hold_s`` wait that long and go on (the drill removes the worker's node meanwhile).
+    Carried out by :func:`pipelines.faults.training_fault`, the one fault-injection point."""
 
     iteration: int | None = None
     rank: int = 0
