@@ -73,7 +73,7 @@ def job_args(bucket: str) -> list[str]:
 def run_in_process(bucket: str) -> tuple[float, dict]:
     """The job's main on this process's Ray connection: (wall seconds, the report's rows by input)."""
     from pipelines.commands.bucket import main
-    from pipelines.report import read_report_rows
+    from pipelines.upscale.report import read_report_rows
 
     printed = io.StringIO()
     start = time.perf_counter()

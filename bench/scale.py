@@ -120,8 +120,8 @@ def make_archive(root: Path, n: int, finished: bool, report: bool = False) -> tu
             rows.append({"input": entry.path, "input_version": entry.version, "model": model, "scale": 4.0,
                          "output": str(out), "status": "ok", "output_bytes": len(data)})
         if report:  # as the run's ReportWriter leaves it: parts of ROWS_PER_PART rows
-            from pipelines.report import ReportWriter
             from pipelines.upscale import REPORT_SCHEMA
+            from pipelines.upscale.report import ReportWriter
 
             writer = ReportWriter(str(target / "_reports" / "20000101T000000Z-earlier"))
             for start in range(0, len(rows), 1 << 14):

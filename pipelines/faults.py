@@ -10,7 +10,8 @@ Two sources, each read once per process:
   key holds the marker (:func:`die_if_marked`). ``train_dump``: each training worker saves its final weights,
   node and segments to ``<folder>/<run>/rank<N>.pt`` (:func:`train_dump_folder`).
 
-Unset, nothing here does anything; the product's code calls these functions at three places only.
+Unset, nothing here does anything; the product's code calls these functions at four places only (the
+decode and upscale stages, the training loop's step and its end).
 """
 
 from __future__ import annotations

@@ -94,13 +94,13 @@ def _columns(table: pa.Table | pa.RecordBatch) -> tuple[pa.Array, pa.Array | Non
 
 
 def _parquet_batches(store: Store, path: str):
-    with store.fs.open(path, "rb") as f:
+    with store.open_read(path) as f:
         for batch in pq.ParquetFile(f).iter_batches(batch_size=BATCH_ROWS):
             yield _columns(batch)
 
 
 def _csv_batches(store: Store, path: str, header: bool, names: list[str] | None = None, url_encoded: bool = False):
-    with store.fs.open(path, "rb") as raw:
+    with store.open_read(path) as raw:
         f = gzip.open(raw) if path.endswith(".gz") else raw
         reader = pacsv.open_csv(
             f, read_options=pacsv.ReadOptions(column_names=None if header else names, block_size=8 << 20),
@@ -115,7 +115,7 @@ def _csv_batches(store: Store, path: str, header: bool, names: list[str] | None 
 def _inventory_batches(store: Store, path: str):
     """The data files of an S3 Inventory manifest.json: keys of its destination bucket (a local copy of a
     report: found under the nearest folder above the manifest that holds them)."""
-    manifest = json.loads(store.fs.cat_file(path))
+    manifest = json.loads(store.read(path))
     fmt = manifest.get("fileFormat", "CSV").upper()
     names = [n.strip().lower() for n in manifest.get("fileSchema", "").split(",")]  # CSV has no header row
     for entry in manifest.get("files", []):
@@ -133,7 +133,7 @@ def _inventory_file(store: Store, manifest_path: str, destination: str, key: str
         return f"{destination.removeprefix('arn:aws:s3:::') or manifest_path.split('/', 1)[0]}/{key}"
     folder = posixpath.dirname(manifest_path)
     while folder not in ("", "/"):
-        if store.fs.exists(f"{folder}/{key}"):
+        if store.exists(f"{folder}/{key}"):
             return f"{folder}/{key}"
         folder = posixpath.dirname(folder)
     raise FileNotFoundError(f"{key}: not found above {manifest_path}")

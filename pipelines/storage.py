@@ -135,8 +135,8 @@ class Store:
             self.fs, self.root = fsspec.filesystem("file"), Path(location).resolve().as_posix()
         self.local = not is_uri(location)
 
-    def __reduce__(self):
-        return Store, (self.location,)
+    def __reduce__(self):  # a local folder as its absolute path: a worker's working directory is another
+        return Store, (self.location if is_uri(self.location) else self.root,)
 
     def uri(self, path: str) -> str:
         """The URI (or local path) of a path inside this store."""
@@ -188,6 +188,10 @@ class Store:
 
     def exists(self, path: str) -> bool:
         return self.fs.exists(path)
+
+    def open_read(self, path: str) -> BinaryIO:
+        """The file as a seekable stream (for readers that take a file: Parquet, CSV), read in blocks."""
+        return self.fs.open(path, "rb")
 
     def read(self, path: str, start: int | None = None, end: int | None = None, size: int | None = None) -> bytes:
         """The file's bytes (``start``..``end``). ``size``: its size, where known from the listing: a file

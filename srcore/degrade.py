@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .modes import BT601_YCBCR
 from .resize import imresize_torch
 
 KERNEL_TYPES = ("iso", "aniso", "generalized_iso", "generalized_aniso", "plateau_iso", "plateau_aniso")
@@ -167,7 +168,7 @@ def add_poisson_noise(images: torch.Tensor, scales: torch.Tensor, gray: torch.Te
     """Signal-dependent (shot) noise: Poisson counts at a level set by each image's number of distinct 8-bit
     values, times ``scales`` (N,); ``gray`` (N,) bool: noise computed on luma and shared by the channels."""
     n = images.shape[0]
-    luma = (images * torch.tensor([0.299, 0.587, 0.114], device=images.device, dtype=images.dtype)
+    luma = (images * torch.tensor(BT601_YCBCR[0], device=images.device, dtype=images.dtype)
             .view(1, 3, 1, 1)).sum(1, keepdim=True)
     noises = []
     for source in (images, luma):
@@ -228,10 +229,8 @@ def jpeg_compress(images: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
     x = images.double().clamp(0, 1) * 255
     ph, pw = (-h) % 16, (-w) % 16
     x = F.pad(x, (0, pw, 0, ph), mode="replicate")
-    r, g, b = x[:, 0], x[:, 1], x[:, 2]
-    y = 0.299 * r + 0.587 * g + 0.114 * b
-    cb = -0.168736 * r - 0.331264 * g + 0.5 * b + 128
-    cr = 0.5 * r - 0.418688 * g - 0.081312 * b + 128
+    ycc = torch.einsum("ij,njhw->nihw", torch.from_numpy(BT601_YCBCR).to(x), x[:, :3])
+    y, cb, cr = ycc[:, 0], ycc[:, 1] + 128, ycc[:, 2] + 128
     cb, cr = (F.avg_pool2d(ch.unsqueeze(1), 2).squeeze(1) for ch in (cb, cr))
     d = torch.from_numpy(_dct_matrix()).to(dev)
     y_table, c_table = quantisation_tables(quality.to(dev))

@@ -17,8 +17,10 @@ from .resize import imresize_np
 
 ALPHA_MODES = ("bicubic", "network")
 # full-range BT.601 (JFIF) YCbCr: what Pillow's "YCbCr" mode and the SRCNN papers' Y-channel models use
-_TO_YCBCR = np.array([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]], np.float32)
-_TO_RGB = np.linalg.inv(_TO_YCBCR.astype(np.float64)).astype(np.float32)
+# (its first row is the one gray rule: luma, for gray from RGB anywhere in srcore)
+BT601_YCBCR = np.array([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]])
+_TO_YCBCR = BT601_YCBCR.astype(np.float32)
+_TO_RGB = np.linalg.inv(BT601_YCBCR).astype(np.float32)
 
 
 def max_value(dtype: np.dtype) -> float:
@@ -62,7 +64,7 @@ def assemble(pixels: np.ndarray, outputs: Iterator[np.ndarray], descriptor: Mode
         out = luma(out)
     if c in (2, 4):
         if alpha == "network":
-            up_alpha = next(outputs).mean(axis=2, dtype=np.float32)
+            up_alpha = next(outputs).astype(np.float32) @ _TO_YCBCR[0]  # alpha is a gray plane
             top = max_value(pixels.dtype)
             up_alpha = np.clip(np.rint(up_alpha) if top != 1.0 else up_alpha, 0, top).astype(pixels.dtype)
         else:

@@ -1,6 +1,6 @@
 """What an output says about itself, and how a rerun recognises it: :class:`Provenance` (the AI notice, the
 model, the source and its version, the run), its XMP (srcore's own ``rdf:Description``, merged beside the
-archive's properties), and the "finished" rule (:func:`made_from`, :func:`output_is_finished`).
+archive's properties), and the one "finished" rule (:func:`is_output_of`).
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
-"""Whole-file upscaling, one path for every caller: the options (engine and output), the format rule, the
-model id, and ``render``. The ``srcore upscale`` CLI and the bucket job take their flags from these
-dataclasses (:func:`add_flags`), so the two cannot drift apart.
+"""Whole-file upscaling, one path for every caller (``srcore upscale`` and the bucket job's stages): the format
+rule, the render decision (:func:`raster_input`: a raster; else :func:`image_format` and :func:`streams`: a
+PNG streamed band by band, or a whole image) and the renderers (:func:`render_raster`, :func:`stream_png`,
+:func:`render`). Their options are :mod:`srcore.options`'s, the provenance :mod:`srcore.provenance`'s.
 """
 
 from __future__ import annotations

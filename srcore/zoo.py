@@ -11,6 +11,7 @@ import functools
 import hashlib
 import os
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -44,19 +45,31 @@ def sha256_file(path: Path) -> str:
 
 
 @functools.lru_cache(maxsize=64)
-def _file_digest(path: str, size: int, mtime_ns: int) -> str:
-    # size and mtime are part of the key: a file rewritten in place is hashed again
+def _settled_digest(path: str, identity: tuple[int, ...]) -> str:
+    # the file's identity is part of the key: a file replaced or rewritten in place is hashed again
     return sha256_file(Path(path))
+
+
+RACY_NS = 2_000_000_000  # a file changed this recently may change again within the same mtime tick
+
+
+def _file_digest(path: Path) -> str:
+    """The file's SHA-256, remembered per (path, inode, size, mtime, ctime) once the file has been left alone
+    for a while (git's "racily clean" rule: a rewrite within one timestamp tick would look unchanged)."""
+    stat = path.stat()
+    if time.time_ns() - max(stat.st_mtime_ns, stat.st_ctime_ns) < RACY_NS:
+        return sha256_file(path)
+    identity = (stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+    return _settled_digest(str(path.resolve()), identity)
 
 
 def check_sha256(path: Path, expected: str, what: str, remedy: str) -> None:
     """Raise WeightsError naming ``path``, the expected and the actual SHA-256 unless they match.
 
-    A file already verified in this process (same path, size and modification time) is not hashed again, so
+    A file already verified in this process (same path, inode, size and times) is not hashed again, so
     loading a model repeatedly costs one hash.
     """
-    stat = path.stat()
-    actual = _file_digest(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    actual = _file_digest(path)
     if actual != expected.lower():
         raise WeightsError(f"{path}: SHA-256 mismatch for {what}: expected {expected}, got {actual}; "
                            f"the file is corrupt or not the registered one; {remedy}")

@@ -59,9 +59,11 @@ def import_graph() -> dict[str, set[str]]:
     for name, path in found.items():
         for target, _, _ in imports_of(name, path, known):
             module = owner(target, known)
-            # a module importing its own package's __init__ (from . import x) is how Python loads it, not a cycle
-            if module and module != name and not name.startswith(module + "."):
-                graph[name].add(module)
+            # importing a.b.c runs a/__init__ and a/b/__init__ first; a module's own packages are already loading
+            while module:
+                if module != name and not name.startswith(module + "."):
+                    graph[name].add(module)
+                module = owner(module.rpartition(".")[0], known) if "." in module else None
     return graph
 
 

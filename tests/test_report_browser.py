@@ -15,8 +15,8 @@ import s3fs
 from bucket_helpers import HOSTILE_BAD_KEY, HOSTILE_KEYS, summary_of
 from PIL import Image
 
-from pipelines.report import ReportWriter
 from pipelines.upscale import REPORT_SCHEMA, UpscaleJob
+from pipelines.upscale.report import ReportWriter
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium (the 'dev' extra) is not installed")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")

@@ -31,8 +31,8 @@ from PIL import Image, PngImagePlugin
 
 from pipelines.faults import faults_env
 from pipelines.local_s3 import s3_client
-from pipelines.report import read_report_rows
 from pipelines.storage import OutsideOutputError, Store
+from pipelines.upscale.report import read_report_rows
 from srcore.imageio import decode
 from srcore.provenance import read_provenance
 

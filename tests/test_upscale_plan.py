@@ -23,11 +23,11 @@ from PIL import Image
 
 from pipelines.lease import Lease, LeaseHeld
 from pipelines.listing import ListingError
-from pipelines.report import ReportWriter, read_report_rows
-from pipelines.report_html import histogram_svg
 from pipelines.storage import Store
 from pipelines.upscale import REPORT_SCHEMA, UpscaleJob, output_is_finished, plan
 from pipelines.upscale.plan import output_formats
+from pipelines.upscale.report import ReportWriter, read_report_rows
+from pipelines.upscale.report_html import histogram_svg
 from pipelines.upscale.run import remove_dead_writers_temporaries
 from srcore.imageio import Picture, encode
 from srcore.metrics import lr_consistency
@@ -372,7 +372,7 @@ def test_keys_and_prefixes_with_glob_characters_are_written_and_found_exactly(wh
     report under an output prefix that holds them finds its own rows and the earlier runs' summaries."""
     import boto3
 
-    from pipelines.report import earlier_runs
+    from pipelines.upscale.report import earlier_runs
 
     names = ["[1].png", "a*b.png", "q?.png", "{a,b}.png", "${x}{{7*7}}.png"]
     if where == "s3":

@@ -152,7 +152,7 @@ def folder_of_images(folder: Path, count: int = 3, size: int = 24) -> Path:
 def test_the_wheel_carries_everything_the_commands_need(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     for required in ["srcore/cli.py", "srcore/evaluate_command.py", "pipelines/commands/bucket.py",
-                     "pipelines/commands/train.py", "pipelines/commands/prepare.py", "pipelines/report_html.py",
+                     "pipelines/commands/train.py", "pipelines/commands/prepare.py", "pipelines/upscale/report_html.py",
                      "srcore/data/niqe_pris_params.npz", "srcore/pretrained/srcore-compact-x4.safetensors",
                      "srcore/pretrained/srcore-compact-x4-gan.safetensors",
                      "srcore/pretrained/srcore-compact-x4-gan.md", "srcore/pretrained/srcore-compact-x4.md",

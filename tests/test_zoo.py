@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import os
 import shutil
 import threading
 from functools import partial
@@ -131,10 +132,16 @@ def test_a_verified_file_is_hashed_once_per_process(tmp_path, monkeypatch):
         return hashlib.sha256(p.read_bytes()).hexdigest()
 
     monkeypatch.setattr(srcore.zoo, "sha256_file", counting_sha256)
-    for _ in range(3):
-        srcore.zoo.check_sha256(path, digest, "tiny", "-")
+    with monkeypatch.context() as settled:
+        settled.setattr(srcore.zoo, "RACY_NS", 0)  # as if written long ago
+        for _ in range(3):
+            srcore.zoo.check_sha256(path, digest, "tiny", "-")
     assert len(hashed) == 1
-    flip_one_byte(path)  # rewritten: checked again
+    os.utime(path)  # touched now
+    for _ in range(2):  # a file written within the last seconds is hashed every time: a rewrite in the same
+        srcore.zoo.check_sha256(path, digest, "tiny", "-")  # timestamp tick would look unchanged
+    assert len(hashed) == 3
+    flip_one_byte(path)  # rewritten at once, same size: checked again
     with pytest.raises(WeightsError, match=f"expected {digest}"):
         srcore.zoo.check_sha256(path, digest, "tiny", "-")
 

@@ -128,8 +128,8 @@ def _run(args: argparse.Namespace) -> int:
     from ..cluster import connect_or_start  # Ray: the ray extra
     from ..lease import LeaseHeld
     from ..listing import ListingError
-    from ..report import report_files
     from ..upscale.options import UpscaleJob
+    from ..upscale.report import report_files
     from ..upscale.run import run as run_job
 
     try:

@@ -16,8 +16,8 @@ written atomically, so an output that exists with matching provenance is finishe
 
 Modules, in the order a run uses them: ``options`` (UpscaleJob), ``plan`` (listing, output keys, the
 manifest's pages), ``finished`` (the output prefix's index, earlier reports, provenance), ``stages`` (the
-decode and encode tasks, the upscaling actor), ``quality`` (preview crops), ``rows`` (Arrow schemas), ``run``
-(the layout and the driver).
+decode and encode tasks, the upscaling actor), ``quality`` (preview crops), ``rows`` (Arrow schemas), ``report`` and
+``report_html`` (the report's rows, summary and page), ``run`` (the layout and the driver).
 """
 
 from .finished import output_is_finished

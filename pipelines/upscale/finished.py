@@ -103,7 +103,7 @@ def what_reports_say(target: Store, parts: list[str]) -> ReportWord | None:
     outputs, vouched = [], []
     try:  # the latest report first: a report names each output once, so an output's first row is its latest
         for part in reversed(parts):
-            with target.fs.open(part, "rb") as f:
+            with target.open_read(part) as f:
                 for batch in pq.ParquetFile(f).iter_batches(batch_size=PAGE_ROWS, columns=columns):
                     word = _vouch_digests(batch.column("input"), batch.column("input_version"),
                                           batch.column("model"), pc.cast(batch.column("scale"), pa.float32()),

@@ -7,6 +7,7 @@ import numpy as np
 
 from srcore.imageio import to_8bit
 from srcore.invention import invention_map
+from srcore.modes import luma
 
 
 def preview_pair(lr: np.ndarray, sr: np.ndarray, size: int = 48) -> tuple[bytes, bytes, bytes | None]:
@@ -17,7 +18,7 @@ def preview_pair(lr: np.ndarray, sr: np.ndarray, size: int = 48) -> tuple[bytes,
     lr8, sr8 = to_8bit(lr), to_8bit(sr)
     s_y, s_x = sr8.shape[0] / lr8.shape[0], sr8.shape[1] / lr8.shape[1]
     size = min(size, lr8.shape[0], lr8.shape[1])
-    gray = lr8[..., :3].mean(axis=2) if lr8.shape[2] >= 3 else lr8[..., 0].astype(np.float32)
+    gray = (luma(lr8[..., :3]) if lr8.shape[2] >= 3 else lr8[..., :1])[..., 0].astype(np.float32)
     best, y0, x0 = -1.0, 0, 0
     step = max(1, size // 2)
     for y in range(0, lr8.shape[0] - size + 1, step):

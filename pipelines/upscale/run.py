@@ -20,6 +20,7 @@ from ..storage import retries_in_process, shared_store
 from .finished import remove_temporaries, scan_outputs
 from .options import REPORT_FOLDER, UpscaleJob
 from .plan import Manifest, plan
+from .report import ReportWriter, read_report_rows
 from .rows import REPORT_SCHEMA, table_of
 from .stages import UpscaleWriter, encode_and_write, read_and_decode
 
@@ -35,8 +36,6 @@ class RunResult:
 
     def rows(self, columns: list[str] | None = None) -> pa.Table:
         """The report's rows, read back (for small runs and benches)."""
-        from ..report import read_report_rows
-
         return read_report_rows(self.report, columns)
 
 
@@ -49,8 +48,6 @@ def run(job: UpscaleJob, progress: bool = True, connect=None) -> RunResult:
     from local scratch pages into the pipeline, and the report rows stream into report parts as they come.
     """
     from srcore.weights import load_upscaling_model
-
-    from ..report import ReportWriter
 
     start, retries_at_start = time.time(), retries_in_process()
     shared_store(job.input).check_exists()  # before the lease: a wrong input leaves nothing behind in the output

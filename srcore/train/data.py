@@ -7,7 +7,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from ..imageio import decode
+from ..imageio import decode, to_8bit
 
 
 def crop_positions(length: int, crop: int, step: int, thresh: int = 0) -> list[int]:
@@ -37,9 +37,7 @@ def png_bytes(pixels: np.ndarray) -> bytes:
 
 def decode_rgb(data: bytes, name: str) -> np.ndarray:
     """Training images as 8-bit RGB (gray replicated, alpha dropped, 16-bit reduced)."""
-    pixels = decode(data, name).pixels
-    if pixels.dtype == np.uint16:
-        pixels = np.rint(pixels / 257.0).astype(np.uint8)
+    pixels = to_8bit(decode(data, name).pixels)
     c = pixels.shape[2]
     if c in (1, 2):
         return np.repeat(pixels[..., :1], 3, axis=2)

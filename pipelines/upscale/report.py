@@ -18,10 +18,10 @@ import pyarrow.parquet as pq
 from srcore.imageio import decode
 from srcore.redact import redact
 
+from ..storage import Store, join, retries_in_process, store_of
+from .quality import preview_pair
 from .report_html import HISTOGRAMS, INVENTED, TABLE_COLUMNS, render_html
-from .storage import Store, join, retries_in_process, store_of
-from .upscale.quality import preview_pair
-from .upscale.rows import REPORT_SCHEMA, conform
+from .rows import REPORT_SCHEMA, conform
 
 ROWS_PER_PART = 1 << 16
 TABLE_ROWS = 100_000  # rows embedded in report.html's table (all of them are in rows/*.parquet)
