@@ -162,7 +162,7 @@ def test_lr_consistency_of_a_large_input_is_estimated_on_crops_close_to_the_whol
 
 
 def test_the_report_streams_into_parts_and_its_page_has_summary_failures_histograms_and_crops(tmp_path, monkeypatch):
-    from pipelines import report as report_module
+    from pipelines.upscale import report as report_module
 
     monkeypatch.setattr(report_module, "ROWS_PER_PART", 3)  # parts fill as rows come, not at the end
     rng = np.random.default_rng(0)
