@@ -32,7 +32,8 @@ from .model_errors import WeightsError
 from .naming import plan_outputs
 from .options import EngineOptions, OutputOptions, add_flags, add_realism_flag, from_flags
 from .redact import redact
-from .upscale import is_finished, new_run_id, upscale_file
+from .upscale import is_finished, new_run_id, upscale_file, upscale_video_file
+from .video import CONTAINERS, VIDEO_SUFFIXES, is_video
 from .weights import load_upscaling_model
 
 COMMAND_GROUP = "srcore.commands"  # entry points: name -> a module with SUMMARY, add_arguments, run, main
@@ -50,6 +51,9 @@ def is_glob(text: str) -> bool:
     return any(ch in text for ch in "*?[")
 
 
+INPUT_SUFFIXES = IMAGE_SUFFIXES + VIDEO_SUFFIXES
+
+
 class InputError(ValueError):
     """An input, or the output location, that stops the run before any model loads (exit 2)."""
 
@@ -64,8 +68,8 @@ def expand_inputs(items: list[str], skip_under: Path | None = None, skip_suffix:
         p = Path(item)
         if p.is_dir():
             matched = [(q, q.relative_to(p).as_posix()) for q in sorted(p.rglob("*"))
-                       if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES]
-            what = f"the folder {item} holds no image ({', '.join(IMAGE_SUFFIXES)})"
+                       if q.is_file() and q.suffix.lower() in INPUT_SUFFIXES]
+            what = f"the folder {item} holds no image or video ({', '.join(INPUT_SUFFIXES)})"
         elif is_glob(item) and not p.exists():
             # Path().glob refuses absolute patterns: glob from the pattern's anchor
             root, pattern = (Path(p.anchor), str(p.relative_to(p.anchor))) if p.is_absolute() else (Path(), item)
@@ -115,8 +119,8 @@ def output_conflict(items: list[str], output: Path) -> str | None:
 
 
 def names_a_file(output: Path) -> bool:
-    """Does ``--output`` name an image file (``lincoln_x4.png``) rather than a folder?"""
-    return output.suffix.lower() in IMAGE_SUFFIXES and not output.is_dir()
+    """Does ``--output`` name an image or video file (``lincoln_x4.png``, ``film_x4.mkv``) rather than a folder?"""
+    return output.suffix.lower() in (*IMAGE_SUFFIXES, *CONTAINERS) and not output.is_dir()
 
 
 def check_writable(folder: Path) -> None:
@@ -159,6 +163,12 @@ def plan_upscale(args: argparse.Namespace) -> tuple[OutputOptions, list[tuple[Pa
         if len(inputs) > 1:
             raise InputError(f"--output {args.output} names a file, but {len(inputs)} inputs need a folder: pass a "
                              "folder (outputs keep their inputs' names)")
+        if is_video(str(inputs[0][0])) or output.suffix.lower() in CONTAINERS:
+            if not (is_video(str(inputs[0][0])) and output.suffix.lower() in CONTAINERS):
+                raise InputError(f"--output {args.output}: a video is written as {', '.join(CONTAINERS)}, an image "
+                                 f"as {', '.join(sorted(FORMATS))}")
+            check_writable(output.parent)
+            return options, [(inputs[0][0], output)]
         fmt = FORMATS.get(output.suffix.lower()[1:])
         if fmt is None or (options.format and FORMATS.get(options.format.lower()) != fmt):
             raise InputError(f"--output {args.output}: srcore writes {', '.join(sorted(FORMATS))} files"
@@ -189,6 +199,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
           f"{upscaler.device.type} {upscaler.precision} | {tile}", file=sys.stderr)
     written, failures, skipped, megapixels, start = 0, 0, 0, 0.0, time.perf_counter()
     shares: list[float] = []  # --invention-map: each output's share of area with invented detail
+    videos: list = []  # srcore.video.VideoResult of each video written
     with tqdm(work, desc="upscaling", unit="img") as bar:
         for path, target in bar:
             try:
@@ -196,6 +207,12 @@ def cmd_upscale(args: argparse.Namespace) -> int:
                     raise ValueError(f"{path}: the output would replace the input; use --suffix or another --output")
                 if not args.overwrite and is_finished(target, path, name, scale):
                     skipped += 1  # made earlier from this very input by this model: --overwrite redoes it
+                    continue
+                if is_video(str(path)):
+                    result = upscale_video_with_bar(upscaler, path, target, name, options, run)
+                    written += 1
+                    videos.append(result)
+                    megapixels += result.size[0] * result.size[1] * result.frames / 1e6
                     continue
                 # a large image goes tile row by tile row, a raster window by window: the bar's postfix counts
                 with tile_progress(lambda d, n: bar.set_postfix(tiles=f"{d}/{n}")):
@@ -215,15 +232,35 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - start
     renamed = 0 if names_a_file(Path(args.output)) else \
         sum(target.stem != posixpath.splitext(path.name)[0] + args.suffix for path, target in work)
-    print(f"{written} of {len(work)} images upscaled, {skipped} already done (skipped; --overwrite redoes them), "
+    print(f"{written} of {len(work)} inputs upscaled, {skipped} already done (skipped; --overwrite redoes them), "
           f"{failures} failed; {megapixels:.1f} output MP in {elapsed:.1f} s "
           f"({megapixels / max(elapsed, 1e-9):.2f} MP/s) -> {args.output} (run {run})"
           + (f"; {renamed} output(s) carry a short hash, as their names would have clashed" if renamed else ""))
+    if videos:
+        frames, seconds = sum(v.frames for v in videos), sum(v.seconds for v in videos)
+        flicker = [v.flicker for v in videos if v.flicker is not None]
+        print(f"videos: {len(videos)}, {frames} frames at {frames / max(seconds, 1e-9):.2f} frames/s"
+              + (f"; temporal stability (output's frame-to-frame change / bicubic's): "
+                 f"{float(np.mean(flicker)):.2f} on average, {max(flicker):.2f} at most" if flicker else ""))
     if shares:
         print(f"invented detail (over {INVENTION_THRESHOLD:g} levels above the inputs' Nyquist limit): "
               f"{100 * float(np.mean(shares)):.1f}% of the area on average, {100 * max(shares):.1f}% at most "
               f"({len(shares)} maps, *{INVENTION_SIDECAR})")
     return 1 if failures else 0
+
+
+def upscale_video_with_bar(upscaler, path: Path, target: Path, model: str, options: OutputOptions, run: str):
+    """One video, with a bar of its own in frames (frames/s and ETA), gone when it is done."""
+    with tqdm(desc=path.name[-40:], unit="frame", leave=False, position=1) as frames:
+        def advance(done: int, total: int) -> None:
+            frames.total = total
+            frames.update(done - frames.n)
+
+        result = upscale_video_file(upscaler, path, target, model, options, run, advance)
+    tqdm.write(f"{path}: {result.frames} frames, {result.duration_s:.1f} s, {result.frames_per_second:.2f} "
+               f"frames/s" + (f", flicker {result.flicker:.2f}" if result.flicker is not None else ""),
+               file=sys.stderr)
+    return result
 
 
 INVENTION_SIDECAR = ".invention.png"

@@ -17,6 +17,7 @@ import numpy as np
 
 from .imageio import EXTENSIONS, IMAGE_SUFFIXES
 from .upscale import output_format
+from .video import is_video, output_suffix
 
 _MAX_SEGMENT_BYTES = 255  # the usual file-name limit of local filesystems
 
@@ -102,6 +103,8 @@ def digests(texts: list[str]) -> np.ndarray:
 def _wanted_key(relative: str, fmt: str | None) -> str:
     stem = safe_relative(relative)
     base, ext = posixpath.splitext(stem)
+    if is_video(relative):  # a video keeps its container where srcore writes it (--format is for images)
+        return base + output_suffix(relative)
     if ext.lower() in IMAGE_SUFFIXES:
         stem = base
     return stem + EXTENSIONS[output_format(relative, fmt)]

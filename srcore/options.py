@@ -47,6 +47,7 @@ def parse_color(value: str) -> tuple[int, int, int]:
 
 
 DPI_MODES = ("scale", "keep")
+VIDEO_CODEC_NAMES = ("auto", "h264", "h265", "av1", "vp9", "ffv1")  # srcore.video's encoders
 
 
 def _flag(default, help: str, parse=None, choices=None):
@@ -131,6 +132,10 @@ class OutputOptions:
                      "the input's (a print 4x as large)", choices=DPI_MODES)
     stream_output_pixels: int = _flag(1 << 26, "PNG outputs above this many pixels are written a tile row at a "
                                       "time, in memory that follows their width", parse=int)
+    video_codec: str = _flag("auto", "videos: h264, h265, av1 (SVT-AV1), vp9, or ffv1 (lossless RGB); auto: av1 "
+                             "in .webm, h264 elsewhere", choices=VIDEO_CODEC_NAMES)
+    crf: int | None = _flag(None, "videos: constant-quality factor, lower is better (default: h264 18, h265 20, "
+                            "av1 25, vp9 31; ffv1 is lossless)", parse=int)
 
     def __post_init__(self):
         check_flags([
@@ -144,6 +149,8 @@ class OutputOptions:
             (self.max_input_pixels is None or self.max_input_pixels > 0, "max-input-pixels", "must be > 0"),
             (self.other_bands in OTHER_BANDS, "other-bands", "must be 'network' or 'bicubic'"),
             (self.dpi in DPI_MODES, "dpi", "must be 'scale' or 'keep'"),
+            (self.video_codec in VIDEO_CODEC_NAMES, "video-codec", f"must be one of {', '.join(VIDEO_CODEC_NAMES)}"),
+            (self.crf is None or 0 <= self.crf <= 63, "crf", "must be in 0..63"),
         ], self)
         parse_bands(self.bands)  # names --bands in its error
         try:

@@ -223,6 +223,12 @@ def is_output_of(read: Callable[[int, int], bytes], size: int, source_version: s
         found = probe_provenance(read, size)
     except OSError:
         return False
+    return matches(found, source_version, model, scale, run)
+
+
+def matches(found: dict[str, str], source_version: str, model: str, scale: float, run: str | None = None) -> bool:
+    """Does an output's srcore record (:func:`read_provenance`) say it was made from this version of its input
+    by this model at this scale (and by ``run``, when given)? Images and videos (:mod:`srcore.video`) alike."""
     want = {"sourceVersion": source_version, "model": model, "scale": f"{scale:g}"}
     return all(found.get(k) == v for k, v in want.items()) and run in (None, found.get("run"))
 

@@ -47,6 +47,7 @@ from .modes import band_assembler
 from .options import OutputOptions, parse_color
 from .png_writer import PngWriter
 from .provenance import Provenance, is_output_of
+from .video import VideoResult, is_video, is_video_output_of, upscale_video
 
 
 def output_format(name: str, fmt: str | None) -> str:
@@ -273,6 +274,8 @@ def output_path(src: str | os.PathLike, out_dir: str | os.PathLike, stem: str, o
 def is_finished(target: Path, src: str | os.PathLike, model_id: str, scale: float) -> bool:
     """Is ``target`` already the output of this version of ``src`` by this model and scale (the bucket job's
     rule, :func:`srcore.provenance.is_output_of`)?"""
+    if is_video(str(target)):
+        return is_video_output_of(target, local_version(src), model_id, scale) if target.is_file() else False
     try:
         with open(target, "rb") as file:
             def read(start: int, end: int) -> bytes:
@@ -296,8 +299,7 @@ def upscale_file(upscaler: Upscaler, src: str | os.PathLike, out_dir: str | os.P
     rasters become GeoTIFFs (:func:`render_raster`), calling ``progress(windows done, windows)`` as they go.
     """
     src, options = Path(src), options or OutputOptions()
-    provenance = Provenance(model_id, options.outscale or upscaler.scale, src.resolve().as_posix(),
-                            local_version(src), run)
+    provenance = file_provenance(src, model_id, options.outscale or upscaler.scale, run)
     fmt = output_format(str(src), options.format)
     target = target or output_path(src, out_dir, stem or src.stem, options)
     with raster_input(src.name, lambda: open_raster(str(src))) as raster:
@@ -316,3 +318,18 @@ def upscale_file(upscaler: Upscaler, src: str | os.PathLike, out_dir: str | os.P
             tmp.write_bytes(data)
             size = output.size
     return target, size
+
+
+def file_provenance(src: Path, model_id: str, scale: float, run: str | None) -> Provenance:
+    """A local input's provenance: its absolute path and version (as the bucket job records a key's)."""
+    return Provenance(model_id, scale, src.resolve().as_posix(), local_version(src), run)
+
+
+def upscale_video_file(upscaler: Upscaler, src: str | os.PathLike, target: Path, model_id: str,
+                       options: OutputOptions, run: str | None = None,
+                       progress: Callable[[int, int], None] | None = None) -> VideoResult:
+    """``srcore upscale`` of a video into ``target`` (:func:`srcore.video.upscale_video`), atomically, with the
+    provenance :func:`upscale_file` gives images; ``progress(frames done, frames)``."""
+    src = Path(src)
+    provenance = file_provenance(src, model_id, options.outscale or upscaler.scale, run)
+    return upscale_video(upscaler, src, target, provenance, options, progress)

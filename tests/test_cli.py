@@ -39,7 +39,7 @@ def test_upscale_folders_formats_failures_and_summary(tmp_path):
     assert result.returncode == 1  # some files failed
     assert "broken.png: truncated or corrupt" in result.stderr or "broken.png: not a recognised" in result.stderr
     assert "empty.png: empty file" in result.stderr
-    assert "2 of 4 images upscaled" in result.stdout and "2 failed" in result.stdout
+    assert "2 of 4 inputs upscaled" in result.stdout and "2 failed" in result.stdout
     written = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
     assert written == ["good.webp", "sub/gray.webp"]  # nothing partial, sub-folders kept
     assert Image.open(out / "good.webp").size == (20, 24)
@@ -97,19 +97,19 @@ def test_upscale_never_writes_over_its_inputs_and_skips_finished_outputs(tmp_pat
     assert "UserWarning" not in jpeg.stderr and "upscale.py:" not in jpeg.stderr
     made = {p: p.stat().st_mtime_ns for p in photos.glob("*_out.png")}
     again = srcore_cli("upscale", str(photos), "-o", str(photos), "--suffix", "_out", "--model", str(weights))
-    assert again.returncode == 0 and "0 of 2 images upscaled, 2 already done" in again.stdout
+    assert again.returncode == 0 and "0 of 2 inputs upscaled, 2 already done" in again.stdout
     assert sorted(p.name for p in photos.iterdir()) == ["a.png", "a_out.png", "b.png", "b_out.png"]
     assert {p: p.stat().st_mtime_ns for p in photos.glob("*_out.png")} == made
 
     # an input rewritten since is made again; --overwrite redoes the rest
     Image.fromarray(rng.integers(0, 256, (10, 12, 3), np.uint8)).save(photos / "b.png")
     again = srcore_cli("upscale", str(photos), "-o", str(photos), "--suffix", "_out", "--model", str(weights))
-    assert "1 of 2 images upscaled, 1 already done" in again.stdout
+    assert "1 of 2 inputs upscaled, 1 already done" in again.stdout
     again = srcore_cli("upscale", str(photos / "?.png"), "-o", str(tmp_path / "other"), "--model", str(weights))
-    assert "2 of 2 images upscaled" in again.stdout  # an absolute glob (it was NotImplementedError)
+    assert "2 of 2 inputs upscaled" in again.stdout  # an absolute glob (it was NotImplementedError)
     again = srcore_cli("upscale", str(photos), "-o", str(photos), "--suffix", "_out", "--model", str(weights),
                        "--overwrite")
-    assert "2 of 2 images upscaled, 0 already done" in again.stdout
+    assert "2 of 2 inputs upscaled, 0 already done" in again.stdout
 
 
 def test_version():
@@ -194,18 +194,18 @@ def test_inputs_that_would_share_a_name_get_one_output_each_as_in_the_bucket_job
     assert result.returncode == 0, result.stderr
     written = sorted(p.name for p in (out / "coll").iterdir())
     assert written == expected_clash_outputs(), written
-    assert "5 of 5 images upscaled" in result.stdout and "4 output(s) carry a short hash" in result.stdout
+    assert "5 of 5 inputs upscaled" in result.stdout and "4 output(s) carry a short hash" in result.stdout
     for name in written:  # each output is its own input's
         assert read_provenance((out / "coll" / name).read_bytes())["source"].endswith(f"/coll/{clash_source(name)}")
     again = srcore_cli("upscale", str(tmp_path / "in"), "-o", str(out), "--model", str(weights))
-    assert "0 of 5 images upscaled, 5 already done" in again.stdout
+    assert "0 of 5 inputs upscaled, 5 already done" in again.stdout
     # two folders' x.png through globs (one name each, no sub-folder to tell them apart), one of them twice
     for folder in ("a", "b"):
         (tmp_path / folder).mkdir()
         Image.fromarray(np.full((8, 8, 3), 60, np.uint8)).save(tmp_path / folder / "x.png")
     globs = [str(tmp_path / "a" / "*.png"), str(tmp_path / "b" / "*.png"), str(tmp_path / "a" / "x.png")]
     result = srcore_cli("upscale", *globs, "-o", str(tmp_path / "ab"), "--model", str(weights))
-    assert result.returncode == 0 and "2 of 2 images upscaled" in result.stdout, result.stdout
+    assert result.returncode == 0 and "2 of 2 inputs upscaled" in result.stdout, result.stdout
     sources = {read_provenance(p.read_bytes())["source"] for p in (tmp_path / "ab").iterdir()}
     assert sources == {(tmp_path / f / "x.png").resolve().as_posix() for f in "ab"}
     # scan.tif and scan.jpg as --format jpg: two outputs, not one

@@ -59,7 +59,7 @@ def test_upscale_writes_each_outputs_map_beside_it_and_a_rerun_does_not_take_map
     assert f"invented detail (over {INVENTION_THRESHOLD:g} levels" in result.stdout and "2 maps" in result.stdout
     again = srcore_cli("upscale", str(photos), "-o", str(photos), "--suffix", "_x4", "--invention-map",
                        "--realism", "1")
-    assert "0 of 2 images upscaled, 2 already done" in again.stdout, again.stdout
+    assert "0 of 2 inputs upscaled, 2 already done" in again.stdout, again.stdout
 
 
 def test_the_rows_figure_is_bounded_in_cost_and_agrees_with_the_whole_map():
