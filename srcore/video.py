@@ -45,7 +45,6 @@ WEBM_CODECS = ("av1", "vp9")
 SEGMENT_SECONDS = 60.0
 PART_FORMAT = "mp4"  # ISO BMFF keeps any time base and every frame's duration (Matroska rounds to 1 ms)
 METADATA_KEY = "srcore"  # the container tag holding srcore's XMP record (Matroska writes it as SRCORE)
-PART_KEY = "srcore_part"  # a part's own record: its segment and what was measured on it
 # what the muxer writes of its own: not the archive's catalogue
 MUXER_KEYS = {"major_brand", "minor_version", "compatible_brands", "encoder", "software", "duration"}
 
@@ -253,6 +252,19 @@ class SegmentResult:
     model: str
     scale: float
 
+    def to_json(self) -> bytes:
+        """The part's record, kept beside it (``part-NNNNN.mp4.json``) by the bucket job: a rerun reuses the
+        part when it matches, and the join sums its figures."""
+        return json.dumps(asdict(self)).encode()
+
+    @staticmethod
+    def from_json(data: bytes) -> SegmentResult | None:
+        """A record written by :meth:`to_json`; None for anything else."""
+        try:
+            return SegmentResult(**json.loads(data))
+        except (ValueError, TypeError):
+            return None
+
 
 def _pixel_formats(frame, codec: str) -> tuple[str, str]:
     """(the RGB format the network sees, the encoder's pixel format) for a decoded frame: 16-bit RGB for
@@ -323,10 +335,8 @@ def upscale_segment(upscaler: Upscaler, source: str | os.PathLike | BinaryIO, na
             raise VideoError(f"{name}: segment {segment.index} (frames {segment.first_frame + 1}..) decoded no frame")
         for packet in stream.encode():
             out.mux(packet)
-        result = SegmentResult(segment.index, written, time.perf_counter() - start, flicker.record(),
-                               provenance.source_version or "", provenance.model, provenance.scale)
-        out.metadata[PART_KEY] = json.dumps(asdict(result))
-    return result
+    return SegmentResult(segment.index, written, time.perf_counter() - start, flicker.record(),
+                         provenance.source_version or "", provenance.model, provenance.scale)
 
 
 def _video_stream(out, in_stream, frame, shape: tuple, codec: str, pix_fmt: str, options: OutputOptions,
@@ -353,18 +363,6 @@ def _video_stream(out, in_stream, frame, shape: tuple, codec: str, pix_fmt: str,
         settings["b"] = "0"  # constant quality
     stream.options = settings
     return stream
-
-
-def read_part(path: str | os.PathLike | BinaryIO) -> SegmentResult | None:
-    """The record of a finished part (None for a file that is not one)."""
-    import av
-
-    try:
-        with av.open(path if not isinstance(path, os.PathLike) else str(path)) as part:
-            record = json.loads(part.metadata.get(PART_KEY, "null"))
-        return SegmentResult(**record) if record else None
-    except (av.FFmpegError, OSError, ValueError, TypeError):
-        return None
 
 
 @dataclass(frozen=True)

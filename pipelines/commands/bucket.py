@@ -22,6 +22,7 @@ from srcore.archs.registry import DEFAULT_REALISM, DEFAULT_UPSCALE_MODEL
 from srcore.model_errors import WeightsError
 from srcore.options import EngineOptions, OutputOptions, add_flags, add_realism_flag, from_flags
 from srcore.redact import redact
+from srcore.video import SEGMENT_SECONDS
 
 from . import add_verbose_flag, parser_for
 
@@ -77,6 +78,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="seconds to wait for a node that can run the actors (or the decode tasks) when the "
                         "cluster has none left, before ending the run with the inputs not done reported as "
                         "failed (default %(default)s: time for an autoscaler to start one)")
+    p.add_argument("--video-segment-seconds", type=float, default=SEGMENT_SECONDS, metavar="S",
+                   help="videos are cut at keyframes into segments of about S seconds, each upscaled by any actor and "
+                        "joined without re-encoding (default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (logs)")
     p.add_argument("--progress-interval", type=float, metavar="S",
                    help="seconds between progress lines (images, rate, ETA, failures), kept while a batch takes "
@@ -146,7 +150,7 @@ def _run(args: argparse.Namespace) -> int:
             extensions=tuple("." + e.strip().lstrip(".").lower() for e in args.extensions.split(",") if e.strip()),
             limit=args.limit, sample=args.sample, seed=args.seed, report=args.report, previews=args.previews,
             break_lease=args.break_lease, wait_for_nodes=args.wait_for_nodes,
-            progress_interval=args.progress_interval,
+            progress_interval=args.progress_interval, video_segment_seconds=args.video_segment_seconds,
             **({"run_id": args.run_id} if args.run_id else {}))
         result = run_job(job, progress=not args.no_progress,
                          connect=lambda: connect_or_start(min_cpus=2, dashboard=False))

@@ -10,6 +10,7 @@ from srcore.imageio import IMAGE_SUFFIXES
 from srcore.options import EngineOptions, OutputOptions, check_flags
 from srcore.redact import credentials_in
 from srcore.upscale import new_run_id
+from srcore.video import SEGMENT_SECONDS, VIDEO_SUFFIXES
 
 from ..storage import is_uri, join
 
@@ -55,6 +56,8 @@ class UpscaleJob:
             tasks), for one to join (an autoscaler's start) before it ends with the inputs not done failed.
         progress_interval: seconds between progress lines, kept while one batch takes longer (default: 10, or
             60 without progress bars).
+        video_segment_seconds: videos are cut at keyframes into segments of about this length, each upscaled by
+            any actor (``videos``).
     """
 
     input: str
@@ -70,7 +73,7 @@ class UpscaleJob:
     min_actors: int = 1
     max_actors: int | None = None
     overwrite: bool = False
-    extensions: tuple[str, ...] = IMAGE_SUFFIXES
+    extensions: tuple[str, ...] = IMAGE_SUFFIXES + VIDEO_SUFFIXES
     limit: int | None = None
     sample: int | None = None
     seed: int = 0
@@ -81,6 +84,7 @@ class UpscaleJob:
     break_lease: bool = False
     wait_for_nodes: float = 600
     progress_interval: float | None = None
+    video_segment_seconds: float = SEGMENT_SECONDS
     run_id: str = field(default_factory=new_run_id)
 
     def __post_init__(self):
@@ -98,6 +102,7 @@ class UpscaleJob:
               for name in ("input", "output", "input_manifest", "report")),
             (self.wait_for_nodes > 0, "wait-for-nodes", "must be > 0"),
             (self.progress_interval is None or self.progress_interval > 0, "progress-interval", "must be > 0"),
+            (self.video_segment_seconds > 0, "video-segment-seconds", "must be > 0"),
             (self.actor_concurrency is None or self.actor_concurrency >= 1, "actor-concurrency", "must be >= 1"),
             # it names the report's folder under <output>/_reports: a path in it could write elsewhere
             (bool(_RUN_ID.fullmatch(self.run_id)) and set(self.run_id) != {"."}, "run-id",

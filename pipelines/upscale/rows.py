@@ -17,6 +17,9 @@ REPORT_SCHEMA = pa.schema([
     ("run", pa.string()),
     # rasters (srcore.geo) fill all four; images bands and dtype
     ("crs", pa.string()), ("bands", pa.int16()), ("dtype", pa.string()), ("nodata_fraction", pa.float32()),
+    # videos (srcore.video) fill these: flicker is the output's frame-to-frame change over bicubic's
+    ("frames", pa.int32()), ("duration_s", pa.float32()), ("segments", pa.int32()), ("failed_segments", pa.int32()),
+    ("frames_per_s", pa.float32()), ("flicker", pa.float32()),
 ])
 # what the driver plans: one row per input of this run
 MANIFEST_SCHEMA = pa.schema([

@@ -23,6 +23,7 @@ from .plan import Manifest, plan
 from .report import ReportWriter, read_report_rows
 from .rows import REPORT_SCHEMA, table_of
 from .stages import UpscaleWriter, encode_and_write, read_and_decode
+from .videos import process_videos, split_videos
 
 WORKER_RETRIES = 2  # retries of a batch whose worker (decode task or actor) died
 WORKER_DIED = (f"the worker processing this input died {WORKER_RETRIES + 1} times, with the input alone in its batch "
@@ -153,8 +154,11 @@ def _process(job: UpscaleJob, model, manifest: Manifest, progress: bool, report)
 
     from ..cluster import NoNodeForWork, node_watchdog, quiet_ray_data
 
-    layout = plan_layout(job, ray.cluster_resources(), manifest.todo.rows)
-    print(f"[srcore] {layout.describe(manifest.todo.rows)}", flush=True)
+    images, videos = split_videos(manifest.todo, manifest.folder)
+    resources = ray.cluster_resources()
+    layout = plan_layout(job, resources, max(1, images.rows))
+    if images.rows:
+        print(f"[srcore] {layout.describe(images.rows)}", flush=True)
     quiet_ray_data()  # the job prints images, rate, ETA and failures instead
     ctx = ray.data.DataContext.get_current()
     log = ProgressLog(manifest.todo.rows, interval=job.progress_interval or (10.0 if progress else 60.0),
@@ -188,13 +192,18 @@ def _process(job: UpscaleJob, model, manifest: Manifest, progress: bool, report)
         with log, warnings.catch_warnings():  # the log's heartbeat prints on time while a batch takes longer
             # Ray Data's advice for a run of fewer blocks than its task limit: a small run, not a problem
             warnings.filterwarnings("ignore", message="The maximum number of concurrent tasks for")
-            execute(manifest.todo, layout.images_per_call)
-            lost = _unanswered(manifest.todo, answered, f"{manifest.folder}/lost.arrow")
+            if images.rows:
+                execute(images, layout.images_per_call)
+            lost = _unanswered(images, answered, f"{manifest.folder}/lost.arrow")
             if lost.rows:
                 print(f"[srcore] {lost.rows} inputs were in batches whose workers died; retrying each alone",
                       flush=True)
                 execute(lost, 1)
                 fail_unanswered(lost, "failed", WORKER_DIED)
+            for rows in process_videos(job, model_ref, videos, resources):
+                report.add(rows)
+                answered.append(digests(rows.column("input").to_pylist()))
+                log.add(rows.num_rows, pc.sum(pc.equal(rows.column("status"), "failed")).as_py() or 0)
     except NoNodeForWork as exc:  # the work in flight is lost with the nodes; every input still gets its row
         print(f"[srcore] error: {exc}: ending the run; the inputs not done are failed rows", flush=True)
         fail_unanswered(manifest.todo, "not_done", f"not processed: {exc}")

@@ -162,6 +162,26 @@ def _node() -> str:
         return socket.gethostname()
 
 
+def actor_upscaler(job: UpscaleJob, model_ref: list, use_gpu: bool):
+    """An actor's engine (on its GPU, else on ``--cpus-per-actor`` threads) and its description for the report.
+    The model arrives through the object store; ``model_ref`` holds its reference (or, in-process, the model)."""
+    import torch
+
+    model = model_ref[0]
+    if not isinstance(model, torch.nn.Module):
+        import ray
+
+        model = ray.get(model)
+    if use_gpu and torch.cuda.is_available():
+        device = "cuda"
+    else:
+        device = "cpu"
+        torch.set_num_threads(max(1, int(job.cpus_per_actor)))
+    upscaler = job.engine.build(model, device)
+    where = torch.cuda.get_device_name() if device == "cuda" else f"cpu x{torch.get_num_threads()}"
+    return upscaler, f"{where} {upscaler.precision} {upscaler.runtime}"
+
+
 class UpscaleWriter:
     """Ray Data actor: upscale a batch; in the fused layout also read and decode it first and encode, score and
     write each output (report rows out), in the split layout hand the outputs on to :func:`encode_and_write`
@@ -173,23 +193,9 @@ class UpscaleWriter:
     """
 
     def __init__(self, job: UpscaleJob, model_ref: list, use_gpu: bool, fused: bool):
-        import torch
-
         self.job, self.fused = job, fused
-        model = model_ref[0]
-        if not isinstance(model, torch.nn.Module):
-            import ray
-
-            model = ray.get(model)
-        if use_gpu and torch.cuda.is_available():
-            device = "cuda"
-        else:
-            device = "cpu"
-            torch.set_num_threads(max(1, int(job.cpus_per_actor)))
-        self.upscaler = job.engine.build(model, device)
+        self.upscaler, self.device = actor_upscaler(job, model_ref, use_gpu)
         self.options = job.output_options
-        where = torch.cuda.get_device_name() if device == "cuda" else f"cpu x{torch.get_num_threads()}"
-        self.device = f"{where} {self.upscaler.precision} {self.upscaler.runtime}"
         self.source, self.target = shared_store(job.input), shared_store(job.output)
         remove_dead_scratch()
 
@@ -464,21 +470,21 @@ def _provenance(row: dict) -> Provenance:
 SCRATCH_PREFIX = ".srcore-raster-"  # then the writing process's pid
 
 
-def remove_dead_scratch(folder: str | None = None, idle_s: float = 3600) -> list[str]:
+def remove_dead_scratch(folder: str | None = None, idle_s: float = 3600, prefix: str = SCRATCH_PREFIX) -> list[str]:
     """Delete scratch rasters (often gigabytes) left in ``folder`` (default TMPDIR) by actors that were killed
     mid-scene: files whose writer's pid is gone and that nothing touched for ``idle_s`` (a TMPDIR shared across
     pid namespaces must not lose a live file). Returns the removed names."""
     folder = folder or tempfile.gettempdir()
     removed = []
     for name in os.listdir(folder):
-        if not name.startswith(SCRATCH_PREFIX):
+        if not name.startswith(prefix):
             continue
         try:
             if time.time() - os.stat(os.path.join(folder, name)).st_mtime < idle_s:
                 continue
         except OSError:
             continue
-        pid = name[len(SCRATCH_PREFIX):].split("-", 1)[0]
+        pid = name[len(prefix):].split("-", 1)[0]
         try:
             os.kill(int(pid), 0)
             continue  # its writer is alive
@@ -489,7 +495,8 @@ def remove_dead_scratch(folder: str | None = None, idle_s: float = 3600) -> list
         except PermissionError:
             continue  # alive, another user's
         try:
-            os.remove(os.path.join(folder, name))
+            path = os.path.join(folder, name)
+            shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
             removed.append(name)
         except OSError:
             pass
