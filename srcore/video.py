@@ -507,3 +507,23 @@ def upscale_video(upscaler: Upscaler, src: str | os.PathLike, target: str | os.P
             return join_parts([part], [result], src, name, tmp, Path(target).suffix.lower(), provenance)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def middle_frame(source: str | os.PathLike | BinaryIO, name: str) -> np.ndarray:
+    """The frame shown at half the video's duration, as (H, W, 3) uint8 RGB: the report's preview of a video
+    (an input and its output keep the same timestamps, so both give the same frame)."""
+    with _open(source, name) as container:
+        if not container.streams.video:
+            raise VideoError(f"{name}: holds no video stream")
+        stream = container.streams.video[0]
+        half = (container.duration or 0) / 2 / 1e6  # seconds
+        target = int(half / stream.time_base) + (stream.start_time or 0)
+        container.seek(target, stream=stream, backward=True)
+        last = None
+        for frame in container.decode(stream):
+            last = frame
+            if frame.pts is not None and frame.pts >= target:
+                break
+        if last is None:
+            raise VideoError(f"{name}: no frame decodes")
+        return last.to_ndarray(format="rgb24")

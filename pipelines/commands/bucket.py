@@ -101,6 +101,9 @@ def summary_table(s: dict, files: dict[str, str]) -> str:
             ("wall time", f"{dt.timedelta(seconds=round(s['wall_s']))} ({s['images_per_s'] or 0:.2f} images/s, "
                           f"{s['output_megapixels_per_s'] or 0:.2f} output MP/s)"),
             ("LR-consistency", f"{median} (median)"),
+            *([("videos", f"{s['videos']}, {s['frames']} frames ({s['frames_per_s'] or 0:.2f} frames/s over the run)"
+                          + (f"; flicker {s['flicker_median']:.2f} (median; output's frame-to-frame change / "
+                             "bicubic's)" if s["flicker_median"] is not None else ""))] if s.get("videos") else []),
             ("store retries", f"{s['store_retries']} (S3 errors and throttling answered with backoff; each request "
                               f"tried at most {REQUEST_ATTEMPTS} x {CALL_ATTEMPTS} times)"),
             ("model", f"{s['model']} x{s['scale']:g}" if s["scale"] else str(s["model"])),

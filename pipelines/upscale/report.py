@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 
 from srcore.imageio import decode
 from srcore.redact import redact
+from srcore.video import is_video, middle_frame
 
 from ..storage import Store, join, retries_in_process, store_of
 from .quality import preview_pair
@@ -67,6 +68,8 @@ class ReportWriter:
         self.rng = np.random.default_rng(seed)
         self.devices: set[str] = set()
         self.nodes: set[str] = set()
+        self.videos = self.frames = 0  # videos upscaled, and their frames
+        self.flicker: list[float] = []  # each video's temporal stability (srcore.video.Flicker)
 
     def add(self, rows: pa.Table) -> None:
         """Take report rows (REPORT_SCHEMA; other columns are ignored)."""
@@ -107,8 +110,13 @@ class ReportWriter:
         number = {c: ok.column(c).to_numpy(zero_copy_only=False).astype(np.float64)
                   for c in ("input_width", "input_height", "output_width", "output_height", "upscale_s", "lr_psnr",
                             "invented_share")}
-        in_mp = number["input_width"] * number["input_height"] / 1e6
-        out_mp = number["output_width"] * number["output_height"] / 1e6
+        frames = ok.column("frames").fill_null(1).to_numpy(zero_copy_only=False).astype(np.float64)  # an image: 1
+        in_mp = number["input_width"] * number["input_height"] * frames / 1e6
+        out_mp = number["output_width"] * number["output_height"] * frames / 1e6
+        videos = ok.filter(pc.is_valid(ok.column("frames")))
+        self.videos += videos.num_rows
+        self.frames += int(pc.sum(videos.column("frames")).as_py() or 0)
+        self.flicker += [f for f in videos.column("flicker").to_pylist() if f is not None]
         self.in_mp += float(np.nansum(in_mp))
         self.out_mp += float(np.nansum(out_mp))
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -140,7 +148,9 @@ class ReportWriter:
                       "invented_share": r["invented_share"],
                       "input_size": _size(r["input_width"], r["input_height"]),
                       "output_size": _size(r["output_width"], r["output_height"]), "upscale_s": r["upscale_s"],
-                      "device": r["device"], "error": (r["error"] or "")[:300] or None}
+                      "device": r["device"], "frames": r["frames"], "segments": r["segments"],
+                      "frames_per_s": r["frames_per_s"], "flicker": r["flicker"],
+                      "error": (r["error"] or "")[:300] or None}
             for c in TABLE_COLUMNS:
                 value = values[c]
                 self.table[c].append(round(value, 4) if isinstance(value, float) and np.isfinite(value)
@@ -226,6 +236,10 @@ class ReportWriter:
             # S3 answers retried (5xx, throttling, dropped connections): the inputs' and the driver's own
             "store_retries": self.store_retries + retries_in_process() - self.driver_retries_at_start,
             "devices": sorted(self.devices), "nodes": sorted(self.nodes),
+            # videos (each one row above): their frames, the rate over the run, and the median flicker
+            "videos": self.videos, "frames": self.frames,
+            "frames_per_s": round(self.frames / wall_s, 3) if wall_s and self.frames else None,
+            "flicker_median": round(float(np.median(self.flicker)), 3) if self.flicker else None,
         }
 
 
@@ -243,6 +257,9 @@ def failure_cause(name: str, error: str | None) -> str:
 def read_picture(location: str) -> np.ndarray:
     """Pixels of an input or output file, for previews (rasters and oversized files raise)."""
     store, path = store_of(location)
+    if is_video(path):  # its middle frame (an input and its output share timestamps: the same frame)
+        with store.open_read(path) as file:
+            return middle_frame(file, location)
     if store.size(path) > PREVIEW_MAX_BYTES:
         raise ValueError(f"{location}: too large to preview")
     return decode(store.read(path), location).pixels

@@ -20,7 +20,7 @@ esc = html.escape
 INVENTED = "invented detail (% of the output's area)"
 HISTOGRAMS = ("LR-consistency PSNR (dB)", INVENTED, "input megapixels", "upscale seconds per output megapixel")
 TABLE_COLUMNS = ("input", "status", "lr_psnr", "invented_share", "input_size", "output_size", "upscale_s", "device",
-                 "error")
+                 "frames", "segments", "frames_per_s", "flicker", "error")  # the four after device: videos only
 
 _STYLE = """
 body{font:14px system-ui,sans-serif;margin:2em auto;color:#222;max-width:1200px;padding:0 1em}
