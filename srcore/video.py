@@ -156,9 +156,10 @@ def probe(source: str | os.PathLike | BinaryIO, name: str) -> VideoInfo:
 def plan_segments(info: VideoInfo, seconds: float = SEGMENT_SECONDS) -> list[Segment]:
     """Cut at keyframes into segments of at least ``seconds`` (the last may be shorter); one for short videos."""
     starts: list[int | None] = [None]
-    last = info.frame_pts[0]
+    last = int(info.frame_pts[0])
+    length = Fraction(seconds).limit_denominator(1_000_000)  # 0.4 s is 2/5 s, not the float just above it
     for key in info.keyframes:
-        if (key - last) * info.time_base >= seconds and info.frames_between(key, None)[1] > 0:
+        if (key - last) * info.time_base >= length and info.frames_between(key, None)[1] > 0:
             starts.append(key)
             last = key
     segments = []
