@@ -31,7 +31,7 @@ from .atomic import atomic_path
 from .inference import Upscaler
 from .modes import BT601_YCBCR, max_value
 from .options import OutputOptions
-from .provenance import Provenance, matches, read_provenance
+from .provenance import Provenance, is_srcore_notice, matches, read_provenance
 
 # containers srcore reads; those it also writes keep their container, the others become Matroska (AVI, MPEG-TS
 # and the rest cannot carry variable frame rates exactly, or srcore's provenance)
@@ -287,7 +287,7 @@ FRAMES_PER_BATCH = 8
 
 def upscale_segment(upscaler: Upscaler, source: str | os.PathLike | BinaryIO, name: str, segment: Segment,
                     part: str | os.PathLike, options: OutputOptions, provenance: Provenance,
-                    progress: Callable[[int], None] | None = None) -> SegmentResult:
+                    progress: Callable[[int], None] | None = None, suffix: str | None = None) -> SegmentResult:
     """Decode ``segment`` of ``source``, upscale its frames in batches, and encode them into the MP4 ``part``
     with the input's timestamps and durations; the part's metadata records the segment and its figures.
     ``progress(frames)`` is called after each batch with the frames it added."""
@@ -295,7 +295,7 @@ def upscale_segment(upscaler: Upscaler, source: str | os.PathLike | BinaryIO, na
 
     os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 prints its whole configuration per encoder otherwise
     start = time.perf_counter()
-    codec = codec_name(options, output_suffix(name))
+    codec = codec_name(options, suffix or output_suffix(name))  # the output file's container decides
     flicker, written = Flicker(), 0
     with _open(source, name) as container, av.open(str(part), "w", format=PART_FORMAT) as out:
         in_stream = container.streams.video[0]
@@ -354,6 +354,8 @@ def _video_stream(out, in_stream, frame, shape: tuple, codec: str, pix_fmt: str,
     context = in_stream.codec_context
     for attribute in ("color_range", "colorspace", "color_primaries", "color_trc"):
         setattr(stream.codec_context, attribute, getattr(context, attribute))
+    if not pix_fmt.startswith("yuv"):
+        stream.codec_context.colorspace = 0  # RGB samples (FFV1): no YUV matrix, whatever the input's was
     if context.sample_aspect_ratio:
         stream.codec_context.sample_aspect_ratio = context.sample_aspect_ratio
     crf = options.crf if options.crf is not None else DEFAULT_CRF.get(codec)
@@ -362,6 +364,8 @@ def _video_stream(out, in_stream, frame, shape: tuple, codec: str, pix_fmt: str,
         settings = {"level": "3", "slicecrc": "1"}
     elif codec == "vp9":
         settings["b"] = "0"  # constant quality
+    elif codec == "h265":
+        settings["x265-params"] = "log-level=error"  # x265 prints its whole configuration otherwise
     stream.options = settings
     return stream
 
@@ -395,7 +399,8 @@ def join_parts(parts: list[str | os.PathLike], results: list[SegmentResult], sou
     with _open(source, name) as src, av.open(str(output), "w", format=container_format, options=options) as out:
         first = av.open(str(parts[0]))
         video_in = first.streams.video[0]
-        video = out.add_stream_from_template(video_in)
+        # copied as it is (opaque): a template's encoder is looked up by its decoder's name, and libdav1d has none
+        video = out.add_stream_from_template(video_in, opaque=True)
         video.time_base = video_in.time_base
         source_video = src.streams.video[0]
         video.metadata.update({k: v for k, v in source_video.metadata.items() if k.lower() not in MUXER_KEYS})
@@ -415,7 +420,10 @@ def join_parts(parts: list[str | os.PathLike], results: list[SegmentResult], sou
                 copied[stream.index] = copy
         out.metadata.update({k: v for k, v in src.metadata.items() if k.lower() not in MUXER_KEYS})
         out.metadata[METADATA_KEY] = provenance.xmp().decode()
-        if not any(k.lower() == "comment" for k in src.metadata):
+        comment = next((v for k, v in src.metadata.items() if k.lower() == "comment"), "")
+        if not str(comment).strip() or is_srcore_notice(comment):  # the image path's rule (srcore.imageio)
+            for key in [k for k in out.metadata if k.lower() == "comment"]:
+                del out.metadata[key]
             out.metadata["comment"] = provenance.description
         if src.chapters():
             out.set_chapters(src.chapters())
@@ -432,11 +440,15 @@ def join_parts(parts: list[str | os.PathLike], results: list[SegmentResult], sou
         def other_packets() -> Iterator:
             if not copied:
                 return
-            src.seek(0)
-            for packet in src.demux([s for s in src.streams if s.index in copied]):
-                if packet.size and (packet.dts is not None or packet.pts is not None):
-                    packet.stream = copied[packet.stream_index]
-                    yield packet
+            # a demuxer of its own from the first byte: seeking src back to 0 (it decoded a frame for the rotation)
+            # skips the packets stamped before 0 in Matroska/WebM (Opus' pre-skip, AAC's priming)
+            if hasattr(source, "seek"):
+                source.seek(0)
+            with _open(source, name) as again:
+                for packet in again.demux([s for s in again.streams if s.index in copied]):
+                    if packet.size and (packet.dts is not None or packet.pts is not None):
+                        packet.stream = copied[packet.stream_index]
+                        yield packet
 
         def when(packet) -> Fraction:
             return (packet.dts if packet.dts is not None else packet.pts) * packet.time_base
@@ -452,6 +464,26 @@ def join_parts(parts: list[str | os.PathLike], results: list[SegmentResult], sou
     return VideoResult((video_in.codec_context.width, video_in.codec_context.height),
                        sum(r.frames for r in results), info_duration, len(results),
                        sum(r.seconds for r in results), total.ratio, counts["audio"], counts["subtitle"])
+
+
+def check_container(source: str | os.PathLike | BinaryIO, name: str, suffix: str, options: OutputOptions) -> None:
+    """Fail before any frame is upscaled when the output container cannot hold the video codec or one of the
+    streams the join copies (AAC audio in WebM, say); the error names the file, the stream and the flag."""
+    import io
+
+    import av
+
+    codec_name(options, suffix)
+    with _open(source, name) as src, av.open(io.BytesIO(), "w", format=CONTAINERS.get(suffix, "matroska")) as probe:
+        for stream in src.streams:
+            if stream.type in ("audio", "subtitle"):
+                try:
+                    probe.add_stream_from_template(stream)
+                except ValueError as exc:
+                    raise VideoError(f"{name}: its {stream.type} stream {stream.index} ({stream.codec_context.name})"
+                                     f" cannot go into {suffix}: {exc}") from None
+    if hasattr(source, "seek"):
+        source.seek(0)
 
 
 def _rotation(container, name: str) -> int:
@@ -489,6 +521,7 @@ def upscale_video(upscaler: Upscaler, src: str | os.PathLike, target: str | os.P
     """``srcore upscale`` of one video: one segment (the whole video) into a part in a scratch folder, then
     joined into ``target`` atomically. ``progress(frames done, frames)`` as frames are encoded."""
     name = str(src)
+    check_container(src, name, Path(target).suffix.lower(), options)
     info = probe(src, name)
     segment = Segment(0, None, None, 0, info.frames)
     done = 0
@@ -503,7 +536,8 @@ def upscale_video(upscaler: Upscaler, src: str | os.PathLike, target: str | os.P
     scratch = tempfile.mkdtemp(prefix=".srcore-video-", dir=Path(target).parent)  # inside the output folder
     try:
         part = Path(scratch) / "part-00000.mp4"
-        result = upscale_segment(upscaler, src, name, segment, part, options, provenance, advance)
+        result = upscale_segment(upscaler, src, name, segment, part, options, provenance, advance,
+                                 suffix=Path(target).suffix.lower())
         with atomic_path(target) as tmp:
             return join_parts([part], [result], src, name, tmp, Path(target).suffix.lower(), provenance)
     finally:

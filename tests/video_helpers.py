@@ -50,12 +50,13 @@ def write_clip(path: str | os.PathLike, frames: int = 30, size: tuple[int, int] 
                gop: int | None = None, bframes: bool = True) -> Path:
     """Write a clip: ``frames`` frames of a pan over :data:`SOURCE_IMAGE` at ``rate`` frames/s (``vfr``: frame
     durations alternating 1/25 s and 1/10 s, with time base 1/12800 and explicit pts), ``codec`` in the container
-    the suffix names. ``audio``: a 440 Hz sine as long as the video (AAC, or Opus in WebM), mono 44.1 kHz, each
-    frame stamped with its pts in samples. ``rotation``: a display rotation (degrees counter-clockwise);
-    ``color``: BT.709 tags (primaries, transfer, matrix 1; limited range); ``metadata``: container tags;
-    ``subtitles``: two cues (mov_text in MP4/MOV, SubRip in Matroska). ``gop``: a keyframe exactly every
+    the suffix names. ``audio``: a 440 Hz sine as long as the video, mono (AAC at 44.1 kHz, or in WebM Opus at
+    48 kHz), each audio frame stamped with its pts in samples. ``rotation``: a display rotation (degrees
+    counter-clockwise); ``color``: BT.709 tags (primaries, transfer, matrix 1; limited range); ``metadata``:
+    container tags; ``subtitles``: two cues (mov_text in MP4/MOV, SubRip in Matroska). ``gop``: a keyframe exactly every
     ``gop`` frames (no scene-cut keyframes); ``bframes=False``: decoding order is display order."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     suffix = path.suffix.lower()
     pictures = pan(source_image(), frames, size)
     with av.open(str(path), "w", format=CONTAINER_FORMATS[suffix]) as out:
@@ -84,8 +85,8 @@ def write_clip(path: str | os.PathLike, frames: int = 30, size: tuple[int, int] 
             stream.set_display_rotation(rotation)
         sound = None
         if audio:
-            sound = out.add_stream("libopus" if suffix == ".webm" else "aac", rate=AUDIO_RATE if suffix != ".webm"
-                                   else 48000)
+            webm = suffix == ".webm"  # WebM holds Opus, not AAC
+            sound = out.add_stream("libopus" if webm else "aac", rate=48000 if webm else AUDIO_RATE)
             sound.layout = "mono"
         cues = None
         if subtitles:
@@ -93,7 +94,7 @@ def write_clip(path: str | os.PathLike, frames: int = 30, size: tuple[int, int] 
             cues.time_base = Fraction(1, 1000)
         out.metadata.update(metadata or {})
 
-        pts, seconds = [], Fraction(0)
+        seconds = Fraction(0)  # the video's length so far
         for i, picture in enumerate(pictures):
             frame = av.VideoFrame.from_ndarray(picture, format="rgb24")
             if vfr:
@@ -107,17 +108,16 @@ def write_clip(path: str | os.PathLike, frames: int = 30, size: tuple[int, int] 
             if codec != "ffv1":
                 frame = frame.reformat(format="yuv420p", dst_colorspace=frame.colorspace,
                                        dst_color_range=frame.color_range)
-            pts.append(frame.pts)
             for packet in stream.encode(frame):
                 out.mux(packet)
         for packet in stream.encode():
             out.mux(packet)
-        if sound is not None:
+        if sound is not None:  # (muxed after the video: the muxer interleaves packets by time)
             sample_rate, sample_format = sound.codec_context.sample_rate, sound.codec_context.format.name
             total = int(seconds * sample_rate)
             t = np.arange(total, dtype=np.float64) / sample_rate
             wave = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
-            step = AUDIO_FRAME if suffix != ".webm" else 960
+            step = 960 if webm else AUDIO_FRAME  # samples an encoder frame takes
             for start in range(0, total, step):
                 chunk = np.zeros((1, step), np.float32)
                 chunk[0, :min(step, total - start)] = wave[start:start + step]
@@ -196,11 +196,6 @@ def read_video(path: str | os.PathLike, pixels: bool = False) -> VideoFacts:
         return VideoFacts(context.name, context.width, context.height, pts, video.time_base, video.duration,
                           container.duration / 1e6 if container.duration is not None else None, audio, audio_tb,
                           subtitles, rotation, colour, dict(container.metadata), keys, frames if pixels else None)
-
-
-def decoded_rgb(path: str | os.PathLike) -> list[np.ndarray]:
-    """Every frame of ``path`` as rgb24, as srcore gives frames to the network."""
-    return read_video(path, pixels=True).frames
 
 
 def damage(path: str | os.PathLike, packet_index: int) -> None:

@@ -30,6 +30,7 @@ from srcore.video import (
     Segment,
     SegmentResult,
     VideoError,
+    check_container,
     is_video_output_of,
     join_parts,
     output_suffix,
@@ -88,6 +89,7 @@ def _segments_of(row: dict, job: UpscaleJob, source, target) -> list[dict]:
                 if is_video_output_of(file, row["input_version"], row["model"], row["scale"]):
                     return [dict(row, status="skipped", segment=-1)]
         with source.open_read(row["input_key"]) as file:
+            check_container(file, row["input"], output_suffix(row["output_key"]), job.output_options)
             info = probe(file, row["input"])
     except VideoError as exc:
         return [dict(row, status="failed", segment=-1, error=str(exc))]
