@@ -142,7 +142,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--flicker-size", default="160x120")
     parser.add_argument("--image", default=str(SHARED / "datasets" / "Urban100" / "HR" / "img_004.png"))
     parser.add_argument("--json-out")
+    parser.add_argument("--smoke", action="store_true", help="toy sizes (make test): every figure but the job's")
     args = parser.parse_args(argv)
+    if args.smoke:
+        args.size, args.frames, args.tools = "96x64", 12, "engine,library,cli"
+        args.flicker_models, args.flicker_size = "srcore-compact-x4,srcore-distill-x4", "64x48"
     size = tuple(int(v) for v in args.size.split("x"))
     tools = args.tools.split(",")
     image = np.asarray(Image.open(args.image).convert("RGB")) if Path(args.image).exists() else \
@@ -185,6 +189,12 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {name:36s} {result.flicker:.3f}", flush=True)
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(results, indent=2))
+    if args.smoke:
+        rates = [v for row in results["rows"] for k, v in row.items() if k.endswith("frames/s")]
+        flicker = [f["flicker"] for f in results["flicker"]]
+        assert len(rates) == 3 and all(r > 0 for r in rates), rates
+        assert len(flicker) == 2 and all(0 < f < 10 for f in flicker), flicker
+        print(f"smoke: {len(rates)} rates > 0, flicker {flicker}")
     return 0
 
 

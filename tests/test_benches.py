@@ -25,6 +25,7 @@ SMOKE = {  # bench -> what its smoke run needs from ../shared
     "train.py": [],
     "scale.py": [],
     "reliability.py": [],
+    "video.py": [],
 }
 
 pytestmark = pytest.mark.slow
