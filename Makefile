@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 SRCORE_SHARED ?= ../shared
 export SRCORE_SHARED
 
-.PHONY: venv test test-gpu-suite gpu-suite-stamp demo lint device-kit device-kit-check perceptual-weights browser
+.PHONY: venv test test-gpu-suite gpu-suite-stamp demo lint device-kit device-kit-video device-kit-check perceptual-weights browser
 
 venv:
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -61,6 +61,13 @@ lint: venv
 device-kit:
 	$(PYTHON) scripts/device_kit.py --out .device-kit
 	@du -sh .device-kit
+
+# PyAV for bench/video.py on the GPU host: its CPython 3.12 wheel alone (36 MB), carried in a run of its own
+# (the kit and it together are over a command's 64 MiB); docs/gpu.md, "Videos"
+device-kit-video:
+	$(PYTHON) -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: --python-version 3.12 \
+	  --platform manylinux_2_28_x86_64 -c constraints.txt av -d .device-kit-video
+	@du -sh .device-kit-video
 
 # Without a GPU host: a kit for this machine's Python, a virtualenv with only the GPU host's packages, and the
 # GPU suite's CPU smoke run in it (every step for real, the kit unpacked as on the host).

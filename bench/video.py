@@ -14,12 +14,12 @@ AAC sine track. Then, in one process's run, side by side:
   ``--segment-seconds`` segments for the actors (one per CPU here);
 
 then flicker (the output's frame-to-frame luma change over that of bicubic; 1.0 = as stable as bicubic) for
-each bundled model on a smaller clip. ``--device cuda --size 1920x1080 --models RealESRGAN_x4plus,...`` on a
-GPU host measures the engine and library rows there (the job needs Ray, which the GPU kit carries).
+each bundled model on a smaller clip. On a GPU host, ``--device cuda --size 1920x1080`` measures the engine
+and library rows (PyAV comes there in its own carry, ``make device-kit-video``: docs/gpu.md).
 
     python bench/video.py                                   # CPU: 360p, 48 frames, compact x4
     python bench/video.py --device cuda --size 1920x1080 --frames 96 --tools engine,library \\
-        --models srcore-compact-x4,RealESRGAN_x4plus --flicker-models none
+        --models srcore-compact-x4,fresh:realesrgan-x4plus --flicker-models none   # docs/gpu.md: the av kit
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -46,6 +47,9 @@ from srcore.options import EngineOptions, OutputOptions  # noqa: E402
 from srcore.upscale import upscale_video_file  # noqa: E402
 from srcore.video import FRAMES_PER_BATCH  # noqa: E402
 from srcore.weights import load_upscaling_model  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "bench"))
+from inference import resolve_model  # noqa: E402
 
 BUNDLED = ("srcore-compact-x4", "srcore-compact-x4-gan", "srcore-distill-x4")
 
@@ -82,6 +86,14 @@ def write_pan(path: Path, image: np.ndarray, size: tuple[int, int], frames: int,
         for packet in sound.encode():
             out.mux(packet)
     return pictures
+
+
+def load(spec: str):
+    """(model, id): a registered name or weights file, or ``fresh:NAME`` (fresh weights: the GPU host has no
+    downloads, and speed does not depend on the weights; the CLI and job rows need a real model)."""
+    if spec.startswith("fresh:"):
+        return resolve_model(spec), spec
+    return load_upscaling_model(spec, None)
 
 
 def decoded(path: Path) -> list[np.ndarray]:
@@ -123,8 +135,8 @@ def job_rate(clip: Path, work: Path, model: str, frames: int, segment_seconds: f
         raise RuntimeError(done.stdout[-2000:] + done.stderr[-2000:])
     line = next(x for x in reversed(done.stdout.splitlines()) if x.startswith("[srcore] report"))
     summary = json.loads(Path(line.split()[-1]).with_name("summary.json").read_text())
-    segment_rates = [float(x.rsplit("(", 1)[1].split(",")[1].split()[0]) for x in
-                     (done.stdout + done.stderr).splitlines() if ": segment " in x and "frames/s" in x]
+    segment_rates = [float(m.group(1)) for m in re.finditer(r": segment \d+/\d+ \(\d+ frames, ([\d.]+) frames/s\)",
+                                                             done.stdout + done.stderr)]
     return {"frames/s (process wall)": frames / wall, "frames/s (run, summary)": summary["frames_per_s"],
             "segments": len(segment_rates),
             "frames/s per actor (mean over segments)": float(np.mean(segment_rates)) if segment_rates else None}
@@ -159,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         frames = decoded(clip)
         print(f"clip: {args.size}, {len(frames)} frames, H.264 + AAC; device {args.device}", flush=True)
         for model_name in args.models.split(","):
-            model, name = load_upscaling_model(model_name, None)
+            model, name = load(model_name)
             upscaler = EngineOptions().build(model, args.device)
             row = {"model": name, "precision": upscaler.precision, "runtime": upscaler.runtime}
             if "engine" in tools:

@@ -9,6 +9,7 @@ import re
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 
 import ray
@@ -130,3 +131,13 @@ def node_watchdog(requests: dict[str, dict[str, float]], wait_s: float, every_s:
                                     f"nodes alive: {left}")
 
     return NodeWatchdog
+
+
+@contextlib.contextmanager
+def no_remote_args_warning():
+    """Ray 2.60 deprecates ``**ray_remote_args`` but has no named parameter yet for the retries and actor
+    concurrency the job needs (max_retries, max_task_retries, max_concurrency): keep its warning off users'
+    consoles until it has."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
+        yield

@@ -88,6 +88,7 @@ class Segment:
     end: int | None
     first_frame: int
     frames: int
+    video_frames: int  # in the whole video
 
 
 @dataclass(frozen=True)
@@ -166,7 +167,7 @@ def plan_segments(info: VideoInfo, seconds: float = SEGMENT_SECONDS) -> list[Seg
     for i, start in enumerate(starts):
         end = starts[i + 1] if i + 1 < len(starts) else None
         first, frames = info.frames_between(start, end)
-        segments.append(Segment(i, start, end, first, frames))
+        segments.append(Segment(i, start, end, first, frames, info.frames))
     return segments
 
 
@@ -192,8 +193,8 @@ def decoded_frames(container, name: str, segment: Segment) -> Iterator:
                 kept += 1
                 yield frame
     except av.FFmpegError as exc:
-        raise VideoError(f"{name}: frame {segment.first_frame + kept + 1} of {segment.first_frame + segment.frames}"
-                         f" did not decode ({_error_text(exc)})") from None
+        raise VideoError(f"{name}: frame {segment.first_frame + kept + 1} of {segment.video_frames} did not decode "
+                         f"({_error_text(exc)})") from None
 
 
 # ---------------------------------------------------------------------------------------------- writing
@@ -523,7 +524,7 @@ def upscale_video(upscaler: Upscaler, src: str | os.PathLike, target: str | os.P
     name = str(src)
     check_container(src, name, Path(target).suffix.lower(), options)
     info = probe(src, name)
-    segment = Segment(0, None, None, 0, info.frames)
+    segment = Segment(0, None, None, 0, info.frames, info.frames)
     done = 0
 
     def advance(frames: int) -> None:

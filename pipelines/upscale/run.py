@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
 import warnings
 from dataclasses import dataclass
@@ -22,10 +21,9 @@ from .options import REPORT_FOLDER, UpscaleJob
 from .plan import Manifest, plan
 from .report import ReportWriter, read_report_rows
 from .rows import REPORT_SCHEMA, table_of
-from .stages import UpscaleWriter, encode_and_write, read_and_decode
+from .stages import WORKER_RETRIES, UpscaleWriter, encode_and_write, read_and_decode
 from .videos import process_videos, split_videos
 
-WORKER_RETRIES = 2  # retries of a batch whose worker (decode task or actor) died
 WORKER_DIED = (f"the worker processing this input died {WORKER_RETRIES + 1} times, with the input alone in its batch "
                "(out of memory, or a crash in native code; the Ray logs say which)")
 
@@ -218,6 +216,8 @@ def pipeline(job: UpscaleJob, layout: Layout, model_ref: list, rows, per_block: 
     call queued behind one that kills the actor would die with it, and be charged a retry for it."""
     from ray.data import ActorPoolStrategy
 
+    from ..cluster import no_remote_args_warning
+
     gpu = layout.gpus_per_actor > 0
     with no_remote_args_warning():
         if not layout.fused:
@@ -238,16 +238,6 @@ def pipeline(job: UpscaleJob, layout: Layout, model_ref: list, rows, per_block: 
             rows = rows.map_batches(encode_and_write, batch_format="pyarrow", batch_size=None, num_cpus=1,
                                     fn_kwargs={"job": job}, max_retries=WORKER_RETRIES)
     return rows
-
-
-@contextlib.contextmanager
-def no_remote_args_warning():
-    """Ray 2.60 deprecates ``**ray_remote_args`` but has no named parameter yet for the retries and actor
-    concurrency the job needs (max_retries, max_task_retries, max_concurrency): keep its warning off users'
-    consoles until it has."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
-        yield
 
 
 def _unanswered(pages: PageFile, answered: list[np.ndarray], path: str) -> PageFile:

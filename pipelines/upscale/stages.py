@@ -50,6 +50,7 @@ from .finished import output_is_finished
 from .options import UpscaleJob
 from .rows import DECODED_SCHEMA, REPORT_SCHEMA, UPSCALED_SCHEMA, table_of
 
+WORKER_RETRIES = 2  # retries of a batch whose worker (decode task or actor) died
 DECODED_PER_BLOCK = 8  # decoded pictures per block out of a decode task (Ray Data bundles them for the actor)
 
 
@@ -80,7 +81,7 @@ def decode_row(row: dict, job: UpscaleJob, source, target, jpeg_bytes: bool = Fa
     stays an object in the row (the fused layout's actor uses it at once) instead of bytes for the next stage.
     ``jpeg_pixels``: the engine's JPEG decoder (:attr:`srcore.inference.Upscaler.jpeg_pixels`), as the CLI uses."""
     die_if_marked("decode", row["input"])
-    row.update(node=_node(), status=row["status"] or "todo")
+    row.update(node=worker_node(), status=row["status"] or "todo")
     with retries_counted(row):
         _decode_row(row, job, source, target, jpeg_bytes, keep, jpeg_pixels)
     return row
@@ -153,7 +154,7 @@ def _read_raster_header(row: dict, source) -> bool:
 
 
 @lru_cache(maxsize=1)
-def _node() -> str:
+def worker_node() -> str:
     try:
         import ray
 
@@ -237,7 +238,7 @@ class UpscaleWriter:
                 r.pop("data", None)
                 done.append(r)
                 if pixels is not None:
-                    r.update(upscale_s=seconds, device=self.device, node=_node())
+                    r.update(upscale_s=seconds, device=self.device, node=worker_node())
                     finished.append((r, picture, pixels))
             if self.fused:
                 for r, picture, pixels in finished:
@@ -313,7 +314,7 @@ class UpscaleWriter:
         score its LR-consistency on the way; fills the row's output fields, or its error. No preview crops."""
         row.pop("pixels", None)
         row.pop("data", None)
-        row.update(device=self.device, node=_node())
+        row.update(device=self.device, node=worker_node())
         t0 = time.perf_counter()
         try:
             with self.target.open_atomic(row["output_key"]) as file:
@@ -329,7 +330,7 @@ class UpscaleWriter:
         """Upscale a georeferenced raster window by window into a local scratch GeoTIFF/COG
         (:func:`srcore.upscale.render_raster`), then upload it in parts; fills the row, or its error."""
         row.pop("pixels", None)
-        row.update(device=self.device, node=_node())
+        row.update(device=self.device, node=worker_node())
         t0 = time.perf_counter()
         fd, scratch = tempfile.mkstemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-", suffix=".tif")  # worker's TMPDIR
         os.close(fd)

@@ -121,7 +121,7 @@ def _part_status(target, part_key: str, row: dict, segment: Segment) -> str:
 
 
 def _segment(row: dict) -> Segment:
-    return Segment(row["segment"], row["start"], row["end"], row["first_frame"], row["frames"])
+    return Segment(row["segment"], row["start"], row["end"], row["first_frame"], row["frames"], row["video_frames"])
 
 
 class SegmentWorker:
@@ -136,14 +136,14 @@ class SegmentWorker:
         remove_dead_scratch(prefix=SCRATCH_PREFIX)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        from .stages import _node
+        from .stages import worker_node
 
         rows = batch.to_pylist()
         for row in rows:
             if row["status"] != "todo":
                 continue
             die_if_marked("upscale", f"{row['input']}#segment={row['segment']}")
-            row.update(node=_node(), device=self.device)
+            row.update(node=worker_node(), device=self.device)
             with retries_counted(row):
                 self._upscale(row)
         return table_of(rows, SEGMENT_SCHEMA)
@@ -273,7 +273,8 @@ def process_videos(job: UpscaleJob, model_ref: list, videos: PageFile, resources
     import ray
     from ray.data import ActorPoolStrategy
 
-    from .run import WORKER_RETRIES, no_remote_args_warning
+    from ..cluster import no_remote_args_warning
+    from .stages import WORKER_RETRIES
 
     for page in videos.pages():
         blocks = [page.slice(i, 1) for i in range(page.num_rows)]  # one video a task: probing reads it whole
