@@ -12,6 +12,7 @@ there. Memory holds a batch of frames and the encoder's look-ahead, whatever the
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import json
 import os
@@ -317,12 +318,23 @@ def upscale_segment(upscaler: Upscaler, source: str | os.PathLike | BinaryIO, na
                 encoded.pts, encoded.time_base, encoded.duration = frame.pts, frame.time_base, frame.duration
                 encoded.color_range = frame.color_range
                 encoded.colorspace = frame.colorspace
+                durations[frame.pts] = frame.duration
                 for packet in stream.encode(encoded):
-                    out.mux(packet)
+                    mux(packet)
             written += len(batch)
             if progress is not None:
                 progress(len(batch))
             batch.clear()
+
+        # each frame's own duration, until its packet is out: x264 stamps the packets it flushes at the end
+        # with a duration of its own, which would change the last frame's (and the video's) duration
+        durations: dict[int, int] = {}
+
+        def mux(packet) -> None:
+            duration = durations.pop(packet.pts, None)
+            if duration:
+                packet.duration = duration
+            out.mux(packet)
 
         rgb_format = pix_fmt = None
         for frame in decoded_frames(container, name, segment):
@@ -336,7 +348,7 @@ def upscale_segment(upscaler: Upscaler, source: str | os.PathLike | BinaryIO, na
         if stream is None:
             raise VideoError(f"{name}: segment {segment.index} (frames {segment.first_frame + 1}..) decoded no frame")
         for packet in stream.encode():
-            out.mux(packet)
+            mux(packet)
     return SegmentResult(segment.index, written, time.perf_counter() - start, flicker.record(),
                          provenance.source_version or "", provenance.model, provenance.scale)
 
@@ -397,8 +409,8 @@ def join_parts(parts: list[str | os.PathLike], results: list[SegmentResult], sou
 
     container_format = CONTAINERS.get(suffix, "matroska")
     options = {"movflags": "use_metadata_tags"} if container_format in ("mp4", "mov") else {}
-    with _open(source, name) as src, av.open(str(output), "w", format=container_format, options=options) as out:
-        first = av.open(str(parts[0]))
+    with _open(source, name) as src, av.open(str(output), "w", format=container_format, options=options) as out, \
+            av.open(str(parts[0])) as first:
         video_in = first.streams.video[0]
         # copied as it is (opaque): a template's encoder is looked up by its decoder's name, and libdav1d has none
         video = out.add_stream_from_template(video_in, opaque=True)
@@ -431,8 +443,7 @@ def join_parts(parts: list[str | os.PathLike], results: list[SegmentResult], sou
 
         def video_packets() -> Iterator:
             for i, path in enumerate(parts):
-                part = first if i == 0 else av.open(str(path))
-                with part:
+                with contextlib.nullcontext(first) if i == 0 else av.open(str(path)) as part:
                     for packet in part.demux(part.streams.video[0]):
                         if packet.size:
                             packet.stream = video
@@ -459,11 +470,11 @@ def join_parts(parts: list[str | os.PathLike], results: list[SegmentResult], sou
             out.mux(packet)
         counts = {kind: sum(s.type == kind for s in src.streams if s.index in copied) for kind in counts}
         info_duration = float(src.duration) / 1e6 if src.duration else 0.0
+        size = (video_in.codec_context.width, video_in.codec_context.height)
     total = Flicker()
     for result in results:
         total.merge(Flicker(**result.flicker))
-    return VideoResult((video_in.codec_context.width, video_in.codec_context.height),
-                       sum(r.frames for r in results), info_duration, len(results),
+    return VideoResult(size, sum(r.frames for r in results), info_duration, len(results),
                        sum(r.seconds for r in results), total.ratio, counts["audio"], counts["subtitle"])
 
 

@@ -304,3 +304,23 @@ def test_segments_start_at_keyframes_and_join_into_the_unsplit_video(tmp_path, e
     for i, (x, y) in enumerate(zip(a.frames, b.frames, strict=True)):
         assert np.array_equal(x, y), f"frame {i}"
     assert video_provenance(joined) == video_provenance(whole)
+
+
+@pytest.mark.parametrize("vfr", [False, True], ids=["constant", "variable"])
+def test_h264_parts_with_b_frames_join_with_the_inputs_timeline(tmp_path, engine, vfr):
+    """H.264 parts (B-frames: each part's first packets decode before they show) joined in order: every frame's
+    timestamp and every audio packet are the input's, and the joined video decodes whole."""
+    upscaler, model = engine
+    clip = write_clip(tmp_path / "clip.mp4", frames=40, gop=10, vfr=vfr)
+    info = probe(clip, str(clip))
+    segments = plan_segments(info, seconds=0.4)
+    assert len(segments) >= 2
+    provenance = file_provenance(clip, model, 4, "r1")
+    parts = [tmp_path / f"part-{s.index:05d}.mp4" for s in segments]
+    results = [upscale_segment(upscaler, clip, str(clip), s, part, OutputOptions(), provenance)
+               for s, part in zip(segments, parts, strict=True)]
+    joined = tmp_path / "joined.mp4"
+    join_parts(parts, results, clip, str(clip), joined, ".mp4", provenance)
+    source, made = read_video(clip), read_video(joined, pixels=True)
+    assert_same_timeline(made, source)
+    assert made.frame_pts == list(info.frame_pts) and len(made.frames) == 40
