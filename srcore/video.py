@@ -245,7 +245,8 @@ def _luma(pixels: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class SegmentResult:
-    """What :func:`upscale_segment` wrote: one part, and its figures (kept in the part's own metadata)."""
+    """What :func:`upscale_segment` wrote: one part, and its figures (the bucket job keeps them beside the part,
+    :meth:`to_json`)."""
 
     index: int
     frames: int
@@ -291,7 +292,7 @@ def upscale_segment(upscaler: Upscaler, source: str | os.PathLike | BinaryIO, na
                     part: str | os.PathLike, options: OutputOptions, provenance: Provenance,
                     progress: Callable[[int], None] | None = None, suffix: str | None = None) -> SegmentResult:
     """Decode ``segment`` of ``source``, upscale its frames in batches, and encode them into the MP4 ``part``
-    with the input's timestamps and durations; the part's metadata records the segment and its figures.
+    with the input's timestamps and durations; returns the segment's record and figures.
     ``progress(frames)`` is called after each batch with the frames it added."""
     import av
 
