@@ -136,7 +136,7 @@ def probe(source: str | os.PathLike | BinaryIO, name: str) -> VideoInfo:
         pts, keys = [], []
         try:
             for packet in container.demux(stream):
-                if packet.size == 0:
+                if packet.size == 0 or packet.is_discard:  # (an edit list's dropped frames are not shown)
                     continue
                 stamp = packet.pts if packet.pts is not None else packet.dts
                 if stamp is None:
@@ -179,23 +179,54 @@ def decoded_frames(container, name: str, segment: Segment) -> Iterator:
 
     stream = container.streams.video[0]
     stream.thread_type = "AUTO"
-    if segment.start is not None:
-        container.seek(segment.start, stream=stream, backward=True)
-    kept = 0
+    kept, previous = 0, None
     try:
-        for packet in container.demux(stream):
-            for frame in packet.decode():
-                if frame.pts is None:
-                    raise VideoError(f"{name}: frame {segment.first_frame + kept + 1} has no timestamp")
-                if segment.start is not None and frame.pts < segment.start:
-                    continue  # decoded from the keyframe before, or an open GOP's leading frames
-                if segment.end is not None and frame.pts >= segment.end:
-                    return
-                kept += 1
-                yield frame
+        for frame in _frames_from(container, stream, segment.start):
+            if frame.pts is None:
+                raise VideoError(f"{name}: frame {segment.first_frame + kept + 1} has no timestamp")
+            if previous is not None and frame.pts <= previous:  # (AVI's guessed stamps with B-frames)
+                raise VideoError(f"{name}: frame {segment.first_frame + kept + 1}: timestamps out of order "
+                                 f"({frame.pts} after {previous})")
+            previous = frame.pts
+            if segment.start is not None and frame.pts < segment.start:
+                continue  # decoded from the keyframe before, or an open GOP's leading frames
+            if segment.end is not None and frame.pts >= segment.end:
+                return
+            kept += 1
+            yield frame
     except av.FFmpegError as exc:
         raise VideoError(f"{name}: frame {segment.first_frame + kept + 1} of {segment.video_frames} did not decode "
                          f"({_error_text(exc)})") from None
+
+
+SEEK_BACK_SECONDS = (0, 1, 4, 16, 64, 256)
+
+
+def _frames_from(container, stream, start: int | None) -> Iterator:
+    """Decoded frames from the keyframe at or before ``start`` (None: from the first). Some demuxers (MPEG-TS
+    and -PS seek by a search on decode times) land after the keyframe asked for: then the seek is retried from
+    further back, at last from the beginning, so no frame of the segment is skipped."""
+    if start is None:
+        yield from _decoded(container, stream)
+        return
+    for back in (*SEEK_BACK_SECONDS, None):
+        target = start - int(back / stream.time_base) if back is not None else None
+        if target is None or target <= (stream.start_time or 0):
+            container.seek(stream.start_time or 0, stream=stream, backward=True, any_frame=False)
+            yield from _decoded(container, stream)
+            return
+        container.seek(target, stream=stream, backward=True)
+        frames = _decoded(container, stream)
+        first = next(frames, None)
+        if first is not None and (first.pts is None or first.pts <= start):
+            yield first
+            yield from frames
+            return  # (no frame, or a later one: landed past the keyframe, maybe at the end; further back)
+
+
+def _decoded(container, stream) -> Iterator:
+    for packet in container.demux(stream):
+        yield from packet.decode()
 
 
 # ---------------------------------------------------------------------------------------------- writing
@@ -315,7 +346,8 @@ def upscale_segment(upscaler: Upscaler, source: str | os.PathLike | BinaryIO, na
                 flicker.add(lr, hr)
                 encoded = av.VideoFrame.from_ndarray(np.ascontiguousarray(hr), format=rgb_format)
                 if pix_fmt != rgb_format:
-                    encoded = encoded.reformat(format=pix_fmt, dst_colorspace=frame.colorspace)
+                    encoded = encoded.reformat(format=pix_fmt, dst_colorspace=frame.colorspace,
+                                               dst_color_range=frame.color_range)  # full-range sources stay full
                 encoded.pts, encoded.time_base, encoded.duration = frame.pts, frame.time_base, frame.duration
                 encoded.color_range = frame.color_range
                 encoded.colorspace = frame.colorspace
@@ -443,12 +475,21 @@ def join_parts(parts: list[str | os.PathLike], results: list[SegmentResult], sou
             out.set_chapters(src.chapters())
 
         def video_packets() -> Iterator:
+            last = None  # decode time of the packet before (every part has the input's time base)
             for i, path in enumerate(parts):
                 with contextlib.nullcontext(first) if i == 0 else av.open(str(path)) as part:
                     for packet in part.demux(part.streams.video[0]):
-                        if packet.size:
-                            packet.stream = video
-                            yield packet
+                        if not packet.size:
+                            continue
+                        if last is not None and packet.dts is not None and packet.dts <= last:
+                            # x264 starts a part's decode times one reorder delay before its first frame, in that
+                            # part's frame spacing: after longer frames they can reach back into the part before
+                            if packet.pts is not None and last + 1 > packet.pts:
+                                raise VideoError(f"{name}: part {i + 1}: decode times overlap the part before")
+                            packet.dts = last + 1
+                        last = packet.dts if packet.dts is not None else last
+                        packet.stream = video
+                        yield packet
 
         def other_packets() -> Iterator:
             if not copied:
@@ -548,7 +589,7 @@ def upscale_video(upscaler: Upscaler, src: str | os.PathLike, target: str | os.P
     Path(target).parent.mkdir(parents=True, exist_ok=True)
     scratch = tempfile.mkdtemp(prefix=".srcore-video-", dir=Path(target).parent)  # inside the output folder
     try:
-        part = Path(scratch) / "part-00000.mp4"
+        part = Path(scratch) / "part-00000.mp4.part"  # (not a video suffix: a killed run's part is no input)
         result = upscale_segment(upscaler, src, name, segment, part, options, provenance, advance,
                                  suffix=Path(target).suffix.lower())
         with atomic_path(target) as tmp:

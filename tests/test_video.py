@@ -324,3 +324,26 @@ def test_h264_parts_with_b_frames_join_with_the_inputs_timeline(tmp_path, engine
     source, made = read_video(clip), read_video(joined, pixels=True)
     assert_same_timeline(made, source)
     assert made.frame_pts == list(info.frame_pts) and len(made.frames) == 40
+
+
+def test_mpeg_ts_segments_lose_no_frame_where_its_seeks_land_late(tmp_path, engine):
+    """MPEG-TS seeks by a search on decode times and can land a GOP after the keyframe asked for: each segment
+    still starts at its own keyframe, and the split video equals the unsplit one frame for frame."""
+    upscaler, model = engine
+    clip = write_clip(tmp_path / "clip.ts", frames=40, gop=10)
+    info = probe(clip, str(clip))
+    segments = plan_segments(info, seconds=0.4)
+    assert len(segments) == 4
+    options = OutputOptions(video_codec="ffv1")
+    provenance = file_provenance(clip, model, 4, "r1")
+    parts = [tmp_path / f"part-{s.index:05d}.mp4" for s in segments]
+    results = [upscale_segment(upscaler, clip, str(clip), s, part, options, provenance)
+               for s, part in zip(segments, parts, strict=True)]
+    assert [r.frames for r in results] == [s.frames for s in segments] == [10, 10, 10, 10]
+    joined = tmp_path / "joined.mkv"
+    join_parts(parts, results, clip, str(clip), joined, ".mkv", provenance)
+    whole = tmp_path / "whole" / "clip.mkv"
+    upscale_video_file(upscaler, clip, whole, model, options, run="r1")
+    a, b = read_video(joined, pixels=True), read_video(whole, pixels=True)
+    assert a.frame_pts == b.frame_pts and len(a.frames) == 40
+    assert all(np.array_equal(x, y) for x, y in zip(a.frames, b.frames, strict=True))

@@ -41,7 +41,7 @@ def pan(image: np.ndarray, frames: int, size: tuple[int, int]) -> list[np.ndarra
             for i in range(frames)]
 
 
-CONTAINER_FORMATS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm"}
+CONTAINER_FORMATS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm", ".ts": "mpegts"}
 
 
 def write_clip(path: str | os.PathLike, frames: int = 30, size: tuple[int, int] = (64, 48), rate: int = 25,

@@ -202,6 +202,8 @@ def _process(job: UpscaleJob, model, manifest: Manifest, progress: bool, report)
                 report.add(rows)
                 answered.append(digests(rows.column("input").to_pylist()))
                 log.add(rows.num_rows, pc.sum(pc.equal(rows.column("status"), "failed")).as_py() or 0)
+            if videos.rows:  # a probe or join task that died on every try dropped its video's rows
+                fail_unanswered(videos, "videos_lost", WORKER_DIED)
     except NoNodeForWork as exc:  # the work in flight is lost with the nodes; every input still gets its row
         print(f"[srcore] error: {exc}: ending the run; the inputs not done are failed rows", flush=True)
         fail_unanswered(manifest.todo, "not_done", f"not processed: {exc}")

@@ -220,9 +220,10 @@ def _join(rows: list[dict], job: UpscaleJob, source, target) -> dict:
         with target.open_atomic(first["output_key"]) as out, open(joined, "rb") as made:
             shutil.copyfileobj(made, out, 16 << 20)
             size = out.tell()
-        for r in rows:  # the output is whole: its parts are not needed again
-            target.delete(r["part_key"] + ".json")
-            target.delete(r["part_key"])
+        for r in rows:  # the output is whole: its parts are not needed again (one left is only litter)
+            with contextlib.suppress(Exception):
+                target.delete(r["part_key"] + ".json")
+                target.delete(r["part_key"])
         if target.local:  # (object stores have no folders to leave behind)
             with contextlib.suppress(OSError):
                 os.rmdir(os.path.dirname(first["part_key"]))
